@@ -1,0 +1,71 @@
+//! Command-line definitions (clap). The contract other tools rely on:
+//! `detect | plan | apply | rollback | compat | doctor`, each with `--root`
+//! and `--json`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (nothing was left half-changed)
+  2  changes pending (plan --detailed-exitcode only)
+  3  failure, and the automatic undo could not restore everything";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provision",
+    version,
+    about = "Turns a host into a working NVIDIA GPU node from a TOML plan, and upgrades it without surprises.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Treat DIR as the host's `/`: files are read and written under it and
+    /// commands run chrooted into it.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub root: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of the human report.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what the host has, layer by layer: OS, GPUs, nouveau, kernel
+    /// driver, user-mode driver, toolkits, environment, holders, packages.
+    Detect {
+        #[command(flatten)]
+        common: Common,
+        /// Also list initramfs images whose listing is not cached (slower).
+        #[arg(long)]
+        initramfs: bool,
+    },
+    /// Show what `apply` would change. Never changes anything.
+    Plan {
+        /// The plan file (TOML).
+        plan: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Exit 2 when changes are pending (0 when none).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make the host match the plan, journaling every change.
+    Apply {
+        plan: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Undo the most recent applied generation.
+    Rollback {
+        #[command(flatten)]
+        common: Common,
+    },
+}

@@ -1,0 +1,317 @@
+//! The knowledge base: `knowledge.toml`, compiled into the binary and read
+//! once. Plain rows with their sources; the rules live in `rules.rs`.
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::version::Dotted;
+
+const DATA: &str = include_str!("knowledge.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Knowledge {
+    pub meta: Meta,
+    #[serde(rename = "source")]
+    pub sources: Vec<Source>,
+    pub minor_compat: Vec<MinorCompat>,
+    #[serde(rename = "toolkit")]
+    pub toolkits: Vec<ToolkitRow>,
+    #[serde(rename = "branch")]
+    pub branches: Vec<BranchRow>,
+    pub forward_compat: Vec<ForwardCompat>,
+    #[serde(rename = "arch")]
+    pub architectures: Vec<ArchRow>,
+    #[serde(rename = "gpu")]
+    pub gpus: Vec<GpuRow>,
+    #[serde(rename = "pytorch_wheel")]
+    pub pytorch_wheels: Vec<WheelRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Meta {
+    pub schema: u32,
+    pub compiled: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub id: String,
+    pub title: String,
+    pub location: Option<String>,
+    pub via: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinorCompat {
+    pub cuda_major: u32,
+    pub supported: bool,
+    pub min_driver: Option<Dotted>,
+    pub min_driver_documented: Option<Dotted>,
+    /// Drivers from this branch on run the major natively (not by MVC).
+    pub below_branch: Option<u32>,
+    pub sources: Vec<String>,
+    pub confidence: String,
+    pub notes: Option<String>,
+    pub conflict: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolkitRow {
+    /// "12.8.1" (Update 1), "12.8.0" (GA); before CUDA 11 the full
+    /// version ("10.2.89"); "13.4.0-dp" for a developer preview.
+    pub release: String,
+    pub label: String,
+    /// Table 3 native floor (Linux x86_64).
+    pub min_driver: Dotted,
+    /// Driver bundled in the runfile, where known (differs from Table 3 in places).
+    pub runfile_driver: Option<Dotted>,
+    pub sources: Vec<String>,
+    pub confidence: String,
+    pub notes: Option<String>,
+}
+
+impl ToolkitRow {
+    /// (major, minor, update index) of the release; the 10.x-era full
+    /// versions count as their minor's only release (update 0).
+    pub fn key(&self) -> Option<(u32, u32, u32)> {
+        let numeric = self.release.split('-').next()?;
+        let version = Dotted::parse(numeric)?;
+        let parts = version.components();
+        let update = match parts.get(2).copied() {
+            Some(update) if update < 20 => update,
+            _ => 0,
+        };
+        Some((version.major(), version.minor(), update))
+    }
+
+    pub fn is_preview(&self) -> bool {
+        self.release.contains('-')
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchRow {
+    pub branch: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The newest CUDA the branch's libcuda supports: what nvidia-smi prints.
+    pub max_cuda: Option<String>,
+    pub released: Option<String>,
+    pub end_of_life: Option<String>,
+    pub end_of_life_date: Option<String>,
+    pub sources: Vec<String>,
+    pub confidence: String,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardCompat {
+    pub package: String,
+    pub cuda: String,
+    pub built_from_branch: u32,
+    pub supported_branches: Vec<u32>,
+    pub native_branches: Vec<u32>,
+    pub unsupported_branches: Vec<u32>,
+    #[serde(default)]
+    pub elf_note_branches: Vec<u32>,
+    #[serde(default)]
+    pub container_branches: Vec<u32>,
+    pub sources: Vec<String>,
+    pub confidence: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchRow {
+    pub name: String,
+    pub compute_capabilities: Vec<String>,
+    pub last_cuda_major: Option<u32>,
+    pub last_driver_branch: Option<u32>,
+    /// "required" | "supported" | "unsupported"
+    pub open_module: String,
+    pub first_cuda: String,
+    pub min_driver_note: Option<String>,
+    pub sources: Vec<String>,
+    pub confidence: String,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuRow {
+    pub device: String,
+    #[serde(default)]
+    pub subsystems: Vec<String>,
+    pub name: String,
+    pub chip: String,
+    pub arch: String,
+    pub compute_capability: String,
+    /// "datacenter" | "geforce" | "titan" | "workstation"
+    pub class: String,
+    /// "yes" | "no" | "conditional" | "unclear"
+    pub forward_compat: String,
+    pub forward_compat_note: Option<String>,
+    pub min_driver_branch: Option<u32>,
+    /// First driver whose open-module README lists the device (a lower-bound proxy).
+    pub first_listed_driver: Option<String>,
+    pub last_driver_branch: Option<u32>,
+    pub last_cuda_major: Option<u32>,
+    /// "required" | "supported" | "unsupported"
+    pub open_module: String,
+    pub sources: Vec<String>,
+    pub confidence: String,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelRow {
+    pub variant: String,
+    pub cuda: String,
+    pub torch: Vec<String>,
+    pub sources: Vec<String>,
+    pub confidence: String,
+    pub notes: Option<String>,
+}
+
+impl Knowledge {
+    /// The compiled-in knowledge base, parsed on first use.
+    pub fn get() -> &'static Knowledge {
+        static KNOWLEDGE: OnceLock<Knowledge> = OnceLock::new();
+        KNOWLEDGE.get_or_init(|| {
+            toml::from_str(DATA)
+                .unwrap_or_else(|error| panic!("knowledge.toml is invalid: {error}"))
+        })
+    }
+
+    /// The row for a PCI device id (and subsystem `vendor:device` when
+    /// known): a row listing the subsystem wins; otherwise the first row.
+    /// When several rows share the id and none lists the subsystem, the
+    /// second value is the other candidates' names.
+    pub fn gpu(&self, device: u16, subsystem: Option<&str>) -> Option<(&GpuRow, Vec<&str>)> {
+        let rows: Vec<&GpuRow> = self
+            .gpus
+            .iter()
+            .filter(|row| parse_hex16(&row.device) == Some(device))
+            .collect();
+        if let Some(subsystem) = subsystem
+            && let Some(row) = rows.iter().find(|row| {
+                row.subsystems
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(subsystem))
+            })
+        {
+            return Some((row, Vec::new()));
+        }
+        let first = *rows.first()?;
+        let others = rows[1..].iter().map(|row| row.name.as_str()).collect();
+        Some((first, others))
+    }
+
+    /// A GPU by name, as a person types it ("H100 SXM5", "RTX 4090").
+    pub fn gpu_by_name(&self, query: &str) -> Vec<&GpuRow> {
+        let words: Vec<String> = query
+            .split(|c: char| c.is_whitespace() || c == '-')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        self.gpus
+            .iter()
+            .filter(|row| {
+                let name = row.name.to_lowercase().replace('-', " ");
+                let tokens: Vec<&str> = name
+                    .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '/')
+                    .collect();
+                words.iter().all(|w| tokens.contains(&w.as_str()))
+            })
+            .collect()
+    }
+
+    pub fn branch(&self, branch: u32) -> Option<&BranchRow> {
+        self.branches.iter().find(|row| row.branch == branch)
+    }
+
+    pub fn arch_of(&self, compute_capability: &str) -> Option<&ArchRow> {
+        self.architectures.iter().find(|row| {
+            row.compute_capabilities
+                .iter()
+                .any(|cc| cc == compute_capability)
+        })
+    }
+
+    pub fn source(&self, id: &str) -> Option<&Source> {
+        self.sources.iter().find(|source| source.id == id)
+    }
+}
+
+pub fn parse_hex16(text: &str) -> Option<u16> {
+    let digits = text
+        .trim()
+        .trim_start_matches("0x")
+        .trim_start_matches("0X");
+    u16::from_str_radix(digits, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_cites_known_sources() {
+        let kb = Knowledge::get();
+        let mut cited: Vec<(&str, &Vec<String>)> = Vec::new();
+        cited.extend(kb.toolkits.iter().map(|r| (r.release.as_str(), &r.sources)));
+        cited.extend(kb.gpus.iter().map(|r| (r.name.as_str(), &r.sources)));
+        cited.extend(
+            kb.forward_compat
+                .iter()
+                .map(|r| (r.package.as_str(), &r.sources)),
+        );
+        cited.extend(
+            kb.pytorch_wheels
+                .iter()
+                .map(|r| (r.variant.as_str(), &r.sources)),
+        );
+        for (row, sources) in cited {
+            assert!(!sources.is_empty(), "{row} cites no source");
+            for id in sources {
+                assert!(kb.source(id).is_some(), "{row} cites unknown source {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn gpu_lookup_uses_the_subsystem_to_split_shared_ids() {
+        let kb = Knowledge::get();
+        assert_eq!(
+            kb.gpu(0x2335, Some("10de:18bf")).unwrap().0.name,
+            "NVIDIA H200"
+        );
+        assert_eq!(
+            kb.gpu(0x25b6, Some("10de:157e")).unwrap().0.name,
+            "NVIDIA A2"
+        );
+        let (row, others) = kb.gpu(0x25b6, None).unwrap();
+        assert_eq!(
+            (row.name.as_str(), others),
+            ("NVIDIA A16", vec!["NVIDIA A2"])
+        );
+        assert!(kb.gpu(0xffff, None).is_none());
+    }
+
+    #[test]
+    fn gpu_names_as_people_type_them() {
+        let kb = Knowledge::get();
+        let found = kb.gpu_by_name("H100 SXM5");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].device, "0x2330");
+        assert_eq!(kb.gpu_by_name("RTX 4090")[0].device, "0x2684");
+    }
+}

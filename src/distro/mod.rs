@@ -1,0 +1,248 @@
+//! Distribution back ends: which packages a plan means on this host
+//! (from `catalog.toml`) and how the package manager installs them.
+
+pub mod apt;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use crate::facts::Facts;
+use crate::facts::os::Family;
+use crate::plan::{DriverTarget, Flavor, Plan, Source};
+
+const CATALOG: &str = include_str!("catalog.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Catalog {
+    set: Vec<PackageSet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSet {
+    pub id: String,
+    pub family: String,
+    pub distros: Vec<String>,
+    pub source: String,
+    pub manager: String,
+    /// Driver branches available per distribution release.
+    #[serde(default)]
+    pub branches: BTreeMap<String, Vec<u32>>,
+    pub driver_open: Vec<String>,
+    pub driver_proprietary: Vec<String>,
+    #[serde(default)]
+    pub prerequisites: Vec<String>,
+    #[serde(default)]
+    pub toolkit: Vec<String>,
+    pub toolkit_home: Option<String>,
+    #[serde(default)]
+    pub toolkit_on_path: bool,
+    pub module: Option<String>,
+    pub sources: Vec<String>,
+}
+
+fn catalog() -> &'static Catalog {
+    static CATALOG_DATA: OnceLock<Catalog> = OnceLock::new();
+    CATALOG_DATA.get_or_init(|| {
+        toml::from_str(CATALOG)
+            .unwrap_or_else(|error| panic!("distro/catalog.toml is invalid: {error}"))
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DistroError {
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Which versions of a package the plan accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSpec {
+    /// Any version (prerequisites such as kernel headers).
+    Any,
+    /// The driver: every driver package at one upstream version, in this
+    /// branch or exactly this release.
+    Driver(DriverTarget),
+    /// A toolkit: upstream version starting with this prefix ("11.8").
+    Prefix(String),
+}
+
+impl VersionSpec {
+    pub fn accepts(&self, package_version: &str) -> bool {
+        let upstream = crate::version::upstream(package_version);
+        match self {
+            VersionSpec::Any => true,
+            VersionSpec::Driver(target) => target.accepts(upstream),
+            VersionSpec::Prefix(prefix) => {
+                upstream == prefix || upstream.starts_with(&format!("{prefix}."))
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            VersionSpec::Any => "any version".into(),
+            VersionSpec::Driver(DriverTarget::Branch(branch)) => format!("{branch}.*"),
+            VersionSpec::Driver(DriverTarget::Version(version)) => format!("{version}"),
+            VersionSpec::Prefix(prefix) => format!("{prefix}.*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSpec {
+    pub name: String,
+    pub version: VersionSpec,
+    /// Held (`apt-mark hold`) once installed.
+    pub hold: bool,
+}
+
+/// The package state a plan asks for on this host.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub install: Vec<PackageSpec>,
+    /// Packages that must not be installed (the other driver flavour).
+    pub remove: Vec<String>,
+    /// Where the toolkit lives, for the environment.
+    pub toolkit_home: Option<String>,
+    /// The toolkit's binaries are already on the default PATH.
+    pub toolkit_on_path: bool,
+}
+
+pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, DistroError> {
+    let os_id = facts.os.id.as_deref().unwrap_or("unknown");
+    let source_name = source.to_string();
+    catalog()
+        .set
+        .iter()
+        .find(|set| set.source == source_name && set.distros.iter().any(|d| d == os_id))
+        .ok_or_else(|| {
+            let known: Vec<String> = catalog()
+                .set
+                .iter()
+                .map(|s| format!("{} ({})", s.distros.join("/"), s.source))
+                .collect();
+            DistroError::Unsupported(format!(
+                "no package set for {os_id} with source = \"{source_name}\"; supported: {}",
+                known.join(", ")
+            ))
+        })
+}
+
+/// Resolves the plan's driver, toolkit and prerequisites into packages.
+/// `flavor` is the resolved flavour (never `auto`).
+pub fn desired(plan: &Plan, facts: &Facts, flavor: Flavor) -> Result<Desired, DistroError> {
+    let set = set_for(facts, plan.driver.source)?;
+    let family = facts.os.family;
+    let expected_family = match set.family.as_str() {
+        "rhel" => Some(Family::Rhel),
+        _ => Some(Family::Debian),
+    };
+    if family.is_some() && family != expected_family {
+        return Err(DistroError::Unsupported(format!(
+            "package set {} is for the {} family",
+            set.id, set.family
+        )));
+    }
+    let release = facts.os.version_id.clone().unwrap_or_default();
+    let major_release = release.split('.').next().unwrap_or("").to_string();
+    if let Some(branches) = set
+        .branches
+        .get(&major_release)
+        .or_else(|| set.branches.get(&release))
+    {
+        let branch = plan.driver.target.branch().0;
+        if !branches.contains(&branch) {
+            return Err(DistroError::Unsupported(format!(
+                "{} {release} carries driver branch {} only, not {branch}; use source = \"cuda-repo\" for other branches",
+                facts.os.id.as_deref().unwrap_or("this distribution"),
+                branches
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )));
+        }
+    }
+    let (driver, other) = match flavor {
+        Flavor::Proprietary => (&set.driver_proprietary, &set.driver_open),
+        _ => (&set.driver_open, &set.driver_proprietary),
+    };
+    let branch = plan.driver.target.branch().to_string();
+    let fill = |name: &str| name.replace("{branch}", &branch);
+    let mut desired = Desired::default();
+    for name in driver {
+        desired.install.push(PackageSpec {
+            name: fill(name),
+            version: VersionSpec::Driver(plan.driver.target.clone()),
+            hold: true,
+        });
+    }
+    desired.remove = other
+        .iter()
+        .map(|name| fill(name))
+        .filter(|name| !driver.iter().any(|d| fill(d) == *name))
+        .collect();
+    for name in &set.prerequisites {
+        if name.contains("{kernel}") {
+            for kernel in &facts.os.kernels {
+                desired.install.push(PackageSpec {
+                    name: name.replace("{kernel}", &kernel.release),
+                    version: VersionSpec::Any,
+                    hold: false,
+                });
+            }
+        } else {
+            desired.install.push(PackageSpec {
+                name: fill(name),
+                version: VersionSpec::Any,
+                hold: false,
+            });
+        }
+    }
+    if let Some(toolkit) = &plan.toolkit {
+        let short = toolkit.version.short();
+        let dashed = toolkit.version.dashed();
+        let prefix = match toolkit.version.update {
+            Some(update) => format!("{short}.{update}"),
+            None => short.clone(),
+        };
+        for name in &set.toolkit {
+            desired.install.push(PackageSpec {
+                name: name.replace("{dashed}", &dashed).replace("{short}", &short),
+                version: VersionSpec::Prefix(prefix.clone()),
+                hold: true,
+            });
+        }
+        desired.toolkit_home = set
+            .toolkit_home
+            .as_ref()
+            .map(|home| home.replace("{short}", &short));
+        desired.toolkit_on_path = set.toolkit_on_path;
+    }
+    Ok(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_specs() {
+        let branch = VersionSpec::Driver(DriverTarget::Branch(crate::plan::Branch(535)));
+        assert!(branch.accepts("535.247.01-1~deb12u1"));
+        assert!(!branch.accepts("550.54.14-1"));
+        let toolkit = VersionSpec::Prefix("11.8".into());
+        assert!(toolkit.accepts("11.8.89~11.8.0-5~deb12u1"));
+        assert!(!toolkit.accepts("11.80.1-1"));
+        assert!(VersionSpec::Prefix("12.8".into()).accepts("12.8-1"));
+    }
+
+    #[test]
+    fn the_catalog_reads() {
+        assert!(!catalog().set.is_empty());
+    }
+}

@@ -1,0 +1,195 @@
+//! Processes holding `/dev/nvidia*` (they block a driver swap) and the GPU
+//! services that run. One pass over `/proc`: a directory listing and a few
+//! small reads per process, linear in the number of processes and fds.
+
+use serde::{Deserialize, Serialize};
+
+use super::Unknown;
+use crate::host::Root;
+
+/// Daemons that hold the GPU by design: (process name, service).
+const GPU_SERVICES: &[(&str, &str)] = &[
+    ("nvidia-persistenced", "nvidia-persistenced"),
+    ("nv-fabricmanager", "nvidia-fabricmanager"),
+    ("nv-hostengine", "nvidia-dcgm"),
+    ("dcgm-exporter", "dcgm-exporter"),
+    ("nvidia-imex", "nvidia-imex"),
+];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Holders {
+    pub processes: Vec<Holder>,
+    /// GPU services running now (by process name).
+    pub services: Vec<Service>,
+    /// Processes examined.
+    pub scanned: usize,
+    /// Processes whose fds could not be read (permission), by pid.
+    pub unreadable: Vec<u32>,
+    /// Processes that exited during the scan.
+    pub vanished: usize,
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    pub cmdline: String,
+    /// Device files held, each once ("/dev/nvidia0", "/dev/nvidiactl").
+    pub devices: Vec<String>,
+    /// systemd unit from the cgroup path ("nvidia-persistenced.service").
+    pub unit: Option<String>,
+    /// Container id from the cgroup path.
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub pid: u32,
+}
+
+/// Unit and container from `/proc/<pid>/cgroup` (v2 "0::/path" or v1 lines).
+pub fn parse_cgroup(text: &str) -> (Option<String>, Option<String>) {
+    let path = text
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .or_else(|| text.lines().find_map(|l| l.splitn(3, ':').nth(2)))
+        .unwrap_or("");
+    let mut unit = None;
+    let mut container = None;
+    for part in path.split('/') {
+        if part.ends_with(".service") || part.ends_with(".scope") {
+            // docker-<id>.scope, cri-containerd-<id>.scope, libpod-<id>.scope
+            let stem = part.trim_end_matches(".scope");
+            if let Some(id) = stem.rsplit('-').next().filter(|id| is_container_id(id)) {
+                container = Some(id[..12].to_string());
+            } else {
+                unit = Some(part.to_string());
+            }
+        } else if is_container_id(part) {
+            container = Some(part[..12].to_string());
+        }
+    }
+    (unit, container)
+}
+
+fn is_container_id(text: &str) -> bool {
+    text.len() >= 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub fn gather(root: &Root) -> Holders {
+    let mut holders = Holders::default();
+    let pids: Vec<u32> = match root.read_dir("/proc") {
+        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
+        Err(error) => {
+            holders
+                .unknown
+                .note("processes", format!("cannot list /proc: {error}"));
+            return holders;
+        }
+    };
+    for pid in pids {
+        holders.scanned += 1;
+        let dir = format!("/proc/{pid}");
+        let command = root
+            .read_trimmed(format!("{dir}/comm"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if let Some((_, service)) = GPU_SERVICES.iter().find(|(name, _)| *name == command) {
+            holders.services.push(Service {
+                name: service.to_string(),
+                pid,
+            });
+        }
+        let fds = match root.read_dir(format!("{dir}/fd")) {
+            Ok(fds) => fds,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if !root.exists(&dir) {
+                    holders.vanished += 1;
+                }
+                continue;
+            }
+            Err(_) => {
+                holders.unreadable.push(pid);
+                continue;
+            }
+        };
+        let mut devices: Vec<String> = Vec::new();
+        for fd in fds {
+            let Ok(target) = root.read_link(format!("{dir}/fd/{fd}")) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            if target.starts_with("/dev/nvidia") && !devices.iter().any(|d| d == &*target) {
+                devices.push(target.into_owned());
+            }
+        }
+        if devices.is_empty() {
+            continue;
+        }
+        devices.sort();
+        let cmdline = root
+            .read_bytes(format!("{dir}/cmdline"))
+            .map(|bytes| {
+                String::from_utf8_lossy(&bytes)
+                    .split('\0')
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let (unit, container) = root
+            .read_string(format!("{dir}/cgroup"))
+            .map(|text| parse_cgroup(&text))
+            .unwrap_or((None, None));
+        holders.processes.push(Holder {
+            pid,
+            command,
+            cmdline,
+            devices,
+            unit,
+            container,
+        });
+    }
+    if !holders.unreadable.is_empty() {
+        holders.unknown.note(
+            "processes",
+            format!(
+                "{} processes could not be examined (permission denied): run as root to see every holder",
+                holders.unreadable.len()
+            ),
+        );
+    }
+    holders
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_units_and_containers() {
+        assert_eq!(
+            parse_cgroup("0::/system.slice/nvidia-persistenced.service\n"),
+            (Some("nvidia-persistenced.service".into()), None)
+        );
+        let id = "4f1c0e9a8b7d6c5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e";
+        assert_eq!(
+            parse_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")),
+            (None, Some("4f1c0e9a8b7d".into()))
+        );
+        assert_eq!(
+            parse_cgroup(&format!("0::/kubepods/burstable/pod1234/{id}\n")),
+            (None, Some("4f1c0e9a8b7d".into()))
+        );
+        // The H200 host's holder: a container under init.scope.
+        let text =
+            include_str!("../../tests/fixtures/hosts/ubuntu-24.04-h200-580-open/proc/402/cgroup");
+        assert_eq!(
+            parse_cgroup(text),
+            (Some("init.scope".into()), Some("daf430de9984".into()))
+        );
+    }
+}

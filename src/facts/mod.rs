@@ -1,0 +1,145 @@
+//! Facts: everything provision knows about a host, gathered once into plain
+//! data by reading files (never by starting nvidia-smi or NVML). Every
+//! section carries an `unknown` map: a field that could not be read is null
+//! and `unknown` says why. See docs/facts.md for the JSON schema.
+
+pub mod driver;
+pub mod environment;
+pub mod holders;
+pub mod loader;
+pub mod modules;
+pub mod nouveau;
+pub mod os;
+pub mod packages;
+pub mod pci;
+pub mod toolkit;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::Host;
+
+/// Why fields of a section are null, by field name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Unknown(pub BTreeMap<String, String>);
+
+impl Unknown {
+    pub fn note(&mut self, field: &str, reason: impl Into<String>) {
+        self.0
+            .entry(field.to_string())
+            .or_insert_with(|| reason.into());
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Facts {
+    /// The directory read as `/`.
+    pub root: String,
+    pub os: os::Os,
+    pub gpus: Vec<pci::Gpu>,
+    pub nouveau: nouveau::Nouveau,
+    pub kernel_driver: driver::KernelDriver,
+    pub user_driver: driver::UserDriver,
+    pub toolkits: toolkit::Toolkits,
+    pub environment: environment::Environment,
+    pub holders: holders::Holders,
+    pub packages: packages::Packages,
+    /// Whole-host notes: sections that could not be read at all.
+    pub unknown: Unknown,
+    /// Every installed package (not only GPU ones): the package steps need
+    /// the full set; reports leave it out.
+    #[serde(skip)]
+    pub all_packages: Vec<packages::Package>,
+}
+
+/// What `gather` may do beyond reading files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// List initramfs images whose listing is not cached (runs the lister).
+    pub list_initramfs: bool,
+}
+
+impl Facts {
+    pub fn gather(host: &Host, options: Options) -> Facts {
+        let root = &host.root;
+        let mut unknown = Unknown::default();
+        let os = os::gather(root);
+        let gpus = pci::gather(root, &mut unknown);
+        let (packages, all_packages) = packages::gather(host, os.family);
+
+        let cache = root
+            .read_bytes("/etc/ld.so.cache")
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| loader::parse_ld_so_cache(&bytes));
+        let cache = match cache {
+            Ok(entries) => Some(entries),
+            Err(reason) => {
+                unknown.note("ld.so.cache", reason);
+                None
+            }
+        };
+        let conf = loader::ld_so_conf(root);
+        let conf_dirs: Vec<String> = conf.iter().map(|d| d.dir.clone()).collect();
+
+        let mut kernel_driver = driver::gather_kernel(root, os.running_kernel.as_deref());
+        let user_driver = driver::gather_user(root, cache.as_deref(), &conf_dirs);
+        driver::compare_layers(&mut kernel_driver, &user_driver);
+
+        let driver_version = kernel_driver
+            .version
+            .clone()
+            .or_else(|| user_driver.version.clone());
+        let toolkits = toolkit::gather(root, &all_packages, &conf_dirs, driver_version.as_deref());
+        let environment = environment::gather(root, &conf);
+        let holders = holders::gather(root);
+
+        let bound: Vec<String> = gpus
+            .iter()
+            .filter(|g| g.driver.as_deref() == Some("nouveau"))
+            .map(|g| g.address.clone())
+            .collect();
+        let kernels: Vec<(String, Option<String>)> = if options.list_initramfs {
+            os.kernels
+                .iter()
+                .map(|k| (k.release.clone(), k.initramfs.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let nouveau = nouveau::gather(host, os.family, bound, &kernels);
+
+        Facts {
+            root: root.path().to_string_lossy().into_owned(),
+            os,
+            gpus,
+            nouveau,
+            kernel_driver,
+            user_driver,
+            toolkits,
+            environment,
+            holders,
+            packages,
+            unknown,
+            all_packages,
+        }
+    }
+
+    /// GPUs proper (NVSwitches left out).
+    pub fn gpu_devices(&self) -> impl Iterator<Item = &pci::Gpu> {
+        self.gpus.iter().filter(|g| g.kind == pci::Kind::Gpu)
+    }
+
+    /// The driver version running now, else the one installed.
+    pub fn driver_version(&self) -> Option<&str> {
+        self.kernel_driver
+            .version
+            .as_deref()
+            .or(self.user_driver.version.as_deref())
+    }
+}

@@ -1,0 +1,373 @@
+//! The operating system layer: distribution, family, running and installed
+//! kernels (with headers and nvidia modules), Secure Boot, init system and
+//! container/VM hints.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Unknown;
+use crate::host::Root;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Debian,
+    Rhel,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Os {
+    pub id: Option<String>,
+    pub version_id: Option<String>,
+    pub pretty_name: Option<String>,
+    pub codename: Option<String>,
+    pub family: Option<Family>,
+    /// `uname -r` of the running kernel (from `proc/sys/kernel/osrelease`).
+    pub running_kernel: Option<String>,
+    pub kernels: Vec<Kernel>,
+    /// `true`/`false`, or null with the reason in `unknown`.
+    pub secure_boot: Option<bool>,
+    /// Where the Secure Boot state came from (efivars path, or mokutil).
+    pub secure_boot_source: Option<String>,
+    /// Name of PID 1 ("systemd", "sh", ...).
+    pub init: Option<String>,
+    pub systemd: Option<bool>,
+    /// A container runtime this root looks like it runs in.
+    pub container: Option<String>,
+    /// Mount points of NVIDIA driver files mounted read-only (a container
+    /// or VM image whose driver comes from the host).
+    pub read_only_driver_mounts: Vec<String>,
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kernel {
+    pub release: String,
+    pub running: bool,
+    /// Headers a DKMS build needs (`/lib/modules/<release>/build`).
+    pub headers: bool,
+    /// Path of the nvidia kernel module built for this kernel, if any.
+    pub nvidia_module: Option<String>,
+    /// Initramfs image for this kernel, if any.
+    pub initramfs: Option<String>,
+}
+
+/// `os-release` key/value pairs (quotes and escapes removed). Lines that are
+/// not assignments are skipped: a malformed file yields what it can.
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            continue;
+        }
+        let value = value.trim();
+        let unquoted = if value.len() >= 2
+            && ((value.starts_with('"') && value.ends_with('"'))
+                || (value.starts_with('\'') && value.ends_with('\'')))
+        {
+            &value[1..value.len() - 1]
+        } else {
+            value
+        };
+        values.insert(
+            key.to_string(),
+            unquoted.replace("\\\"", "\"").replace("\\\\", "\\"),
+        );
+    }
+    values
+}
+
+/// Family from `ID` and `ID_LIKE`.
+pub fn family_of(id: &str, id_like: &str) -> Option<Family> {
+    let words: Vec<&str> = std::iter::once(id)
+        .chain(id_like.split_whitespace())
+        .collect();
+    if words.iter().any(|w| matches!(*w, "debian" | "ubuntu")) {
+        Some(Family::Debian)
+    } else if words.iter().any(|w| {
+        matches!(
+            *w,
+            "rhel" | "fedora" | "centos" | "rocky" | "almalinux" | "ol" | "amzn"
+        )
+    }) {
+        Some(Family::Rhel)
+    } else {
+        None
+    }
+}
+
+/// Where nvidia modules land for a kernel: DKMS (`updates/dkms`), Debian's
+/// `nvidia-current`, Ubuntu's precompiled `kernel/nvidia-<branch>*`, and the
+/// runfile's `kernel/drivers/video`. Listing these few directories instead of
+/// walking the whole module tree keeps detection in the millisecond range.
+const MODULE_DIRS: &[&str] = &[
+    "updates/dkms",
+    "updates",
+    "extra",
+    "kernel/drivers/video",
+    "kernel/drivers/char/drm",
+];
+
+pub fn gather(root: &Root) -> Os {
+    let mut os = Os::default();
+    let release = root
+        .read_string("/etc/os-release")
+        .or_else(|_| root.read_string("/usr/lib/os-release"));
+    match release {
+        Ok(text) => {
+            let values = parse_os_release(&text);
+            os.id = values.get("ID").cloned();
+            os.version_id = values.get("VERSION_ID").cloned();
+            os.pretty_name = values.get("PRETTY_NAME").cloned();
+            os.codename = values
+                .get("VERSION_CODENAME")
+                .or_else(|| values.get("UBUNTU_CODENAME"))
+                .cloned();
+            os.family = family_of(
+                values.get("ID").map(String::as_str).unwrap_or(""),
+                values.get("ID_LIKE").map(String::as_str).unwrap_or(""),
+            );
+            if os.id.is_none() {
+                os.unknown.note("id", "os-release has no ID= line");
+            }
+            if os.family.is_none() {
+                os.unknown.note(
+                    "family",
+                    "os-release names neither a Debian nor a RHEL family",
+                );
+            }
+        }
+        Err(error) => {
+            os.unknown
+                .note("id", format!("cannot read /etc/os-release: {error}"));
+            // Without os-release the package database still tells the family.
+            if root.exists("/var/lib/dpkg/status") {
+                os.family = Some(Family::Debian);
+            } else if root.exists("/var/lib/rpm") || root.exists("/usr/lib/sysimage/rpm") {
+                os.family = Some(Family::Rhel);
+            }
+        }
+    }
+
+    match root.read_trimmed("/proc/sys/kernel/osrelease") {
+        Ok(Some(release)) if !release.is_empty() => os.running_kernel = Some(release),
+        Ok(_) => os.unknown.note(
+            "running_kernel",
+            "proc/sys/kernel/osrelease is absent: /proc is not mounted (an image, not a running host)",
+        ),
+        Err(error) => os.unknown.note("running_kernel", error.to_string()),
+    }
+
+    os.kernels = installed_kernels(root, os.running_kernel.as_deref());
+    secure_boot(root, &mut os);
+    init_and_container(root, &mut os);
+    os
+}
+
+fn installed_kernels(root: &Root, running: Option<&str>) -> Vec<Kernel> {
+    let mut releases: Vec<String> = root.read_dir("/lib/modules").unwrap_or_default();
+    if let Ok(boot) = root.read_dir("/boot") {
+        for name in boot {
+            if let Some(release) = name.strip_prefix("vmlinuz-")
+                && !releases.iter().any(|r| r == release)
+            {
+                releases.push(release.to_string());
+            }
+        }
+    }
+    releases.sort();
+    releases
+        .into_iter()
+        .filter(|release| !release.is_empty())
+        .map(|release| {
+            let modules = format!("/lib/modules/{release}");
+            let headers = root.is_dir(format!("{modules}/build"))
+                || root.is_dir(format!("/usr/src/linux-headers-{release}"))
+                || root.is_dir(format!("/usr/src/kernels/{release}"));
+            let initramfs = [
+                format!("/boot/initrd.img-{release}"),
+                format!("/boot/initramfs-{release}.img"),
+            ]
+            .into_iter()
+            .find(|path| root.exists(path));
+            Kernel {
+                running: Some(release.as_str()) == running,
+                nvidia_module: nvidia_module_for(root, &modules),
+                headers,
+                initramfs,
+                release,
+            }
+        })
+        .collect()
+}
+
+fn is_nvidia_module(name: &str) -> bool {
+    let stem = name.split(".ko").next().unwrap_or("");
+    name.contains(".ko") && matches!(stem, "nvidia" | "nvidia-current" | "nvidia-open")
+}
+
+fn nvidia_module_for(root: &Root, modules: &str) -> Option<String> {
+    let mut dirs: Vec<String> = MODULE_DIRS
+        .iter()
+        .map(|d| format!("{modules}/{d}"))
+        .collect();
+    // Ubuntu's precompiled modules: kernel/nvidia-580srv/, kernel/nvidia-580-open/...
+    if let Ok(names) = root.read_dir(format!("{modules}/kernel")) {
+        dirs.extend(
+            names
+                .into_iter()
+                .filter(|n| n.starts_with("nvidia"))
+                .map(|n| format!("{modules}/kernel/{n}")),
+        );
+    }
+    for dir in dirs {
+        if let Ok(names) = root.read_dir(&dir)
+            && let Some(name) = names.iter().find(|n| is_nvidia_module(n))
+        {
+            return Some(format!("{dir}/{name}"));
+        }
+    }
+    None
+}
+
+/// EFI global variable GUID (UEFI spec, "Globally Defined Variables").
+const SECURE_BOOT_VAR: &str =
+    "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+fn secure_boot(root: &Root, os: &mut Os) {
+    match root.read_bytes(SECURE_BOOT_VAR) {
+        // efivarfs: 4 bytes of attributes, then the 1-byte value.
+        Ok(bytes) if bytes.len() >= 5 => {
+            os.secure_boot = Some(bytes[4] == 1);
+            os.secure_boot_source = Some(SECURE_BOOT_VAR.to_string());
+        }
+        Ok(_) => os.unknown.note(
+            "secure_boot",
+            format!("{SECURE_BOOT_VAR} is too short to hold a value"),
+        ),
+        Err(_) if root.exists("/sys/firmware") && !root.exists("/sys/firmware/efi") => {
+            os.secure_boot = Some(false);
+            os.secure_boot_source = Some("legacy BIOS boot (no /sys/firmware/efi)".into());
+        }
+        Err(error) => os.unknown.note(
+            "secure_boot",
+            format!("cannot read the SecureBoot EFI variable: {error}; `mokutil --sb-state` tells"),
+        ),
+    }
+}
+
+fn init_and_container(root: &Root, os: &mut Os) {
+    match root.read_trimmed("/proc/1/comm") {
+        Ok(Some(comm)) => {
+            os.systemd = Some(comm == "systemd");
+            os.init = Some(comm);
+        }
+        Ok(None) => {
+            // No /proc/1: an image, or a snapshot that did not capture PID 1.
+            if root.exists("/run/systemd/system") {
+                os.systemd = Some(true);
+            } else {
+                os.unknown.note("init", "proc/1/comm is absent");
+            }
+        }
+        Err(error) => os.unknown.note("init", error.to_string()),
+    }
+    if root.exists("/.dockerenv") {
+        os.container = Some("docker".into());
+    } else if root.exists("/run/.containerenv") {
+        os.container = Some("podman".into());
+    } else if let Ok(Some(kind)) = root.read_trimmed("/run/systemd/container") {
+        os.container = Some(kind);
+    }
+    if let Ok(mountinfo) = root
+        .read_string("/proc/self/mountinfo")
+        .or_else(|_| root.read_string("/proc/1/mountinfo"))
+    {
+        os.read_only_driver_mounts = read_only_driver_mounts(&mountinfo);
+    } else if root.is_dir("/usr/local/nvidia") && !root.is_host() {
+        // Snapshots keep the layout but not the mount table.
+        os.unknown.note(
+            "read_only_driver_mounts",
+            "no mount table in this root; /usr/local/nvidia exists (the layout of a driver mounted in from a host)",
+        );
+    }
+}
+
+/// Mount points with "nvidia" in them that are mounted read-only.
+pub fn read_only_driver_mounts(mountinfo: &str) -> Vec<String> {
+    let mut points = Vec::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 6 {
+            continue;
+        }
+        let (point, options) = (fields[4], fields[5]);
+        if point.contains("nvidia") && options.split(',').any(|o| o == "ro") {
+            points.push(point.replace("\\040", " "));
+        }
+    }
+    points.sort();
+    points.dedup();
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_of_ubuntu_noble() {
+        let text = include_str!(
+            "../../tests/fixtures/hosts/ubuntu-24.04-h200-580-open/usr/lib/os-release"
+        );
+        let values = parse_os_release(text);
+        assert_eq!(values["ID"], "ubuntu");
+        assert_eq!(values["VERSION_ID"], "24.04");
+        assert_eq!(values["PRETTY_NAME"], "Ubuntu 24.04.3 LTS");
+        assert_eq!(family_of("ubuntu", "debian"), Some(Family::Debian));
+    }
+
+    #[test]
+    fn malformed_os_release_yields_what_it_can() {
+        let values = parse_os_release(
+            "garbage\n=\nID=rocky\nVERSION_ID=\"9.4\nID_LIKE=\"rhel centos fedora\"\n\u{0}\u{1}",
+        );
+        assert_eq!(values["ID"], "rocky");
+        assert_eq!(values["VERSION_ID"], "\"9.4");
+        assert_eq!(family_of("rocky", "rhel centos fedora"), Some(Family::Rhel));
+        assert_eq!(family_of("arch", ""), None);
+    }
+
+    #[test]
+    fn read_only_nvidia_mounts_are_found() {
+        let mountinfo = "\
+25 1 0:23 / / rw,relatime - overlay overlay rw
+31 25 0:30 /lib64 /usr/local/nvidia/lib64 ro,nosuid,nodev,relatime - ext4 /dev/vdb ro
+32 25 0:31 / /usr/local/cuda-12.8 rw,relatime - ext4 /dev/vdc rw";
+        assert_eq!(
+            read_only_driver_mounts(mountinfo),
+            vec!["/usr/local/nvidia/lib64"]
+        );
+    }
+
+    #[test]
+    fn module_names() {
+        assert!(is_nvidia_module("nvidia.ko"));
+        assert!(is_nvidia_module("nvidia-current.ko.xz"));
+        assert!(is_nvidia_module("nvidia.ko.zst"));
+        assert!(!is_nvidia_module("nvidia-uvm.ko"));
+        assert!(!is_nvidia_module("nvidia"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Installed packages: dpkg's status file on the Debian family (read
+//! directly, no process), the rpm database through the Runner on RHEL.
+
+use serde::{Deserialize, Serialize};
+
+use super::Unknown;
+use super::os::Family;
+use crate::host::{Cmd, Host, Root};
+
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: Option<String>,
+    /// Held (`apt-mark hold`, dnf versionlock).
+    pub held: bool,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Packages {
+    /// "dpkg" or "rpm".
+    pub manager: Option<String>,
+    /// NVIDIA, CUDA and related packages.
+    pub gpu: Vec<Package>,
+    pub unattended_upgrades: Option<bool>,
+    pub unknown: Unknown,
+}
+
+/// Every installed package in a dpkg status file. Stanzas without a name
+/// or version, or not in an installed state, are skipped.
+pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
+    let mut packages = Vec::new();
+    for stanza in text.split("\n\n") {
+        let mut name = None;
+        let mut version = None;
+        let mut arch = None;
+        let mut status = None;
+        let mut source = None;
+        for line in stanza.lines() {
+            if line.starts_with(' ') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match key {
+                "Package" => name = Some(value),
+                "Version" => version = Some(value),
+                "Architecture" => arch = Some(value),
+                "Status" => status = Some(value),
+                "Source" => source = Some(value.split_whitespace().next().unwrap_or(value)),
+                _ => {}
+            }
+        }
+        let (Some(name), Some(version), Some(status)) = (name, version, status) else {
+            continue;
+        };
+        let mut words = status.split_whitespace();
+        let want = words.next().unwrap_or("");
+        let state = words.nth(1).unwrap_or("");
+        if !matches!(
+            state,
+            "installed" | "half-configured" | "unpacked" | "triggers-awaited" | "triggers-pending"
+        ) {
+            continue;
+        }
+        packages.push(Package {
+            name: name.to_string(),
+            version: version.to_string(),
+            arch: arch.map(str::to_string),
+            held: want == "hold",
+            source: source.map(str::to_string),
+        });
+    }
+    packages
+}
+
+/// NVIDIA, CUDA and the libraries that ride with them.
+pub fn is_gpu_package(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "libcu",
+        "libnpp",
+        "libnvjpeg",
+        "libnccl",
+        "libnvidia",
+        "libxnvctrl",
+        "nsight",
+        "datacenter-gpu-manager",
+        "firmware-nvidia",
+        "kmod-nvidia",
+        "dkms",
+        "gds-tools",
+        "libnvjitlink",
+        "libnvfatbin",
+    ];
+    name.contains("nvidia") || name.contains("cuda") || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Every installed package (all of them, not only GPU ones).
+pub fn installed(host: &Host, family: Option<Family>) -> Result<Vec<Package>, String> {
+    match family {
+        Some(Family::Rhel) => rpm_installed(host),
+        _ => {
+            let text = host
+                .root
+                .read_string(DPKG_STATUS)
+                .map_err(|error| format!("cannot read {DPKG_STATUS}: {error}"))?;
+            Ok(parse_dpkg_status(&text))
+        }
+    }
+}
+
+/// `rpm -qa` with an exact, tab-separated format.
+pub fn rpm_query() -> Cmd {
+    Cmd::read("rpm").args([
+        "-qa",
+        "--qf",
+        "%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
+    ])
+}
+
+pub fn parse_rpm_query(text: &str, locked: &[String]) -> Vec<Package> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let name = fields.next()?.to_string();
+            let version = fields.next()?;
+            let version = version.strip_prefix("0:").unwrap_or(version).to_string();
+            let arch = fields.next().map(str::to_string);
+            let held = locked.iter().any(|l| versionlock_matches(l, &name));
+            Some(Package {
+                name,
+                version,
+                arch,
+                held,
+                source: None,
+            })
+        })
+        .collect()
+}
+
+/// A `dnf versionlock` entry ("nvidia-driver-3:580.95.05-1.el9.*") names `name`.
+fn versionlock_matches(entry: &str, name: &str) -> bool {
+    let entry = entry.trim_start_matches('!');
+    entry
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+fn rpm_installed(host: &Host) -> Result<Vec<Package>, String> {
+    let output = host
+        .runner
+        .run(&rpm_query())
+        .map_err(|error| error.to_string())?;
+    if !output.success() {
+        return Err(format!("`rpm -qa` failed: {}", output.tail));
+    }
+    let locked = versionlocks(&host.root);
+    Ok(parse_rpm_query(&output.stdout, &locked))
+}
+
+pub const VERSIONLOCK_LIST: &str = "/etc/dnf/plugins/versionlock.list";
+
+pub fn versionlocks(root: &Root) -> Vec<String> {
+    root.read_string(VERSIONLOCK_LIST)
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn gather(host: &Host, family: Option<Family>) -> (Packages, Vec<Package>) {
+    let mut packages = Packages {
+        manager: match family {
+            Some(Family::Rhel) => Some("rpm".into()),
+            Some(Family::Debian) => Some("dpkg".into()),
+            None if host.root.exists(DPKG_STATUS) => Some("dpkg".into()),
+            None => None,
+        },
+        ..Packages::default()
+    };
+    let all = match installed(host, family) {
+        Ok(all) => all,
+        Err(reason) => {
+            packages.unknown.note("gpu", reason);
+            return (packages, Vec::new());
+        }
+    };
+    packages.gpu = all
+        .iter()
+        .filter(|p| is_gpu_package(&p.name))
+        .cloned()
+        .collect();
+    packages.unattended_upgrades = Some(
+        all.iter()
+            .any(|p| p.name == "unattended-upgrades" || p.name == "dnf-automatic"),
+    );
+    (packages, all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_of_the_h200_host() {
+        let text = include_str!(
+            "../../tests/fixtures/hosts/ubuntu-24.04-h200-580-open/var/lib/dpkg/status"
+        );
+        let packages = parse_dpkg_status(text);
+        assert_eq!(packages.len(), 53);
+        let compat = packages
+            .iter()
+            .find(|p| p.name == "cuda-compat-13-0")
+            .unwrap();
+        assert_eq!(compat.version, "580.95.05-0ubuntu1");
+        assert!(!compat.held);
+        let cudnn = packages
+            .iter()
+            .find(|p| p.name == "libcudnn9-cuda-13")
+            .unwrap();
+        assert!(cudnn.held, "libcudnn9 is held on that host");
+        assert!(
+            packages.iter().all(|p| is_gpu_package(&p.name)),
+            "the snapshot is filtered to GPU packages"
+        );
+    }
+
+    #[test]
+    fn removed_packages_are_not_installed() {
+        let text = "Package: a\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: b\nStatus: install ok installed\nVersion: 2\n";
+        let packages = parse_dpkg_status(text);
+        assert_eq!(packages.len(), 1);
+        assert_eq!(packages[0].name, "b");
+    }
+
+    #[test]
+    fn rpm_query_with_versionlocks() {
+        let text = "nvidia-driver\t3:580.95.05-1.el9\tx86_64\nkernel\t0:5.14.0-427.el9\tx86_64\n";
+        let packages = parse_rpm_query(text, &["nvidia-driver-3:580.95.05-1.el9.*".into()]);
+        assert!(packages[0].held);
+        assert_eq!(packages[1].version, "5.14.0-427.el9");
+        assert!(!packages[1].held);
+    }
+}

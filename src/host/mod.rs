@@ -1,0 +1,14 @@
+//! The two doors to the host: [`Root`] for every path and [`Runner`] for
+//! every process. Nothing else in provision touches the machine.
+
+pub mod root;
+pub mod runner;
+
+pub use root::{FileStamp, Root};
+pub use runner::{Cmd, CommandRecord, Effect, Output, RunError, Runner, SystemRunner, run_checked};
+
+/// The host provision works on: its filesystem and how to run commands in it.
+pub struct Host {
+    pub root: Root,
+    pub runner: Box<dyn Runner>,
+}

@@ -1,0 +1,473 @@
+//! The journal: the on-disk record of every change and how to undo it.
+//!
+//! Layout under `ROOT/var/lib/provision/` (it lives on disk, so it survives
+//! a crash or a reboot):
+//! - `lock`: held (flock) by the one apply or rollback that runs;
+//! - `generations/<id>.json`: one per apply that changed something, with the
+//!   undo of each change appended *before* the change is made;
+//! - `backups/<sha256>`: the content of every file before provision replaced
+//!   it, stored once per content.
+//!
+//! Every undo is idempotent (restore this content, return to this package
+//! set), so an entry recorded just before a crash is safe to undo even if its
+//! change never happened.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::host::{Cmd, Root};
+
+pub const STATE_DIR: &str = "/var/lib/provision";
+pub const LOG_DIR: &str = "/var/log/provision";
+const GENERATIONS: &str = "/var/lib/provision/generations";
+const BACKUPS: &str = "/var/lib/provision/backups";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another provision run holds {path}{holder}; wait for it to finish")]
+    Locked { path: String, holder: String },
+    #[error("journal file {path} is damaged: {reason}")]
+    Damaged { path: String, reason: String },
+    #[error("backup {hash} is missing or does not match its hash")]
+    BadBackup { hash: String },
+}
+
+fn io(path: &str) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_string(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Changes are being made (or the run was interrupted).
+    Applying,
+    Applied,
+    /// Failed and undone automatically.
+    Failed,
+    /// Failed and the automatic undo could not restore everything.
+    FailedIncomplete,
+    RolledBack,
+    /// A rollback ran but could not restore everything.
+    RollbackIncomplete,
+}
+
+/// How to undo one change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Undo {
+    /// Put the file back as it was: `before` null means it did not exist.
+    File { path: String, before: Option<Saved> },
+    /// Return the package database to this set of versions and holds.
+    Packages {
+        manager: String,
+        before: BTreeMap<String, PackageState>,
+    },
+    /// Run a command (a cache refresh after files were restored).
+    Command { cmd: Cmd },
+}
+
+/// A file's former state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Saved {
+    Content { sha256: String, mode: u32 },
+    Link { target: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageState {
+    pub version: String,
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub step: String,
+    pub undo: Undo,
+    /// Set once the undo has run.
+    #[serde(default)]
+    pub undone: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Generation {
+    pub id: u64,
+    pub plan: Option<String>,
+    pub plan_sha256: Option<String>,
+    pub started: String,
+    pub finished: Option<String>,
+    pub status: Status,
+    pub reboot_required: bool,
+    /// Log of every command's output for this generation.
+    pub log: String,
+    pub entries: Vec<Entry>,
+}
+
+/// The exclusive lock; released when dropped.
+pub struct Lock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Lock {
+    pub fn acquire(root: &Root) -> Result<Lock, JournalError> {
+        let path = format!("{STATE_DIR}/lock");
+        root.create_dir_all(STATE_DIR).map_err(io(STATE_DIR))?;
+        let real = root.join(&path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&real)
+            .map_err(io(&path))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => {
+                use std::io::{Seek, Write};
+                let mut file: &std::fs::File = &flock;
+                let _ = file.set_len(0);
+                let _ = file.seek(std::io::SeekFrom::Start(0));
+                let _ = writeln!(file, "{}", std::process::id());
+                Ok(Lock { _flock: flock })
+            }
+            Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let holder = std::fs::read_to_string(&real)
+                    .ok()
+                    .map(|pid| pid.trim().to_string())
+                    .filter(|pid| !pid.is_empty())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                Err(JournalError::Locked { path, holder })
+            }
+            Err((_, errno)) => Err(JournalError::Io {
+                path,
+                source: std::io::Error::from(errno),
+            }),
+        }
+    }
+}
+
+/// An open generation being written.
+pub struct Journal<'a> {
+    root: &'a Root,
+    pub generation: Generation,
+}
+
+impl<'a> Journal<'a> {
+    /// Starts the next generation (the caller holds the [`Lock`]).
+    pub fn begin(root: &'a Root, plan: Option<(&Path, &str)>) -> Result<Journal<'a>, JournalError> {
+        root.create_dir_all(GENERATIONS).map_err(io(GENERATIONS))?;
+        let id = list(root)?.last().copied().unwrap_or(0) + 1;
+        let generation = Generation {
+            id,
+            plan: plan.map(|(path, _)| path.to_string_lossy().into_owned()),
+            plan_sha256: plan.map(|(_, sha)| sha.to_string()),
+            started: now(),
+            finished: None,
+            status: Status::Applying,
+            reboot_required: false,
+            log: format!("{LOG_DIR}/{id:04}.log"),
+            entries: Vec::new(),
+        };
+        let journal = Journal { root, generation };
+        journal.save()?;
+        Ok(journal)
+    }
+
+    /// Opens an existing generation to undo it.
+    pub fn open(root: &'a Root, id: u64) -> Result<Journal<'a>, JournalError> {
+        Ok(Journal {
+            root,
+            generation: load(root, id)?,
+        })
+    }
+
+    pub fn root(&self) -> &Root {
+        self.root
+    }
+
+    fn save(&self) -> Result<(), JournalError> {
+        let path = generation_path(self.generation.id);
+        let text =
+            serde_json::to_vec_pretty(&self.generation).map_err(|error| JournalError::Damaged {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+        self.root
+            .write_atomic(&path, &text, 0o600)
+            .map_err(io(&path))
+    }
+
+    /// Records how to undo a change, durably, before the change is made.
+    pub fn record(&mut self, step: &str, undo: Undo) -> Result<(), JournalError> {
+        self.generation.entries.push(Entry {
+            step: step.to_string(),
+            undo,
+            undone: false,
+        });
+        self.save()
+    }
+
+    /// Records the undo of replacing (or creating, or removing) file `path`:
+    /// its present content goes to the backups first.
+    pub fn record_file(&mut self, step: &str, path: &str) -> Result<(), JournalError> {
+        let before = self.save_file(path)?;
+        // One entry per file per generation: the first state is the one to restore.
+        let already = self
+            .generation
+            .entries
+            .iter()
+            .any(|e| matches!(&e.undo, Undo::File { path: p, .. } if p == path));
+        if already {
+            return Ok(());
+        }
+        self.record(
+            step,
+            Undo::File {
+                path: path.to_string(),
+                before,
+            },
+        )
+    }
+
+    /// Saves the current state of `path` into the backups.
+    pub fn save_file(&self, path: &str) -> Result<Option<Saved>, JournalError> {
+        let meta = match self.root.symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io(path)(error)),
+        };
+        if meta.file_type().is_symlink() {
+            let target = self.root.read_link(path).map_err(io(path))?;
+            return Ok(Some(Saved::Link {
+                target: target.to_string_lossy().into_owned(),
+            }));
+        }
+        let bytes = std::fs::read(self.root.join(path)).map_err(io(path))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let backup = format!("{BACKUPS}/{sha256}");
+        if !self.root.exists(&backup) {
+            self.root
+                .write_atomic(&backup, &bytes, 0o600)
+                .map_err(io(&backup))?;
+        }
+        Ok(Some(Saved::Content {
+            sha256,
+            mode: meta.permissions().mode() & 0o7777,
+        }))
+    }
+
+    /// Puts file `path` back to `before`.
+    pub fn restore_file(&self, path: &str, before: &Option<Saved>) -> Result<(), JournalError> {
+        match before {
+            None => self.root.remove_file(path).map_err(io(path)),
+            Some(Saved::Link { target }) => {
+                let real = self.root.join(path);
+                let temp = real.with_extension("provision-link");
+                let _ = std::fs::remove_file(&temp);
+                std::os::unix::fs::symlink(target, &temp).map_err(io(path))?;
+                std::fs::rename(&temp, &real).map_err(io(path))
+            }
+            Some(Saved::Content { sha256, mode }) => {
+                let backup = format!("{BACKUPS}/{sha256}");
+                let bytes = self
+                    .root
+                    .read_bytes(&backup)
+                    .map_err(|_| JournalError::BadBackup {
+                        hash: sha256.clone(),
+                    })?;
+                if hex::encode(Sha256::digest(&bytes)) != *sha256 {
+                    return Err(JournalError::BadBackup {
+                        hash: sha256.clone(),
+                    });
+                }
+                self.root
+                    .write_atomic(path, &bytes, *mode)
+                    .map_err(io(path))
+            }
+        }
+    }
+
+    pub fn mark_undone(&mut self, index: usize) -> Result<(), JournalError> {
+        if let Some(entry) = self.generation.entries.get_mut(index) {
+            entry.undone = true;
+        }
+        self.save()
+    }
+
+    pub fn finish(&mut self, status: Status) -> Result<(), JournalError> {
+        self.generation.status = status;
+        self.generation.finished = Some(now());
+        self.save()
+    }
+
+    pub fn set_reboot_required(&mut self, required: bool) -> Result<(), JournalError> {
+        self.generation.reboot_required = required;
+        self.save()
+    }
+}
+
+fn generation_path(id: u64) -> String {
+    format!("{GENERATIONS}/{id:04}.json")
+}
+
+/// Generation ids on disk, ascending.
+pub fn list(root: &Root) -> Result<Vec<u64>, JournalError> {
+    let names = match root.read_dir(GENERATIONS) {
+        Ok(names) => names,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io(GENERATIONS)(error)),
+    };
+    let mut ids: Vec<u64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".json"))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+pub fn load(root: &Root, id: u64) -> Result<Generation, JournalError> {
+    let path = generation_path(id);
+    let text = root.read_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|error| JournalError::Damaged {
+        path,
+        reason: error.to_string(),
+    })
+}
+
+/// The newest generation that still has changes to undo: applied, or
+/// interrupted mid-apply (a crash), or a rollback that stopped half-way.
+pub fn latest_undoable(root: &Root) -> Result<Option<Generation>, JournalError> {
+    for id in list(root)?.into_iter().rev() {
+        let generation = load(root, id)?;
+        match generation.status {
+            Status::Applied
+            | Status::Applying
+            | Status::RollbackIncomplete
+            | Status::FailedIncomplete => {
+                return Ok(Some(generation));
+            }
+            Status::RolledBack | Status::Failed => continue,
+        }
+    }
+    Ok(None)
+}
+
+/// Path of the per-generation log (host path).
+pub fn log_path(root: &Root, id: u64) -> PathBuf {
+    root.join(format!("{LOG_DIR}/{id:04}.log"))
+}
+
+/// UTC time as RFC 3339 ("2026-11-22T01:41:26Z").
+pub fn now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = seconds.div_euclid(86_400);
+    let rest = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_undo_restores_content_links_and_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        root.write_atomic("/etc/a.conf", b"old\n", 0o640).unwrap();
+        std::os::unix::fs::symlink("/etc/a.conf", dir.path().join("etc/link")).unwrap();
+        let _lock = Lock::acquire(&root).unwrap();
+        let mut journal = Journal::begin(&root, None).unwrap();
+        journal.record_file("t", "/etc/a.conf").unwrap();
+        journal.record_file("t", "/etc/link").unwrap();
+        journal.record_file("t", "/etc/new.conf").unwrap();
+        root.write_atomic("/etc/a.conf", b"new\n", 0o644).unwrap();
+        root.write_atomic("/etc/link", b"replaced", 0o644).unwrap();
+        root.write_atomic("/etc/new.conf", b"x", 0o644).unwrap();
+
+        let reopened = Journal::open(&root, journal.generation.id).unwrap();
+        for entry in &reopened.generation.entries {
+            let Undo::File { path, before } = &entry.undo else {
+                panic!()
+            };
+            reopened.restore_file(path, before).unwrap();
+        }
+        assert_eq!(
+            fs_err::read_to_string(dir.path().join("etc/a.conf")).unwrap(),
+            "old\n"
+        );
+        let mode = fs_err::metadata(dir.path().join("etc/a.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert_eq!(
+            fs_err::read_link(dir.path().join("etc/link")).unwrap(),
+            PathBuf::from("/etc/a.conf")
+        );
+        assert!(!dir.path().join("etc/new.conf").exists());
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let _first = Lock::acquire(&root).unwrap();
+        let error = Lock::acquire(&root).err().unwrap().to_string();
+        assert!(error.contains("another provision run"), "{error}");
+        assert!(
+            error.contains(&format!("pid {}", std::process::id())),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn generations_count_up_and_the_latest_undoable_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let mut first = Journal::begin(&root, None).unwrap();
+        first.finish(Status::Applied).unwrap();
+        let mut second = Journal::begin(&root, None).unwrap();
+        second.finish(Status::RolledBack).unwrap();
+        assert_eq!(second.generation.id, 2);
+        assert_eq!(latest_undoable(&root).unwrap().unwrap().id, 1);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let text = now();
+        assert_eq!(text.len(), 20);
+        assert!(text.starts_with("20") && text.ends_with('Z'), "{text}");
+    }
+}

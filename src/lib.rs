@@ -1,0 +1,15 @@
+//! provision: turns a host into a working NVIDIA GPU node from a TOML plan,
+//! and upgrades it later without surprises.
+
+pub mod cli;
+pub mod compat;
+pub mod distro;
+pub mod engine;
+pub mod facts;
+pub mod host;
+pub mod journal;
+pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod step;
+pub mod version;

@@ -1,0 +1,171 @@
+//! The binary: parse the command line, call the library, print, exit.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use provision::cli::{Cli, Command, Common};
+use provision::engine::{self, Exit, Report};
+use provision::facts::{Facts, Options};
+use provision::host::{Host, Root, SystemRunner};
+use provision::output::{self, Style, TerminalProgress};
+use provision::plan::Plan;
+use provision::progress::{Progress, Silent};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = run(cli);
+    ExitCode::from(exit as u8)
+}
+
+fn progress_for(common: &Common) -> Arc<dyn Progress> {
+    if common.json {
+        Arc::new(Silent)
+    } else {
+        Arc::new(TerminalProgress::new())
+    }
+}
+
+/// Host for `root` (or `/`); changes are allowed only for apply/rollback.
+fn host(
+    common: &Common,
+    progress: Arc<dyn Progress>,
+    allow_changes: bool,
+) -> Result<(Host, Arc<SystemRunner>), String> {
+    let root = match &common.root {
+        Some(dir) => {
+            Root::new(dir).map_err(|error| format!("--root {}: {error}", dir.display()))?
+        }
+        None => Root::host(),
+    };
+    let runner = Arc::new(SystemRunner::new(root.path(), progress, allow_changes));
+    let host = Host {
+        root,
+        runner: Box::new(SharedRunner(runner.clone())),
+    };
+    Ok((host, runner))
+}
+
+/// Lets the binary keep a handle on the runner (to point its log) while the
+/// host owns it.
+struct SharedRunner(Arc<SystemRunner>);
+
+impl provision::host::Runner for SharedRunner {
+    fn run(
+        &self,
+        cmd: &provision::host::Cmd,
+    ) -> Result<provision::host::Output, provision::host::RunError> {
+        self.0.run(cmd)
+    }
+    fn records(&self) -> Vec<provision::host::CommandRecord> {
+        self.0.records()
+    }
+    fn log_path(&self) -> Option<std::path::PathBuf> {
+        self.0.log_path()
+    }
+}
+
+fn print_report(report: &Report, verb: &str, common: &Common) {
+    if common.json {
+        println!("{}", output::json(report));
+    } else {
+        let text = output::human(report, verb, Style::for_stdout());
+        if report.failed {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+}
+
+fn fail(message: String, verb: &str, common: &Common) -> Exit {
+    let report = Report::failure(message);
+    print_report(&report, verb, common);
+    Exit::Failure
+}
+
+fn load_plan(path: &Path, verb: &str, common: &Common) -> Result<Plan, Exit> {
+    Plan::load(path).map_err(|error| fail(error.to_string(), verb, common))
+}
+
+fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Detect { common, initramfs } => {
+            let (host, _) = match host(&common, Arc::new(Silent), false) {
+                Ok(host) => host,
+                Err(message) => return fail(message, "detect", &common),
+            };
+            let facts = Facts::gather(
+                &host,
+                Options {
+                    list_initramfs: initramfs,
+                },
+            );
+            if common.json {
+                println!("{}", output::json(&facts));
+            } else {
+                print!("{}", output::facts_human(&facts, Style::for_stdout()));
+            }
+            Exit::Success
+        }
+        Command::Plan {
+            plan,
+            common,
+            detailed_exitcode,
+        } => {
+            let plan = match load_plan(&plan, "plan", &common) {
+                Ok(plan) => plan,
+                Err(exit) => return exit,
+            };
+            let (host, _) = match host(&common, Arc::new(Silent), false) {
+                Ok(host) => host,
+                Err(message) => return fail(message, "plan", &common),
+            };
+            let report = engine::plan(&host, &plan, &Silent);
+            print_report(&report, "plan", &common);
+            if report.failed {
+                report.exit
+            } else if detailed_exitcode && report.changed {
+                Exit::Pending
+            } else {
+                Exit::Success
+            }
+        }
+        Command::Apply { plan, common } => {
+            let plan = match load_plan(&plan, "apply", &common) {
+                Ok(plan) => plan,
+                Err(exit) => return exit,
+            };
+            let progress = progress_for(&common);
+            let (host, runner) = match host(&common, progress.clone(), true) {
+                Ok(host) => host,
+                Err(message) => return fail(message, "apply", &common),
+            };
+            let log_to = |path: &Path| {
+                if let Err(error) = runner.log_to(path) {
+                    progress.warn(&format!("cannot write the log {}: {error}", path.display()));
+                }
+            };
+            let report = engine::apply(&host, &plan, progress.as_ref(), &log_to);
+            print_report(&report, "apply", &common);
+            report.exit
+        }
+        Command::Rollback { common } => {
+            let progress = progress_for(&common);
+            let (host, runner) = match host(&common, progress.clone(), true) {
+                Ok(host) => host,
+                Err(message) => return fail(message, "rollback", &common),
+            };
+            let log_to = |path: &Path| {
+                if let Err(error) = runner.log_to(path) {
+                    progress.warn(&format!("cannot write the log {}: {error}", path.display()));
+                }
+            };
+            let report = engine::rollback(&host, progress.as_ref(), &log_to);
+            print_report(&report, "rollback", &common);
+            report.exit
+        }
+    }
+}

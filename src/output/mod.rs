@@ -1,0 +1,294 @@
+//! The only place that prints: terraform-style `+ ~ -` diffs for people,
+//! one JSON document for machines, and progress (indicatif) on a terminal.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Report, StepReport};
+use crate::progress::Progress;
+use crate::step::{Action, Diff};
+
+/// Colours only for a terminal that wants them.
+#[derive(Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    pub fn for_stdout() -> Style {
+        Style {
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    pub fn plain() -> Style {
+        Style { color: false }
+    }
+
+    pub(crate) fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn action(&self, action: Action, text: &str) -> String {
+        match action {
+            Action::Create => self.paint("32", text),
+            Action::Update => self.paint("33", text),
+            Action::Delete => self.paint("31", text),
+            Action::None => self.paint("2", text),
+        }
+    }
+}
+
+pub fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|error| {
+        format!("{{\"failed\": true, \"msg\": \"cannot encode the report: {error}\"}}")
+    })
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines().map(|line| format!("{by}{line}\n")).collect()
+}
+
+fn diff_lines(style: Style, diff: &Diff) -> String {
+    match diff {
+        Diff::None => String::new(),
+        Diff::Text(text) => {
+            let mut out = String::new();
+            for line in text.lines() {
+                let painted = if line.starts_with("+++") || line.starts_with("---") {
+                    style.paint("1", line)
+                } else if line.starts_with('+') {
+                    style.action(Action::Create, line)
+                } else if line.starts_with('-') {
+                    style.action(Action::Delete, line)
+                } else if line.starts_with("@@") {
+                    style.paint("36", line)
+                } else {
+                    line.to_string()
+                };
+                out.push_str(&painted);
+                out.push('\n');
+            }
+            out
+        }
+        Diff::Packages(changes) => {
+            let width = changes.iter().map(|c| c.name.len()).max().unwrap_or(0);
+            let mut out = String::new();
+            for change in changes {
+                let hold = if change.hold { "  (held)" } else { "" };
+                let line = match (&change.before, &change.after) {
+                    (None, Some(after)) => style.action(
+                        Action::Create,
+                        &format!("+ {:width$}  {after}{hold}", change.name),
+                    ),
+                    (Some(before), None) => style.action(
+                        Action::Delete,
+                        &format!("- {:width$}  {before}", change.name),
+                    ),
+                    (Some(before), Some(after)) if before == after => style.action(
+                        Action::Update,
+                        &format!("~ {:width$}  {after}  (hold){}", change.name, ""),
+                    ),
+                    (Some(before), Some(after)) => style.action(
+                        Action::Update,
+                        &format!("~ {:width$}  {before} -> {after}{hold}", change.name),
+                    ),
+                    (None, None) => continue,
+                };
+                out.push_str(&line);
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
+fn step_block(style: Style, step: &StepReport, verbose: bool) -> String {
+    let mut out = String::new();
+    let sigil = step.action.sigil();
+    let head = format!("{sigil} {}  {}", step.id, step.summary);
+    let _ = writeln!(out, "  {}", style.action(step.action, &head));
+    if step.action != Action::None || verbose {
+        out.push_str(&indent(&diff_lines(style, &step.diff), "      "));
+        if !step.commands.is_empty() {
+            let _ = writeln!(out, "      will run:");
+            for command in &step.commands {
+                let _ = writeln!(out, "        {command}");
+            }
+        }
+    }
+    out
+}
+
+/// The diff an Ansible `--diff` run shows (no colours).
+pub fn prepared_diff(steps: &[StepReport]) -> String {
+    steps
+        .iter()
+        .filter(|s| s.action != Action::None)
+        .map(|s| step_block(Style::plain(), s, false))
+        .collect()
+}
+
+/// Human form of a plan, apply or rollback report.
+pub fn human(report: &Report, verb: &str, style: Style) -> String {
+    let mut out = String::new();
+    for warning in &report.warnings {
+        let _ = writeln!(out, "{} {warning}", style.paint("33", "warning:"));
+    }
+    if !report.steps.is_empty() {
+        let _ = writeln!(out);
+        for step in &report.steps {
+            out.push_str(&step_block(style, step, false));
+        }
+        let _ = writeln!(out);
+    }
+    let changes = report
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::None)
+        .count();
+    let unchanged = report.steps.len() - changes;
+    if report.failed {
+        let _ = writeln!(out, "{} {}", style.paint("31;1", "error:"), report.msg);
+    } else {
+        let summary = match verb {
+            "plan" if changes == 0 => "No changes. The host matches the plan.".to_string(),
+            "plan" => format!("Plan: {changes} to change, {unchanged} already as planned."),
+            _ => format!(
+                "{}{}",
+                capitalize(&report.msg),
+                if report.msg.ends_with('.') { "" } else { "." }
+            ),
+        };
+        let _ = writeln!(out, "{}", style.paint("1", &summary));
+    }
+    if report.reboot_required {
+        let _ = writeln!(out, "{}", style.paint("33", "A reboot is required for the change to take effect (nouveau or an older module is loaded)."));
+    }
+    if let Some(log) = &report.log {
+        let _ = writeln!(out, "Log: {log}");
+    }
+    out
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().collect::<String>() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+/// Progress on a terminal: the running step with its elapsed time and the
+/// last line its command printed. Without a terminal: one line per step.
+pub struct TerminalProgress {
+    bar: Option<indicatif::ProgressBar>,
+    started: Mutex<Option<(String, Instant)>>,
+}
+
+impl TerminalProgress {
+    pub fn new() -> TerminalProgress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix:.bold} [{elapsed}] {wide_msg:.dim}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar
+        });
+        TerminalProgress {
+            bar,
+            started: Mutex::new(None),
+        }
+    }
+}
+
+impl Default for TerminalProgress {
+    fn default() -> Self {
+        TerminalProgress::new()
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn step_started(&self, id: &str, summary: &str) {
+        *self.started.lock().expect("progress lock") = Some((id.to_string(), Instant::now()));
+        match &self.bar {
+            Some(bar) => {
+                bar.reset_elapsed();
+                bar.set_prefix(id.to_string());
+                bar.set_message(summary.to_string());
+                bar.enable_steady_tick(Duration::from_millis(120));
+            }
+            None => eprintln!("==> {id}: {summary}"),
+        }
+    }
+
+    fn step_finished(&self, id: &str, ok: bool) {
+        let elapsed = self
+            .started
+            .lock()
+            .expect("progress lock")
+            .take()
+            .map(|(_, at)| at.elapsed())
+            .unwrap_or_default();
+        let line = format!(
+            "{} {id} ({:.1}s)",
+            if ok { "done" } else { "FAILED" },
+            elapsed.as_secs_f64()
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.disable_steady_tick();
+                bar.println(line);
+                bar.set_message("");
+                bar.set_prefix("");
+                bar.finish_and_clear();
+            }
+            None => eprintln!("    {line}"),
+        }
+    }
+
+    fn command_started(&self, command: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(command.to_string());
+        }
+    }
+
+    fn command_line(&self, line: &str) {
+        if let Some(bar) = &self.bar
+            && !line.trim().is_empty()
+        {
+            bar.set_message(line.trim().to_string());
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+
+    fn download(&self, name: &str, done: u64, total: Option<u64>) {
+        if let Some(bar) = &self.bar {
+            let text = match total {
+                Some(total) if total > 0 => {
+                    format!("{name}: {} of {} MiB", done >> 20, total >> 20)
+                }
+                _ => format!("{name}: {} MiB", done >> 20),
+            };
+            bar.set_message(text);
+        }
+    }
+}
+
+mod facts;
+pub use facts::facts_human;

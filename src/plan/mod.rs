@@ -1,0 +1,270 @@
+//! The TOML plan: what the host should become. [`Plan::load`] reads and
+//! checks it completely before anything looks at the host, so an invalid plan
+//! never changes anything. Errors name `file:line:column`.
+
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use schema::{
+    Branch, CompatPackage, DriverVersion, EnvironmentSpec, Flavor, Loader, NouveauSpec, Source,
+    ToolkitSpec, ToolkitVersion,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{path}: cannot read the plan: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// A checked plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub path: PathBuf,
+    /// sha256 of the plan file, recorded in the journal.
+    pub sha256: String,
+    pub driver: Driver,
+    pub toolkit: Option<ToolkitSpec>,
+    pub compat: CompatPackage,
+    pub nouveau: NouveauSpec,
+    pub environment: EnvironmentSpec,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Driver {
+    pub target: DriverTarget,
+    pub flavor: Flavor,
+    pub source: Source,
+}
+
+/// Which driver release the plan asks for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverTarget {
+    Branch(Branch),
+    Version(DriverVersion),
+}
+
+impl DriverTarget {
+    pub fn branch(&self) -> Branch {
+        match self {
+            DriverTarget::Branch(branch) => *branch,
+            DriverTarget::Version(version) => version.branch(),
+        }
+    }
+
+    /// Whether an installed upstream driver version satisfies the target.
+    pub fn accepts(&self, upstream: &str) -> bool {
+        match self {
+            DriverTarget::Branch(branch) => {
+                upstream.split('.').next() == Some(branch.to_string().as_str())
+            }
+            DriverTarget::Version(version) => upstream == version.0,
+        }
+    }
+}
+
+impl std::fmt::Display for DriverTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DriverTarget::Branch(branch) => write!(f, "branch {branch}"),
+            DriverTarget::Version(version) => write!(f, "{version}"),
+        }
+    }
+}
+
+impl Plan {
+    /// Reads and checks the plan at `path`.
+    pub fn load(path: &Path) -> Result<Plan, PlanError> {
+        let bytes = std::fs::read(path).map_err(|source| PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Plan::parse(path, &bytes)
+    }
+
+    /// Checks plan text; `path` is only used in messages.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Plan, PlanError> {
+        let invalid = |offset: usize, message: String| {
+            let (line, column) = line_column(bytes, offset);
+            PlanError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let text = std::str::from_utf8(bytes).map_err(|error| {
+            let offset = error.valid_up_to();
+            invalid(
+                offset,
+                format!(
+                    "not a TOML plan: invalid UTF-8 (byte 0x{:02x} at offset {offset})",
+                    bytes[offset]
+                ),
+            )
+        })?;
+        if text.trim().is_empty() {
+            return Err(invalid(
+                0,
+                "the plan is empty: expected at least a [driver] table with `branch` or `version`"
+                    .into(),
+            ));
+        }
+        let spec: schema::PlanSpec = toml::from_str(text).map_err(|error| {
+            let offset = error.span().map(|span| span.start).unwrap_or(0);
+            invalid(offset, error.message().trim_end().to_string())
+        })?;
+        let driver_span = spec.driver.span();
+        let driver = spec.driver.into_inner();
+        let target = match (driver.branch, driver.version) {
+            (Some(branch), None) => DriverTarget::Branch(branch),
+            (None, Some(version)) => DriverTarget::Version(version),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    driver_span.start,
+                    "[driver] takes `branch` or `version`, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    driver_span.start,
+                    "[driver] needs `branch` (such as \"580\") or `version` (such as \"580.95.05\")"
+                        .into(),
+                ));
+            }
+        };
+        Ok(Plan {
+            path: path.to_path_buf(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            driver: Driver {
+                target,
+                flavor: driver.flavor,
+                source: driver.source,
+            },
+            toolkit: spec.toolkit,
+            compat: spec.compat.package,
+            nouveau: spec.nouveau,
+            environment: spec.environment,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        Plan::parse(Path::new("plan.toml"), text.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_full_plan_reads() {
+        let plan = Plan::parse(
+            Path::new("p.toml"),
+            br#"
+[driver]
+branch = "580"
+flavor = "open"
+source = "cuda-repo"
+[toolkit]
+version = "12.8"
+[compat]
+package = "auto"
+[environment]
+loader = "profile"
+"#,
+        )
+        .unwrap();
+        assert_eq!(plan.driver.target, DriverTarget::Branch(Branch(580)));
+        assert_eq!(plan.driver.source, Source::CudaRepo);
+        assert_eq!(plan.toolkit.unwrap().version.short(), "12.8");
+        assert_eq!(plan.compat, CompatPackage::Auto);
+        assert!(
+            plan.nouveau.disable,
+            "nouveau is disabled unless the plan says otherwise"
+        );
+        assert_eq!(plan.environment.loader, Loader::Profile);
+    }
+
+    #[test]
+    fn unknown_key_is_located_and_lists_the_valid_keys() {
+        let message = error("[driver]\nbranch = \"580\"\nflavour = \"open\"\n");
+        assert!(
+            message.starts_with("plan.toml:3:1: unknown field `flavour`"),
+            "{message}"
+        );
+        assert!(message.contains("`flavor`"), "{message}");
+        assert!(message.contains("`source`"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_point_at_the_value() {
+        let message = error("[driver]\nbranch = \"abc\"\n");
+        assert!(message.starts_with("plan.toml:2:10:"), "{message}");
+        assert!(
+            message.contains("invalid driver branch \"abc\""),
+            "{message}"
+        );
+        let message = error("[driver]\nversion = \"../../x\"\n");
+        assert!(message.starts_with("plan.toml:2:11:"), "{message}");
+        let message = error("[driver]\nbranch = 580\n");
+        assert!(message.starts_with("plan.toml:2:10:"), "{message}");
+        let message = error("[driver]\nbranch = \"580\"\nflavor = \"closed\"\n");
+        assert!(message.contains("`open`"), "{message}");
+        let message = error("[driver]\nbranch = \"580\"\n[toolkit]\nversion = \"twelve\"\n");
+        assert!(message.starts_with("plan.toml:4:11:"), "{message}");
+        let message = error("[driver]\nbranch = \"580\"\n[compat]\npackage = \"libcuda\"\n");
+        assert!(message.contains("cuda-compat-12-8"), "{message}");
+    }
+
+    #[test]
+    fn driver_needs_exactly_one_target() {
+        assert!(error("[driver]\nflavor = \"open\"\n").contains("needs `branch`"));
+        assert!(
+            error("[driver]\nbranch = \"580\"\nversion = \"580.95.05\"\n").contains("not both")
+        );
+    }
+
+    #[test]
+    fn empty_and_binary_plans_are_located_errors() {
+        assert!(error("").starts_with("plan.toml:1:1: the plan is empty"));
+        let message = Plan::parse(Path::new("p.toml"), b"[driver]\n\xff\xfe\x00garbage")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("p.toml:2:1: not a TOML plan: invalid UTF-8"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The plan's TOML schema. Every table denies unknown keys, and every value
+//! type checks its own syntax while it is read, so a bad value is reported
+//! at its own line and column (`plan.toml:3:10: ...`).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    pub driver: toml::Spanned<DriverSpec>,
+    #[serde(default)]
+    pub toolkit: Option<ToolkitSpec>,
+    #[serde(default)]
+    pub compat: CompatSpec,
+    #[serde(default)]
+    pub nouveau: NouveauSpec,
+    #[serde(default)]
+    pub environment: EnvironmentSpec,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverSpec {
+    /// A branch such as "580": the newest release of the branch on first
+    /// install, and never moved to another branch afterwards.
+    pub branch: Option<Branch>,
+    /// An exact release such as "580.95.05".
+    pub version: Option<DriverVersion>,
+    #[serde(default)]
+    pub flavor: Flavor,
+    #[serde(default)]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolkitSpec {
+    pub version: ToolkitVersion,
+    /// Owns /usr/local/cuda and the environment (PATH, loader path).
+    #[serde(default = "yes")]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatSpec {
+    #[serde(default)]
+    pub package: CompatPackage,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NouveauSpec {
+    #[serde(default = "yes")]
+    pub disable: bool,
+}
+
+impl Default for NouveauSpec {
+    fn default() -> Self {
+        NouveauSpec { disable: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    /// PATH and CUDA_HOME for login shells (/etc/profile.d).
+    #[serde(default = "yes")]
+    pub path: bool,
+    #[serde(default)]
+    pub loader: Loader,
+}
+
+impl Default for EnvironmentSpec {
+    fn default() -> Self {
+        EnvironmentSpec {
+            path: true,
+            loader: Loader::default(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    Open,
+    Proprietary,
+    #[default]
+    Auto,
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flavor::Open => "open",
+            Flavor::Proprietary => "proprietary",
+            Flavor::Auto => "auto",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    #[default]
+    Distro,
+    CudaRepo,
+    Runfile,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Distro => "distro",
+            Source::CudaRepo => "cuda-repo",
+            Source::Runfile => "runfile",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Loader {
+    /// /etc/ld.so.conf.d + ldconfig: serves services as well as shells.
+    #[default]
+    #[serde(rename = "ld.so.conf")]
+    LdSoConf,
+    /// LD_LIBRARY_PATH in /etc/profile.d: login shells only.
+    #[serde(rename = "profile")]
+    Profile,
+    #[serde(rename = "none")]
+    None,
+}
+
+/// A driver branch: the first component of a driver version ("580").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct Branch(pub u32);
+
+impl From<Branch> for String {
+    fn from(branch: Branch) -> String {
+        branch.0.to_string()
+    }
+}
+
+impl fmt::Display for Branch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Branch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let valid = (3..=4).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "invalid driver branch {text:?}: expected the branch number, such as \"580\""
+            )));
+        }
+        Ok(Branch(text.parse().map_err(serde::de::Error::custom)?))
+    }
+}
+
+/// An exact driver release, "580.95.05" or "570.26".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct DriverVersion(pub String);
+
+impl From<DriverVersion> for String {
+    fn from(version: DriverVersion) -> String {
+        version.0
+    }
+}
+
+impl DriverVersion {
+    pub fn branch(&self) -> Branch {
+        Branch(
+            self.0
+                .split('.')
+                .next()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(0),
+        )
+    }
+}
+
+impl fmt::Display for DriverVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DriverVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if !dotted_numbers(&text, 2..=3, 4) || !text.split('.').next().is_some_and(|b| b.len() >= 3)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "invalid driver version {text:?}: expected a release such as \"580.95.05\""
+            )));
+        }
+        Ok(DriverVersion(text))
+    }
+}
+
+/// A CUDA toolkit release: "12.8" (its GA), "12.8.1" (Update 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct ToolkitVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub update: Option<u32>,
+}
+
+impl From<ToolkitVersion> for String {
+    fn from(version: ToolkitVersion) -> String {
+        version.to_string()
+    }
+}
+
+impl ToolkitVersion {
+    /// "12.8" as used in paths and package names ("cuda-toolkit-12-8").
+    pub fn short(&self) -> String {
+        format!("{}.{}", self.major, self.minor)
+    }
+
+    pub fn dashed(&self) -> String {
+        format!("{}-{}", self.major, self.minor)
+    }
+
+    pub fn parse(text: &str) -> Option<ToolkitVersion> {
+        if !dotted_numbers(text, 2..=3, 3) {
+            return None;
+        }
+        let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
+        Some(ToolkitVersion {
+            major: parts.next()??,
+            minor: parts.next()??,
+            update: parts.next().flatten(),
+        })
+    }
+}
+
+impl fmt::Display for ToolkitVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.update {
+            Some(update) => write!(f, "{}.{}.{update}", self.major, self.minor),
+            None => write!(f, "{}.{}", self.major, self.minor),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolkitVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ToolkitVersion::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid toolkit version {text:?}: expected a CUDA release such as \"12.8\" or \"12.8.1\""
+            ))
+        })
+    }
+}
+
+/// `[compat] package`: "auto", "none" or a `cuda-compat-X-Y` name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum CompatPackage {
+    #[default]
+    None,
+    Auto,
+    Named(String),
+}
+
+impl From<CompatPackage> for String {
+    fn from(package: CompatPackage) -> String {
+        match package {
+            CompatPackage::None => "none".into(),
+            CompatPackage::Auto => "auto".into(),
+            CompatPackage::Named(name) => name,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CompatPackage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "auto" => Ok(CompatPackage::Auto),
+            "none" => Ok(CompatPackage::None),
+            name if compat_name_valid(name) => Ok(CompatPackage::Named(text)),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid compat package {text:?}: expected \"auto\", \"none\" or a name such as \"cuda-compat-12-8\""
+            ))),
+        }
+    }
+}
+
+fn compat_name_valid(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("cuda-compat-") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    parts.len() == 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `count` dot-separated runs of 1..=`width` digits, nothing else.
+fn dotted_numbers(text: &str, count: std::ops::RangeInclusive<usize>, width: usize) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    count.contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= width && p.bytes().all(|b| b.is_ascii_digit()))
+}

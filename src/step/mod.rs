@@ -1,0 +1,112 @@
+//! Steps: each owns one piece of host state. `check` only reads and says
+//! what would change; `apply` records its undo in the journal, then makes
+//! the change. Dry-run is "run every check and print the changes".
+
+pub mod file;
+pub mod initramfs;
+pub mod ldconfig;
+pub mod packages;
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::Facts;
+use crate::host::{Host, RunError};
+use crate::journal::{Journal, JournalError};
+use crate::progress::Progress;
+
+/// What a step sees: the host's doors, the facts gathered once, and where
+/// progress goes.
+pub struct Context<'a> {
+    pub host: &'a Host,
+    pub facts: &'a Facts,
+    pub progress: &'a dyn Progress,
+    /// True under `apply`/`rollback`: checks may refresh provision's own
+    /// caches (never host configuration).
+    pub writable: bool,
+}
+
+pub trait Step {
+    /// Stable identifier, "nouveau:blacklist".
+    fn id(&self) -> String;
+    /// Read-only: is the host already as the plan wants it?
+    fn check(&self, ctx: &Context) -> Result<Check, StepError>;
+    /// Makes the change, journaling its undo first.
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError>;
+}
+
+#[derive(Debug, Clone)]
+pub enum Check {
+    Satisfied(String),
+    Pending(Change),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    None,
+}
+
+impl Action {
+    /// Terraform's sigil for the action.
+    pub fn sigil(self) -> char {
+        match self {
+            Action::Create => '+',
+            Action::Update => '~',
+            Action::Delete => '-',
+            Action::None => ' ',
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub action: Action,
+    pub summary: String,
+    pub diff: Diff,
+    /// Commands `apply` will run for this change (for review).
+    pub commands: Vec<String>,
+}
+
+/// What changes: a unified diff for a file, before/after for packages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Diff {
+    Text(String),
+    Packages(Vec<PackageChange>),
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageChange {
+    pub name: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// Held after the change.
+    pub hold: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub fn io_error(path: &str) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    move |source| StepError::Io {
+        path: path.to_string(),
+        source,
+    }
+}

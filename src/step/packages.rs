@@ -1,0 +1,399 @@
+//! The package set: install, upgrade or remove exact `name=version`s, hold
+//! them so unattended upgrades cannot move the driver under a running
+//! module, and return to the recorded set on rollback.
+
+use std::collections::BTreeMap;
+
+use super::{Action, Change, Check, Context, Diff, PackageChange, Step, StepError};
+use crate::distro::{Desired, PackageSpec, VersionSpec, apt};
+use crate::facts::packages::{DPKG_STATUS, Package, parse_dpkg_status};
+use crate::host::{Host, run_checked};
+use crate::journal::{Journal, PackageState, Undo};
+use crate::version::{Dotted, dpkg_compare, upstream};
+
+pub const ID: &str = "packages";
+
+pub struct Packages {
+    pub desired: Desired,
+}
+
+/// Installed packages by name.
+fn by_name(packages: &[Package]) -> BTreeMap<&str, &Package> {
+    packages.iter().map(|p| (p.name.as_str(), p)).collect()
+}
+
+impl Packages {
+    /// Specs whose installed state differs (absent, wrong version, not held),
+    /// plus removals still installed.
+    fn pending(
+        &self,
+        installed: &[Package],
+    ) -> (Vec<&PackageSpec>, Vec<&PackageSpec>, Vec<String>) {
+        let now = by_name(installed);
+        let driver_versions: Vec<&str> = self
+            .desired
+            .install
+            .iter()
+            .filter(|s| matches!(s.version, VersionSpec::Driver(_)))
+            .filter_map(|s| now.get(s.name.as_str()).map(|p| upstream(&p.version)))
+            .collect();
+        let consistent = driver_versions.windows(2).all(|w| w[0] == w[1]);
+        let mut install = Vec::new();
+        let mut hold = Vec::new();
+        for spec in &self.desired.install {
+            match now.get(spec.name.as_str()) {
+                Some(package)
+                    if spec.version.accepts(&package.version)
+                        && (consistent || !matches!(spec.version, VersionSpec::Driver(_))) =>
+                {
+                    if spec.hold && !package.held {
+                        hold.push(spec);
+                    }
+                }
+                _ => install.push(spec),
+            }
+        }
+        let remove = self
+            .desired
+            .remove
+            .iter()
+            .filter(|name| now.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        (install, hold, remove)
+    }
+
+    /// Exact versions for `specs` from what the repositories offer.
+    fn resolve(
+        &self,
+        host: &Host,
+        installed: &[Package],
+        specs: &[&PackageSpec],
+    ) -> Result<Vec<(String, String)>, String> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = self
+            .desired
+            .install
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let output = host
+            .runner
+            .run(&apt::madison(&names))
+            .map_err(|e| e.to_string())?;
+        let available = apt::parse_madison(&output.stdout);
+        let now = by_name(installed);
+        let driver_specs: Vec<&PackageSpec> = self
+            .desired
+            .install
+            .iter()
+            .filter(|s| matches!(s.version, VersionSpec::Driver(_)))
+            .collect();
+        // One upstream version for the whole driver set: the installed one
+        // when it still fits (the driver never moves unless the plan says
+        // so), else the newest that every driver package offers.
+        let driver_upstream = if driver_specs.is_empty() {
+            None
+        } else {
+            let mut common: Option<Vec<String>> = None;
+            for spec in &driver_specs {
+                let offered: Vec<String> = available
+                    .get(&spec.name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| spec.version.accepts(v))
+                    .map(|v| upstream(v).to_string())
+                    .collect();
+                common = Some(match common {
+                    None => offered,
+                    Some(previous) => previous
+                        .into_iter()
+                        .filter(|v| offered.contains(v))
+                        .collect(),
+                });
+            }
+            let common = common.unwrap_or_default();
+            let installed_upstream = driver_specs
+                .iter()
+                .filter_map(|s| now.get(s.name.as_str()))
+                .map(|p| upstream(&p.version).to_string())
+                .find(|v| common.contains(v));
+            let chosen = installed_upstream
+                .or_else(|| common.iter().max_by_key(|v| Dotted::parse(v)).cloned());
+            match chosen {
+                Some(version) => Some(version),
+                None => {
+                    let wanted = driver_specs[0].version.describe();
+                    let offers: Vec<String> = driver_specs
+                        .iter()
+                        .map(|s| {
+                            let list = available.get(&s.name).cloned().unwrap_or_default();
+                            format!(
+                                "{}: {}",
+                                s.name,
+                                if list.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    list.join(", ")
+                                }
+                            )
+                        })
+                        .collect();
+                    return Err(format!(
+                        "no driver release {wanted} is offered for every driver package by the configured repositories ({})",
+                        offers.join("; ")
+                    ));
+                }
+            }
+        };
+        let mut exact = Vec::new();
+        for spec in specs {
+            let offered = available.get(&spec.name).cloned().unwrap_or_default();
+            let mut fitting: Vec<String> = offered
+                .into_iter()
+                .filter(|v| spec.version.accepts(v))
+                .filter(|v| match (&spec.version, &driver_upstream) {
+                    (VersionSpec::Driver(_), Some(chosen)) => upstream(v) == chosen,
+                    _ => true,
+                })
+                .collect();
+            fitting.sort_by(|a, b| dpkg_compare(b, a));
+            let keep = now
+                .get(spec.name.as_str())
+                .map(|p| p.version.clone())
+                .filter(|v| fitting.contains(v));
+            match keep.or_else(|| fitting.first().cloned()) {
+                Some(version) => exact.push((spec.name.clone(), version)),
+                None => {
+                    return Err(format!(
+                        "the configured repositories offer no {} at {} (run `apt-cache madison {}` in the host to see what they have)",
+                        spec.name,
+                        spec.version.describe(),
+                        spec.name
+                    ));
+                }
+            }
+        }
+        Ok(exact)
+    }
+}
+
+fn installed_now(host: &Host) -> Result<Vec<Package>, StepError> {
+    let text = host
+        .root
+        .read_string(DPKG_STATUS)
+        .map_err(super::io_error(DPKG_STATUS))?;
+    Ok(parse_dpkg_status(&text))
+}
+
+impl Step for Packages {
+    fn id(&self) -> String {
+        ID.to_string()
+    }
+
+    fn check(&self, ctx: &Context) -> Result<Check, StepError> {
+        let installed = &ctx.facts.all_packages;
+        let (install, hold, remove) = self.pending(installed);
+        if install.is_empty() && hold.is_empty() && remove.is_empty() {
+            return Ok(Check::Satisfied(format!(
+                "{} package(s) at the planned versions{}",
+                self.desired.install.len(),
+                if self.desired.install.iter().any(|s| s.hold) {
+                    ", held"
+                } else {
+                    ""
+                }
+            )));
+        }
+        // Exact versions when the package lists already know them; the
+        // lists are refreshed only by `apply`.
+        let resolved: BTreeMap<String, String> = self
+            .resolve(ctx.host, installed, &install)
+            .map(|exact| exact.into_iter().collect())
+            .unwrap_or_default();
+        let now = by_name(installed);
+        let mut changes: Vec<PackageChange> = Vec::new();
+        for spec in &install {
+            changes.push(PackageChange {
+                name: spec.name.clone(),
+                before: now.get(spec.name.as_str()).map(|p| p.version.clone()),
+                after: Some(
+                    resolved
+                        .get(&spec.name)
+                        .cloned()
+                        .unwrap_or_else(|| spec.version.describe()),
+                ),
+                hold: spec.hold,
+            });
+        }
+        for spec in &hold {
+            let version = now.get(spec.name.as_str()).map(|p| p.version.clone());
+            changes.push(PackageChange {
+                name: spec.name.clone(),
+                before: version.clone(),
+                after: version,
+                hold: true,
+            });
+        }
+        for name in &remove {
+            changes.push(PackageChange {
+                name: name.clone(),
+                before: now.get(name.as_str()).map(|p| p.version.clone()),
+                after: None,
+                hold: false,
+            });
+        }
+        let action = if changes.iter().all(|c| c.before.is_none()) {
+            Action::Create
+        } else if changes.iter().all(|c| c.after.is_none()) {
+            Action::Delete
+        } else {
+            Action::Update
+        };
+        let exact: Vec<(String, String)> = changes
+            .iter()
+            .filter(|c| c.after.is_some() && c.before != c.after)
+            .map(|c| (c.name.clone(), c.after.clone().unwrap_or_default()))
+            .collect();
+        let held: Vec<String> = self
+            .desired
+            .install
+            .iter()
+            .filter(|s| s.hold)
+            .map(|s| s.name.clone())
+            .collect();
+        let mut commands = Vec::new();
+        if !exact.is_empty() || !remove.is_empty() {
+            commands.push(apt::update().display());
+            commands.push(apt::install(&exact, &remove, false).display());
+        }
+        commands.push(apt::hold(&held).display());
+        let summary = format!(
+            "{} to install or change, {} to hold, {} to remove",
+            install.len(),
+            hold.len(),
+            remove.len()
+        );
+        Ok(Check::Pending(Change {
+            action,
+            summary,
+            diff: Diff::Packages(changes),
+            commands,
+        }))
+    }
+
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+        let host = ctx.host;
+        let installed = installed_now(host)?;
+        let before: BTreeMap<String, PackageState> = installed
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    PackageState {
+                        version: p.version.clone(),
+                        held: p.held,
+                    },
+                )
+            })
+            .collect();
+        // Package scripts and dpkg triggers regenerate initramfs images:
+        // keep the current ones so a rollback restores them byte for byte.
+        for kernel in &ctx.facts.os.kernels {
+            if let Some(image) = &kernel.initramfs {
+                journal.record_file(ID, image)?;
+            }
+        }
+        journal.record(
+            ID,
+            Undo::Packages {
+                manager: "apt".into(),
+                before,
+            },
+        )?;
+        let (install, _, remove) = self.pending(&installed);
+        if !install.is_empty() || !remove.is_empty() {
+            run_checked(host.runner.as_ref(), &apt::update())?;
+            let exact = self
+                .resolve(host, &installed, &install)
+                .map_err(StepError::Failed)?;
+            let now = by_name(&installed);
+            let held_changing: Vec<String> = exact
+                .iter()
+                .map(|(name, _)| name.clone())
+                .chain(remove.iter().cloned())
+                .filter(|name| now.get(name.as_str()).is_some_and(|p| p.held))
+                .collect();
+            if !held_changing.is_empty() {
+                run_checked(host.runner.as_ref(), &apt::unhold(&held_changing))?;
+            }
+            run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, false))?;
+        }
+        let held: Vec<String> = self
+            .desired
+            .install
+            .iter()
+            .filter(|s| s.hold)
+            .map(|s| s.name.clone())
+            .collect();
+        if !held.is_empty() {
+            run_checked(host.runner.as_ref(), &apt::hold(&held))?;
+        }
+        Ok(())
+    }
+}
+
+/// Returns the package database to `before`: purges what was added,
+/// reinstalls the recorded versions, restores holds.
+pub fn undo(host: &Host, before: &BTreeMap<String, PackageState>) -> Result<(), StepError> {
+    let installed = installed_now(host)?;
+    let now = by_name(&installed);
+    let purge: Vec<String> = installed
+        .iter()
+        .filter(|p| !before.contains_key(&p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    let restore: Vec<(String, String)> = before
+        .iter()
+        .filter(|(name, state)| {
+            now.get(name.as_str()).map(|p| p.version.as_str()) != Some(state.version.as_str())
+        })
+        .map(|(name, state)| (name.clone(), state.version.clone()))
+        .collect();
+    if !purge.is_empty() || !restore.is_empty() {
+        let held_now: Vec<String> = installed
+            .iter()
+            .filter(|p| p.held)
+            .map(|p| p.name.clone())
+            .collect();
+        if !held_now.is_empty() {
+            run_checked(host.runner.as_ref(), &apt::unhold(&held_now))?;
+        }
+        if restore.is_empty() {
+            run_checked(host.runner.as_ref(), &apt::purge(&purge))?;
+        } else {
+            run_checked(host.runner.as_ref(), &apt::update())?;
+            run_checked(host.runner.as_ref(), &apt::install(&restore, &purge, true))?;
+        }
+    }
+    let installed = installed_now(host)?;
+    let unhold: Vec<String> = installed
+        .iter()
+        .filter(|p| p.held && !before.get(&p.name).is_some_and(|s| s.held))
+        .map(|p| p.name.clone())
+        .collect();
+    let hold: Vec<String> = installed
+        .iter()
+        .filter(|p| !p.held && before.get(&p.name).is_some_and(|s| s.held))
+        .map(|p| p.name.clone())
+        .collect();
+    if !unhold.is_empty() {
+        run_checked(host.runner.as_ref(), &apt::unhold(&unhold))?;
+    }
+    if !hold.is_empty() {
+        run_checked(host.runner.as_ref(), &apt::hold(&hold))?;
+    }
+    Ok(())
+}
