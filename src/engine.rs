@@ -166,7 +166,10 @@ pub fn build_steps(
             "no NVIDIA GPU is present (an image being baked, or a CI runner): the plan is applied without GPU checks".into(),
         );
     }
-    for problem in crate::compat::validate::check_plan(plan, facts) {
+    if let Some(problem) = crate::compat::validate::check_plan(plan, facts)
+        .into_iter()
+        .next()
+    {
         return Err(PlanRefused::Refused(problem));
     }
     let flavor = resolve_flavor(plan, facts)?;
@@ -425,8 +428,12 @@ pub fn apply(
                 report.steps.push(satisfied(step.id(), summary));
                 continue;
             }
-            // Satisfied now thanks to an earlier step (a trigger did it).
-            (Check::Satisfied(_), Check::Pending(change)) => change,
+            // An earlier step already made this change (a package trigger
+            // rebuilt the initramfs): report it, do not redo it.
+            (Check::Satisfied(_), Check::Pending(change)) => {
+                report.steps.push(pending(step.id(), change));
+                continue;
+            }
             (Check::Pending(change), _) => change,
         };
         progress.step_started(&step.id(), &change.summary);

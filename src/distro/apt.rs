@@ -62,11 +62,11 @@ pub fn install(exact: &[(String, String)], purge: &[String], allow_downgrades: b
     if allow_downgrades {
         cmd = cmd.args(["--allow-downgrades", "--allow-change-held-packages"]);
     }
-    cmd.args(
-        exact
-            .iter()
-            .map(|(name, version)| format!("{name}={version}")),
-    )
+    // An empty version leaves the choice to apt (under the pin).
+    cmd.args(exact.iter().map(|(name, version)| match version.as_str() {
+        "" => name.clone(),
+        version => format!("{name}={version}"),
+    }))
     .args(purge.iter().map(|name| format!("{name}-")))
 }
 
@@ -75,6 +75,21 @@ pub fn purge(names: &[String]) -> Cmd {
     apt_get()
         .args(["purge", "-y", "-q", "--allow-change-held-packages"])
         .args(names.iter().cloned())
+}
+
+/// Where provision pins the driver release.
+pub const PIN_FILE: &str = "/etc/apt/preferences.d/provision-nvidia-driver.pref";
+
+/// apt preferences (apt_preferences(5)) that make every package matching
+/// `globs` take the driver's release: a dependency the plan does not name
+/// (libnvidia-ml1 under nvidia-smi) cannot drift to a newer branch, and a
+/// meta package pointing at another release cannot move the host.
+pub fn pin_file(globs: &[String], upstream: &str) -> String {
+    format!(
+        "{}Explanation: the NVIDIA driver stays at {upstream} until the plan changes\nPackage: {}\nPin: version {upstream}-*\nPin-Priority: 1001\n",
+        crate::step::file::header("pin the NVIDIA driver release"),
+        globs.join(" ")
+    )
 }
 
 pub fn hold(names: &[String]) -> Cmd {

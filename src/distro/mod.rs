@@ -40,6 +40,9 @@ pub struct PackageSet {
     pub toolkit_home: Option<String>,
     #[serde(default)]
     pub toolkit_on_path: bool,
+    /// Globs of packages pinned to the driver release (apt preferences).
+    #[serde(default)]
+    pub pin: Vec<String>,
     pub module: Option<String>,
     pub sources: Vec<String>,
 }
@@ -110,6 +113,8 @@ pub struct Desired {
     pub toolkit_home: Option<String>,
     /// The toolkit's binaries are already on the default PATH.
     pub toolkit_on_path: bool,
+    /// Globs pinned to the driver release.
+    pub pin: Vec<String>,
 }
 
 pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, DistroError> {
@@ -173,7 +178,10 @@ pub fn desired(plan: &Plan, facts: &Facts, flavor: Flavor) -> Result<Desired, Di
     };
     let branch = plan.driver.target.branch().to_string();
     let fill = |name: &str| name.replace("{branch}", &branch);
-    let mut desired = Desired::default();
+    let mut desired = Desired {
+        pin: set.pin.clone(),
+        ..Desired::default()
+    };
     for name in driver {
         desired.install.push(PackageSpec {
             name: fill(name),

@@ -213,11 +213,13 @@ fn dkms_installed(root: &Root, kernel: &str) -> Option<(String, String)> {
 }
 
 pub fn gather_user(root: &Root, cache: Option<&[CacheEntry]>, conf_dirs: &[String]) -> UserDriver {
-    let mut user = UserDriver::default();
-    user.candidates = find_library(root, cache, conf_dirs, "libcuda.so.1")
-        .iter()
-        .map(|path| library(root, path, "libcuda"))
-        .collect();
+    let mut user = UserDriver {
+        candidates: find_library(root, cache, conf_dirs, "libcuda.so.1")
+            .iter()
+            .map(|path| library(root, path, "libcuda"))
+            .collect(),
+        ..UserDriver::default()
+    };
     if let Some(first) = user.candidates.iter().find(|c| c.resolved.is_some()) {
         user.libcuda = Some(first.path.clone());
         user.version = first.version.clone();

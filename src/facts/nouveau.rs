@@ -82,10 +82,8 @@ pub fn parse_modprobe_conf(path: &str, text: &str) -> Option<ModprobeFile> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["blacklist", "nouveau", ..] => file.blacklist = true,
-            ["options", "nouveau", options @ ..] => {
-                if options.iter().any(|o| *o == "modeset=0") {
-                    file.modeset_off = true;
-                }
+            ["options", "nouveau", options @ ..] if options.contains(&"modeset=0") => {
+                file.modeset_off = true;
             }
             ["install", "nouveau", command @ ..] => {
                 if matches!(

@@ -265,7 +265,11 @@ impl SystemRunner {
         let mut placeholder = None;
         if self.chroot {
             let mut plan = ChrootPlan::new(&self.root)?;
-            if plan.placeholder {
+            if cmd.effect == Effect::Read {
+                // Only changing commands (apt-get update, a DKMS build)
+                // need DNS; a read-only command must not touch the root.
+                plan.resolv = None;
+            } else if plan.placeholder {
                 // A bind mount needs a target; an image being baked often has
                 // no resolv.conf. Where one cannot be made (a read-only
                 // snapshot), the command simply runs without DNS.

@@ -199,8 +199,7 @@ impl fmt::Display for DriverVersion {
 impl<'de> Deserialize<'de> for DriverVersion {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        if !dotted_numbers(&text, 2..=3, 4) || !text.split('.').next().is_some_and(|b| b.len() >= 3)
-        {
+        if !dotted_numbers(&text, 2..=3, 4) || text.split('.').next().is_none_or(|b| b.len() < 3) {
             return Err(serde::de::Error::custom(format!(
                 "invalid driver version {text:?}: expected a release such as \"580.95.05\""
             )));

@@ -63,15 +63,17 @@ impl Packages {
         (install, hold, remove)
     }
 
-    /// Exact versions for `specs` from what the repositories offer.
+    /// Exact versions for `specs` from what the repositories offer, and the
+    /// driver release the whole driver set takes.
+    #[allow(clippy::type_complexity)]
     fn resolve(
         &self,
         host: &Host,
         installed: &[Package],
         specs: &[&PackageSpec],
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<(Vec<(String, String)>, Option<String>), String> {
         if specs.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), self.installed_driver(installed)));
         }
         let names: Vec<String> = self
             .desired
@@ -148,8 +150,22 @@ impl Packages {
                 }
             }
         };
+        // Every driver package moves with the set: also those installed at
+        // another release of the branch (a flavour switch to a release only
+        // the other flavour's packages have).
+        let mut todo: Vec<&PackageSpec> = specs.to_vec();
+        if let Some(chosen) = &driver_upstream {
+            for spec in &driver_specs {
+                let off = now
+                    .get(spec.name.as_str())
+                    .is_some_and(|p| upstream(&p.version) != chosen);
+                if off && !todo.iter().any(|t| t.name == spec.name) {
+                    todo.push(spec);
+                }
+            }
+        }
         let mut exact = Vec::new();
-        for spec in specs {
+        for spec in todo {
             let offered = available.get(&spec.name).cloned().unwrap_or_default();
             let mut fitting: Vec<String> = offered
                 .into_iter()
@@ -176,7 +192,30 @@ impl Packages {
                 }
             }
         }
-        Ok(exact)
+        Ok((exact, driver_upstream))
+    }
+
+    /// The one upstream release of the installed driver set, if it is
+    /// complete and consistent.
+    fn installed_driver(&self, installed: &[Package]) -> Option<String> {
+        let now = by_name(installed);
+        let mut versions = self
+            .desired
+            .install
+            .iter()
+            .filter(|s| matches!(s.version, VersionSpec::Driver(_)))
+            .map(|s| {
+                now.get(s.name.as_str())
+                    .map(|p| upstream(&p.version).to_string())
+            });
+        let first = versions.next()??;
+        versions
+            .all(|v| v.as_deref() == Some(first.as_str()))
+            .then_some(first)
+    }
+
+    fn pin_content(&self, upstream: &str) -> Option<String> {
+        (!self.desired.pin.is_empty()).then(|| apt::pin_file(&self.desired.pin, upstream))
     }
 }
 
@@ -196,7 +235,12 @@ impl Step for Packages {
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
         let installed = &ctx.facts.all_packages;
         let (install, hold, remove) = self.pending(installed);
-        if install.is_empty() && hold.is_empty() && remove.is_empty() {
+        let pin_now = ctx.host.root.read_string(apt::PIN_FILE).ok();
+        let pin_ok = match self.installed_driver(installed) {
+            Some(release) => pin_now == self.pin_content(&release),
+            None => false,
+        } || self.desired.pin.is_empty();
+        if install.is_empty() && hold.is_empty() && remove.is_empty() && pin_ok {
             return Ok(Check::Satisfied(format!(
                 "{} package(s) at the planned versions{}",
                 self.desired.install.len(),
@@ -209,10 +253,13 @@ impl Step for Packages {
         }
         // Exact versions when the package lists already know them; the
         // lists are refreshed only by `apply`.
-        let resolved: BTreeMap<String, String> = self
-            .resolve(ctx.host, installed, &install)
-            .map(|exact| exact.into_iter().collect())
-            .unwrap_or_default();
+        let (resolved, release) = match self.resolve(ctx.host, installed, &install) {
+            Ok((exact, release)) => (
+                exact.into_iter().collect::<BTreeMap<String, String>>(),
+                release,
+            ),
+            Err(_) => (BTreeMap::new(), None),
+        };
         let now = by_name(installed);
         let mut changes: Vec<PackageChange> = Vec::new();
         for spec in &install {
@@ -252,10 +299,14 @@ impl Step for Packages {
         } else {
             Action::Update
         };
-        let exact: Vec<(String, String)> = changes
+        // Unresolved specs show as bare names: apt resolves them after
+        // `apt-get update`, under the pin.
+        let exact: Vec<(String, String)> = install
             .iter()
-            .filter(|c| c.after.is_some() && c.before != c.after)
-            .map(|c| (c.name.clone(), c.after.clone().unwrap_or_default()))
+            .map(|spec| {
+                let version = resolved.get(&spec.name).cloned().unwrap_or_default();
+                (spec.name.clone(), version)
+            })
             .collect();
         let held: Vec<String> = self
             .desired
@@ -265,17 +316,29 @@ impl Step for Packages {
             .map(|s| s.name.clone())
             .collect();
         let mut commands = Vec::new();
+        if !pin_ok {
+            let release = release.unwrap_or_else(|| "<release>".into());
+            commands.push(format!(
+                "write {} (Pin: version {release}-*)",
+                apt::PIN_FILE
+            ));
+        }
         if !exact.is_empty() || !remove.is_empty() {
             commands.push(apt::update().display());
-            commands.push(apt::install(&exact, &remove, false).display());
+            commands.push(apt::install(&exact, &remove, true).display());
         }
-        commands.push(apt::hold(&held).display());
-        let summary = format!(
+        if !held.is_empty() {
+            commands.push(apt::hold(&held).display());
+        }
+        let mut summary = format!(
             "{} to install or change, {} to hold, {} to remove",
             install.len(),
             hold.len(),
             remove.len()
         );
+        if !pin_ok && install.is_empty() && remove.is_empty() {
+            summary = format!("pin the driver release in {}", apt::PIN_FILE);
+        }
         Ok(Check::Pending(Change {
             action,
             summary,
@@ -316,9 +379,17 @@ impl Step for Packages {
         let (install, _, remove) = self.pending(&installed);
         if !install.is_empty() || !remove.is_empty() {
             run_checked(host.runner.as_ref(), &apt::update())?;
-            let exact = self
-                .resolve(host, &installed, &install)
-                .map_err(StepError::Failed)?;
+        }
+        let (exact, release) = self
+            .resolve(host, &installed, &install)
+            .map_err(StepError::Failed)?;
+        if let Some(content) = release.as_deref().and_then(|r| self.pin_content(r)) {
+            journal.record_file(ID, apt::PIN_FILE)?;
+            host.root
+                .write_atomic(apt::PIN_FILE, content.as_bytes(), 0o644)
+                .map_err(super::io_error(apt::PIN_FILE))?;
+        }
+        if !install.is_empty() || !remove.is_empty() {
             let now = by_name(&installed);
             let held_changing: Vec<String> = exact
                 .iter()
@@ -329,7 +400,9 @@ impl Step for Packages {
             if !held_changing.is_empty() {
                 run_checked(host.runner.as_ref(), &apt::unhold(&held_changing))?;
             }
-            run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, false))?;
+            // Downgrades only of what the plan names (a flavour switch or an
+            // exact older release); the pin keeps the rest of the set along.
+            run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, true))?;
         }
         let held: Vec<String> = self
             .desired

@@ -1,0 +1,8 @@
+//! Integration tests: the real binary against real tools (apt, dpkg,
+//! initramfs-tools in a Debian rootfs) and real host snapshots.
+
+mod support;
+
+mod invalid_plans;
+mod plans;
+mod spine;

@@ -1,0 +1,425 @@
+//! The spine with the real tools: plan, apply, re-apply, rollback in a
+//! Debian bookworm rootfs with apt, dpkg and initramfs-tools.
+
+use std::path::Path;
+
+use crate::support::http::Server;
+use crate::support::{Rootfs, assert_same_tree, mounts_under, plan_file, provision, repo};
+
+const TRACKED: &[&str] = &["etc", "boot"];
+
+fn test_repo() -> std::path::PathBuf {
+    let path = repo().join("target/test-repos");
+    assert!(
+        path.join("debian/Packages").is_file(),
+        "run scripts/build-test-repos first"
+    );
+    path
+}
+
+struct Setup {
+    rootfs: Rootfs,
+    _server: Server,
+    dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let server = Server::serve(&test_repo());
+    let rootfs = Rootfs::new();
+    rootfs.use_apt_repo(&server.url("debian"));
+    Setup {
+        rootfs,
+        _server: server,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn run(verb: &str, plan: Option<&Path>, rootfs: &Rootfs) -> serde_json::Value {
+    let mut args = vec![verb];
+    if let Some(plan) = plan {
+        args.push(plan.to_str().unwrap());
+    }
+    args.extend(["--root", rootfs.arg(), "--json"]);
+    let run = provision(&args);
+    let report = run.json();
+    assert_eq!(run.code, 0, "{verb} failed: {run:?}");
+    assert_eq!(report["failed"], false, "{run:?}");
+    report
+}
+
+fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
+}
+
+fn changing_commands(report: &serde_json::Value) -> Vec<String> {
+    report["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["effect"] == "change")
+        .map(|c| c["command"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn initramfs_listing(rootfs: &Rootfs) -> String {
+    let boot = fs_err::read_dir(rootfs.path().join("boot")).unwrap();
+    let image = boot
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("initrd.img-"))
+        .expect("an initramfs image");
+    rootfs.chroot(&["lsinitramfs", &format!("/boot/{image}")])
+}
+
+#[test]
+fn plan_lists_the_changes_and_leaves_the_tree_untouched() {
+    let s = setup();
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    let before = s.rootfs.tree(&["etc", "boot", "usr", "var/lib"]);
+    let report = run("plan", Some(&plan), &s.rootfs);
+    assert_same_tree(
+        &before,
+        &s.rootfs.tree(&["etc", "boot", "usr", "var/lib"]),
+        "plan",
+    );
+    assert_eq!(report["changed"], true);
+    assert_eq!(step(&report, "nouveau:blacklist")["action"], "create");
+    assert!(
+        step(&report, "nouveau:blacklist")["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+blacklist nouveau")
+    );
+    let packages = step(&report, "packages");
+    assert_eq!(packages["action"], "create");
+    let names: Vec<&str> = packages["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "nvidia-kernel-dkms",
+        "firmware-nvidia-gsp",
+        "nvidia-smi",
+        "libcuda1",
+        "nvidia-cuda-toolkit",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert_eq!(step(&report, "nouveau:initramfs")["action"], "update");
+    assert!(
+        changing_commands(&report).is_empty(),
+        "plan ran a changing command"
+    );
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("no NVIDIA GPU"), "{warnings}");
+
+    // --detailed-exitcode: 2 while changes are pending.
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stdout.contains("+ nouveau:blacklist"), "{run:?}");
+    assert!(run.stdout.contains("Plan: "), "{run:?}");
+}
+
+#[test]
+fn apply_converges_reapply_is_a_no_op_and_rollback_restores_the_tree() {
+    let s = setup();
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    let before_tree = s.rootfs.tree(TRACKED);
+    let before_packages = s.rootfs.packages();
+
+    let report = run("apply", Some(&plan), &s.rootfs);
+    assert_eq!(report["changed"], true, "{report:#}");
+    assert_eq!(report["generation"], 1);
+    assert!(
+        mounts_under(s.rootfs.path()).is_empty(),
+        "apply left mounts: {:?}",
+        mounts_under(s.rootfs.path())
+    );
+
+    // nouveau is blacklisted, in the initramfs too.
+    assert!(
+        s.rootfs
+            .read("/etc/modprobe.d/provision-nouveau.conf")
+            .contains("blacklist nouveau\noptions nouveau modeset=0\n")
+    );
+    let listing = initramfs_listing(&s.rootfs);
+    assert!(
+        listing.contains("etc/modprobe.d/provision-nouveau.conf"),
+        "{listing}"
+    );
+
+    // The branch pins the driver: 535's newest, never 550, every package held.
+    let packages = s.rootfs.packages();
+    for name in [
+        "nvidia-kernel-dkms",
+        "firmware-nvidia-gsp",
+        "nvidia-smi",
+        "libcuda1",
+    ] {
+        assert_eq!(
+            packages[name],
+            ("535.247.01-1~deb12u1".to_string(), true),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        packages["nvidia-cuda-toolkit"],
+        ("11.8.89~11.8.0-5~deb12u1".to_string(), true)
+    );
+    assert!(!packages.contains_key("nvidia-open-kernel-dkms"));
+
+    // The log holds every command's output.
+    let log = fs_err::read_to_string(s.rootfs.path().join("var/log/provision/0001.log")).unwrap();
+    assert!(
+        log.contains(
+            "$ DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none apt-get install"
+        ),
+        "{log}"
+    );
+
+    // Second apply: nothing changes, no changing command runs.
+    let again = run("apply", Some(&plan), &s.rootfs);
+    assert_eq!(again["changed"], false, "{again:#}");
+    assert_eq!(again["generation"], serde_json::Value::Null);
+    assert!(
+        changing_commands(&again).is_empty(),
+        "{:?}",
+        changing_commands(&again)
+    );
+
+    // Rollback: etc/ and boot/ byte for byte, and the earlier package set.
+    let rolled = run("rollback", None, &s.rootfs);
+    assert_eq!(rolled["changed"], true);
+    assert_same_tree(&before_tree, &s.rootfs.tree(TRACKED), "rollback");
+    assert_eq!(
+        before_packages,
+        s.rootfs.packages(),
+        "rollback restores the package set"
+    );
+    assert!(mounts_under(s.rootfs.path()).is_empty());
+
+    // Nothing left to roll back.
+    let nothing = run("rollback", None, &s.rootfs);
+    assert_eq!(nothing["changed"], false);
+    assert!(
+        nothing["msg"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to roll back")
+    );
+}
+
+#[test]
+fn an_exact_version_upgrades_in_place_and_rollback_returns_to_it() {
+    let s = setup();
+    let old = plan_file(
+        s.dir.path(),
+        "old.toml",
+        "[driver]\nversion = \"535.216.03\"\nflavor = \"proprietary\"\nsource = \"distro\"\n[nouveau]\ndisable = false\n",
+    );
+    let new = plan_file(
+        s.dir.path(),
+        "new.toml",
+        "[driver]\nversion = \"535.247.01\"\nflavor = \"proprietary\"\nsource = \"distro\"\n[nouveau]\ndisable = false\n",
+    );
+    run("apply", Some(&old), &s.rootfs);
+    assert_eq!(
+        s.rootfs.packages()["nvidia-smi"],
+        ("535.216.03-1~deb12u1".into(), true)
+    );
+    let after_old = s.rootfs.tree(TRACKED);
+
+    // A branch plan accepts what is installed: the driver does not move.
+    let branch = plan_file(
+        s.dir.path(),
+        "branch.toml",
+        "[driver]\nbranch = \"535\"\nflavor = \"proprietary\"\n[nouveau]\ndisable = false\n",
+    );
+    let report = run("plan", Some(&branch), &s.rootfs);
+    assert_eq!(step(&report, "packages")["action"], "none", "{report:#}");
+
+    let report = run("apply", Some(&new), &s.rootfs);
+    let diff = step(&report, "packages")["diff"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let smi = diff.iter().find(|c| c["name"] == "nvidia-smi").unwrap();
+    assert_eq!(smi["before"], "535.216.03-1~deb12u1");
+    assert_eq!(smi["after"], "535.247.01-1~deb12u1");
+    assert_eq!(step(&report, "packages")["action"], "update");
+    for name in [
+        "nvidia-kernel-dkms",
+        "libnvidia-ml1",
+        "nvidia-smi",
+        "libcuda1",
+    ] {
+        assert_eq!(
+            s.rootfs.packages()[name].0,
+            "535.247.01-1~deb12u1",
+            "{name}"
+        );
+    }
+    assert!(
+        s.rootfs.packages()["nvidia-smi"].1,
+        "still held after the upgrade"
+    );
+
+    run("rollback", None, &s.rootfs);
+    assert_eq!(
+        s.rootfs.packages()["nvidia-smi"],
+        ("535.216.03-1~deb12u1".into(), true)
+    );
+    assert_eq!(
+        s.rootfs.packages()["libnvidia-ml1"].0,
+        "535.216.03-1~deb12u1"
+    );
+    assert_same_tree(
+        &after_old,
+        &s.rootfs.tree(TRACKED),
+        "rollback of the upgrade",
+    );
+}
+
+#[test]
+fn switching_flavour_moves_the_whole_set_to_one_release() {
+    let s = setup();
+    let proprietary = plan_file(
+        s.dir.path(),
+        "p.toml",
+        "[driver]\nbranch = \"535\"\nflavor = \"proprietary\"\n[nouveau]\ndisable = false\n",
+    );
+    let open = plan_file(
+        s.dir.path(),
+        "o.toml",
+        "[driver]\nbranch = \"535\"\nflavor = \"open\"\n[nouveau]\ndisable = false\n",
+    );
+    run("apply", Some(&proprietary), &s.rootfs);
+    let report = run("apply", Some(&open), &s.rootfs);
+    let packages = s.rootfs.packages();
+    assert!(
+        !packages.contains_key("nvidia-kernel-dkms"),
+        "the other flavour is removed"
+    );
+    // Open exists only at 535.216.03 here (as in bookworm's contrib), so the
+    // whole driver set moves there together.
+    for name in [
+        "nvidia-open-kernel-dkms",
+        "firmware-nvidia-gsp",
+        "nvidia-smi",
+        "libcuda1",
+    ] {
+        assert_eq!(
+            packages[name],
+            ("535.216.03-1~deb12u1".to_string(), true),
+            "{name}"
+        );
+    }
+    let diff = step(&report, "packages")["diff"].to_string();
+    assert!(diff.contains("nvidia-kernel-dkms"), "{diff}");
+}
+
+#[test]
+fn a_failing_step_is_undone_and_the_tree_restored() {
+    let s = setup();
+    // 535.999.99 is not in any repository: the packages step fails after
+    // the nouveau file was written; the undo removes it again.
+    let plan = plan_file(
+        s.dir.path(),
+        "missing.toml",
+        "[driver]\nversion = \"535.999.99\"\nflavor = \"proprietary\"\n",
+    );
+    let before = s.rootfs.tree(TRACKED);
+    let before_packages = s.rootfs.packages();
+    let run = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["failed"], true);
+    let msg = report["msg"].as_str().unwrap();
+    assert!(msg.contains("535.999.99"), "{msg}");
+    assert!(
+        msg.contains("every change of generation 1 was undone"),
+        "{msg}"
+    );
+    assert_same_tree(&before, &s.rootfs.tree(TRACKED), "failed apply");
+    assert_eq!(before_packages, s.rootfs.packages());
+    let generation = fs_err::read_to_string(
+        s.rootfs
+            .path()
+            .join("var/lib/provision/generations/0001.json"),
+    )
+    .unwrap();
+    assert!(
+        generation.contains("\"status\": \"failed\""),
+        "{generation}"
+    );
+}
+
+#[test]
+fn a_second_apply_waits_for_no_one_it_refuses_while_the_lock_is_held() {
+    let s = setup();
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    let lock_path = s.rootfs.path().join("var/lib/provision/lock");
+    fs_err::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let file = fs_err::File::create(&lock_path).unwrap();
+    let _held = nix::fcntl::Flock::lock(
+        file.into_parts().0,
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .unwrap();
+    let before = s.rootfs.tree(TRACKED);
+    let run = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("another provision run holds"),
+        "{run:?}"
+    );
+    assert_same_tree(&before, &s.rootfs.tree(TRACKED), "locked apply");
+}
+
+#[test]
+fn flavor_auto_without_a_gpu_is_a_clear_error() {
+    let s = setup();
+    let plan = plan_file(
+        s.dir.path(),
+        "auto.toml",
+        "[driver]\nbranch = \"535\"\nflavor = \"auto\"\n",
+    );
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("flavor = \"auto\" needs a GPU"), "{msg}");
+    assert!(msg.contains("set [driver] flavor"), "{msg}");
+}

@@ -1,0 +1,263 @@
+//! Test support: the provision binary, a per-test copy-on-write rootfs
+//! (overlayfs over the cached bookworm rootfs), a loopback HTTP server and
+//! tree hashes to prove "byte for byte".
+
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/hosts").join(name)
+}
+
+/// What a provision run left.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn provision(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run provision");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A writable copy of the cached bookworm rootfs (overlayfs: the cache is
+/// the lower layer, each test writes to its own upper layer).
+pub struct Rootfs {
+    dir: tempfile::TempDir,
+    merged: PathBuf,
+}
+
+pub fn base_rootfs() -> PathBuf {
+    let path = std::env::var_os("PROVISION_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/rootfs/bookworm"));
+    assert!(
+        path.join("boot").is_dir(),
+        "the test rootfs is missing at {}: run scripts/build-rootfs (as root)",
+        path.display()
+    );
+    path
+}
+
+impl Rootfs {
+    pub fn new() -> Rootfs {
+        let base = base_rootfs();
+        let dir = tempfile::Builder::new()
+            .prefix("provision-rootfs-")
+            .tempdir_in(repo().join("target"))
+            .expect("tempdir");
+        let (upper, work, merged) = (
+            dir.path().join("upper"),
+            dir.path().join("work"),
+            dir.path().join("root"),
+        );
+        for d in [&upper, &work, &merged] {
+            fs_err::create_dir_all(d).unwrap();
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            base.display(),
+            upper.display(),
+            work.display()
+        );
+        let status = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&merged)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting the overlay rootfs needs root");
+        Rootfs { dir, merged }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.merged
+    }
+
+    pub fn arg(&self) -> &str {
+        self.merged.to_str().unwrap()
+    }
+
+    /// Points apt at `url` only, as an air-gapped mirror would.
+    pub fn use_apt_repo(&self, url: &str) {
+        fs_err::write(
+            self.merged.join("etc/apt/sources.list"),
+            format!("deb [trusted=yes] {url} ./\n"),
+        )
+        .unwrap();
+    }
+
+    pub fn read(&self, path: &str) -> String {
+        fs_err::read_to_string(self.merged.join(path.trim_start_matches('/'))).unwrap()
+    }
+
+    /// Runs a command chrooted in the rootfs.
+    pub fn chroot(&self, args: &[&str]) -> String {
+        let output = Command::new("chroot")
+            .arg(&self.merged)
+            .args(args)
+            .output()
+            .expect("chroot");
+        assert!(
+            output.status.success(),
+            "chroot {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// name -> (version, held) of every installed package.
+    pub fn packages(&self) -> BTreeMap<String, (String, bool)> {
+        let text = self.read("/var/lib/dpkg/status");
+        let mut packages = BTreeMap::new();
+        for stanza in text.split("\n\n") {
+            let field = |key: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                    .map(str::to_string)
+            };
+            if let (Some(name), Some(version), Some(status)) =
+                (field("Package"), field("Version"), field("Status"))
+                && status.ends_with(" installed")
+            {
+                packages.insert(name, (version, status.starts_with("hold")));
+            }
+        }
+        packages
+    }
+
+    /// Content hash of every entry under `dirs` (type, mode, bytes or target).
+    pub fn tree(&self, dirs: &[&str]) -> BTreeMap<String, String> {
+        let mut tree = BTreeMap::new();
+        for dir in dirs {
+            hash_tree(&self.merged, &self.merged.join(dir), &mut tree);
+        }
+        tree
+    }
+}
+
+fn hash_tree(base: &Path, path: &Path, tree: &mut BTreeMap<String, String>) {
+    let Ok(meta) = fs_err::symlink_metadata(path) else {
+        return;
+    };
+    let key = path
+        .strip_prefix(base)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        tree.insert(
+            key,
+            format!("link {}", fs_err::read_link(path).unwrap().display()),
+        );
+    } else if meta.is_dir() {
+        tree.insert(key, format!("dir {mode:o} {}:{}", meta.uid(), meta.gid()));
+        let mut names: Vec<_> = fs_err::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for child in names {
+            hash_tree(base, &child, tree);
+        }
+    } else {
+        let bytes = fs_err::read(path).unwrap();
+        tree.insert(
+            key,
+            format!("file {mode:o} {}", hex::encode(Sha256::digest(&bytes))),
+        );
+    }
+}
+
+/// Panics with the entries that differ.
+pub fn assert_same_tree(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    what: &str,
+) {
+    let mut differences = Vec::new();
+    for (path, hash) in before {
+        match after.get(path) {
+            None => differences.push(format!("- {path} (gone)")),
+            Some(other) if other != hash => {
+                differences.push(format!("~ {path}: {hash} -> {other}"))
+            }
+            _ => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        differences.push(format!("+ {path} (new)"));
+    }
+    assert!(
+        differences.is_empty(),
+        "{what}: the tree differs:\n{}",
+        differences.join("\n")
+    );
+}
+
+impl Drop for Rootfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.merged).status();
+    }
+}
+
+/// Writes a plan file into a temp dir and returns its path.
+pub fn plan_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs_err::write(&path, text).unwrap();
+    path
+}
+
+/// Mount points under `path` right now (ours must leave none behind).
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let text = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
+    let prefix = format!("{}/", path.display());
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|point| point.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
