@@ -249,17 +249,16 @@ pub fn build_steps(
         }
         text
     });
-    let loader_changes = facts_differs(facts, LOADER_CONF, loader_conf.as_deref());
     steps.push(Box::new(ManagedFile {
         id: "environment:loader".into(),
         path: LOADER_CONF.into(),
-        content: loader_conf,
+        content: loader_conf.clone(),
         mode: 0o644,
         equivalent: None,
     }));
     steps.push(Box::new(Ldconfig {
         dirs: loader_dirs,
-        config_changes: loader_changes,
+        conf: (LOADER_CONF.into(), loader_conf),
     }));
 
     // 4. initramfs images carry the blacklist.
@@ -273,13 +272,6 @@ pub fn build_steps(
         }));
     }
     Ok(steps)
-}
-
-/// Whether the file at `path` differs from `want` right now (absent = None).
-fn facts_differs(facts: &Facts, path: &str, want: Option<&str>) -> bool {
-    let root = crate::host::Root::new(&facts.root).ok();
-    let now = root.and_then(|r| r.read_string(path).ok());
-    now.as_deref() != want
 }
 
 fn gather(host: &Host) -> Facts {

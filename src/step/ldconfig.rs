@@ -12,8 +12,9 @@ pub const ID: &str = "environment:ldconfig";
 pub struct Ldconfig {
     /// Directories provision puts on the loader path.
     pub dirs: Vec<String>,
-    /// The loader configuration changes in this run.
-    pub config_changes: bool,
+    /// provision's loader configuration file and the content it will have
+    /// (`None`: the file goes away).
+    pub conf: (String, Option<String>),
 }
 
 impl Ldconfig {
@@ -55,8 +56,19 @@ impl Step for Ldconfig {
     }
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
+        let root = &ctx.host.root;
+        let (path, want) = &self.conf;
+        let now = root.read_string(path).ok();
+        // The file still changes in this run, or it changed after the cache
+        // was built: the cache must be rebuilt.
+        let config_changes = now != *want
+            || match (root.stamp(path), root.stamp("/etc/ld.so.cache")) {
+                (Ok(conf), Ok(cache)) => conf.mtime_ns > cache.mtime_ns,
+                (Ok(_), Err(_)) => true,
+                _ => false,
+            };
         let missing = self.missing(ctx);
-        if !self.config_changes && missing.is_empty() {
+        if !config_changes && missing.is_empty() {
             return Ok(Check::Satisfied("the loader cache is current".into()));
         }
         let diff = if missing.is_empty() {

@@ -423,3 +423,122 @@ fn flavor_auto_without_a_gpu_is_a_clear_error() {
     assert!(msg.contains("flavor = \"auto\" needs a GPU"), "{msg}");
     assert!(msg.contains("set [driver] flavor"), "{msg}");
 }
+
+/// NVIDIA's CUDA repository for debian12 (test stand-in) as the only source.
+fn setup_nvidia_repo() -> Setup {
+    let server = Server::serve(&test_repo());
+    let rootfs = Rootfs::new();
+    rootfs.use_apt_repo(&server.url("nvidia-debian12"));
+    Setup {
+        rootfs,
+        _server: server,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+const CUDA_REPO_PLAN: &str = "\
+[driver]
+branch = \"580\"
+flavor = \"open\"
+source = \"cuda-repo\"
+[toolkit]
+version = \"12.8\"
+default = true
+[environment]
+path = true
+loader = \"ld.so.conf\"
+";
+
+#[test]
+fn the_default_toolkit_reaches_login_shells_and_the_loader_and_rolls_back() {
+    let s = setup_nvidia_repo();
+    let plan = plan_file(s.dir.path(), "cuda.toml", CUDA_REPO_PLAN);
+    let before_tree = s.rootfs.tree(TRACKED);
+    let before_packages = s.rootfs.packages();
+
+    let report = run("apply", Some(&plan), &s.rootfs);
+    for id in [
+        "environment:profile",
+        "environment:loader",
+        "environment:ldconfig",
+    ] {
+        assert_ne!(step(&report, id)["action"], "none", "{id}: {report:#}");
+    }
+    // The newest release of branch 580, not the 590 that cuda-drivers follows.
+    let packages = s.rootfs.packages();
+    for name in [
+        "nvidia-driver-cuda",
+        "nvidia-kernel-open-dkms",
+        "libcuda1",
+        "nvidia-smi",
+    ] {
+        assert_eq!(packages[name].0, "580.105.08-1", "{name}");
+    }
+    assert!(!packages.contains_key("cuda-drivers"));
+
+    // A login shell finds nvcc; every process finds libcudart through the cache.
+    let shell = s.rootfs.chroot(&[
+        "bash",
+        "-lc",
+        "echo $CUDA_HOME; command -v nvcc; nvcc --version",
+    ]);
+    assert!(
+        shell.contains("/usr/local/cuda-12.8\n/usr/local/cuda-12.8/bin/nvcc\n"),
+        "{shell}"
+    );
+    assert!(shell.contains("release 12.8"), "{shell}");
+    let cache = s.rootfs.chroot(&["ldconfig", "-p"]);
+    assert!(
+        cache.contains("libcudart.so.12 (libc6,x86-64) => /usr/local/cuda-12.8/targets/x86_64-linux/lib/libcudart.so.12"),
+        "{cache}"
+    );
+
+    // detect reads what was installed: the toolkit, its release, /usr/local/cuda.
+    let facts = provision(&["detect", "--root", s.rootfs.arg(), "--json"]).json();
+    let toolkit = &facts["toolkits"]["installed"][0];
+    assert_eq!(toolkit["path"], "/usr/local/cuda-12.8");
+    assert_eq!(toolkit["release"], "12.8.1");
+    assert_eq!(facts["toolkits"]["default"], "/usr/local/cuda-12.8");
+    assert_eq!(facts["user_driver"]["version"], "580.105.08");
+    assert_eq!(facts["user_driver"]["cuda_version"], "13.0");
+
+    // The pin and the holds keep the host where it is: a plain upgrade and
+    // the cuda-drivers meta package (which follows the newest branch) move nothing.
+    s.rootfs.chroot(&["apt-get", "-y", "-q", "upgrade"]);
+    s.rootfs.chroot(&[
+        "apt-get",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "install",
+        "cuda-drivers",
+    ]);
+    let after = s.rootfs.packages();
+    assert_eq!(
+        after["cuda-drivers"].0, "580.105.08-1",
+        "cuda-drivers resolved under the pin"
+    );
+    for name in [
+        "nvidia-driver-cuda",
+        "nvidia-kernel-open-dkms",
+        "libcuda1",
+        "nvidia-smi",
+        "libnvidia-ml1",
+    ] {
+        assert_eq!(after[name].0, "580.105.08-1", "{name} moved");
+    }
+    s.rootfs
+        .chroot(&["apt-get", "-y", "-q", "purge", "cuda-drivers"]);
+
+    let again = run("apply", Some(&plan), &s.rootfs);
+    assert_eq!(again["changed"], false, "{again:#}");
+    assert!(changing_commands(&again).is_empty());
+
+    run("rollback", None, &s.rootfs);
+    assert_same_tree(&before_tree, &s.rootfs.tree(TRACKED), "rollback");
+    assert_eq!(before_packages, s.rootfs.packages());
+    assert!(
+        !s.rootfs.path().join("usr/local/cuda").exists(),
+        "the toolkit and its alternative are gone"
+    );
+}
