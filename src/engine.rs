@@ -263,15 +263,25 @@ pub fn build_steps(
 
     // 4. initramfs images carry the blacklist.
     if plan.nouveau.disable {
+        // provision's own file counts when it writes one (no equivalent, or
+        // it owns one already); a vendor's equivalent file counts as it is.
+        let ours = equivalent.is_none() || facts_has(facts, NOUVEAU_CONF);
         let mut blacklist_files = vec![NOUVEAU_CONF.to_string()];
         blacklist_files.extend(equivalent);
         steps.push(Box::new(Initramfs {
             blacklist_files,
-            blacklist: Some((NOUVEAU_CONF.to_string(), blacklist)),
+            blacklist: ours.then(|| (NOUVEAU_CONF.to_string(), blacklist)),
             family: facts.os.family,
         }));
     }
     Ok(steps)
+}
+
+/// Whether `path` exists in the root the facts were read from.
+fn facts_has(facts: &Facts, path: &str) -> bool {
+    crate::host::Root::new(&facts.root)
+        .map(|root| root.exists(path))
+        .unwrap_or(false)
 }
 
 fn gather(host: &Host) -> Facts {
@@ -527,8 +537,12 @@ fn fail(
 pub fn undo_generation(host: &Host, journal: &mut Journal, progress: &dyn Progress) -> Vec<String> {
     let mut problems = Vec::new();
     let entries = journal.generation.entries.clone();
+    // Every undo is idempotent, so the whole generation is replayed in
+    // reverse, entries already undone included: when an earlier attempt
+    // stopped half-way, a package restore that runs now may rebuild files
+    // (an initramfs image) that an earlier-recorded entry restores after it.
     for (index, entry) in entries.iter().enumerate().rev() {
-        if entry.undone || matches!(entry.undo, Undo::Command { .. }) {
+        if matches!(entry.undo, Undo::Command { .. }) {
             continue;
         }
         progress.step_started(&format!("undo {}", entry.step), "");
@@ -557,9 +571,6 @@ pub fn undo_generation(host: &Host, journal: &mut Journal, progress: &dyn Progre
         let Undo::Command { cmd } = &entry.undo else {
             continue;
         };
-        if entry.undone {
-            continue;
-        }
         if !ran.contains(&cmd.display()) {
             ran.push(cmd.display());
             if let Err(error) = crate::host::run_checked(host.runner.as_ref(), cmd) {
@@ -596,7 +607,6 @@ pub fn rollback(host: &Host, progress: &dyn Progress, log_to: &dyn Fn(&std::path
         .entries
         .iter()
         .rev()
-        .filter(|e| !e.undone)
         .map(|entry| StepReport {
             id: entry.step.clone(),
             action: Action::Update,

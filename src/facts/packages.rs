@@ -64,7 +64,12 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
         let state = words.nth(1).unwrap_or("");
         if !matches!(
             state,
-            "installed" | "half-configured" | "unpacked" | "triggers-awaited" | "triggers-pending"
+            "installed"
+                | "half-configured"
+                | "half-installed"
+                | "unpacked"
+                | "triggers-awaited"
+                | "triggers-pending"
         ) {
             continue;
         }

@@ -211,6 +211,14 @@ impl TerminalProgress {
     }
 }
 
+impl Drop for TerminalProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 impl Default for TerminalProgress {
     fn default() -> Self {
         TerminalProgress::new()
@@ -250,7 +258,6 @@ impl Progress for TerminalProgress {
                 bar.println(line);
                 bar.set_message("");
                 bar.set_prefix("");
-                bar.finish_and_clear();
             }
             None => eprintln!("    {line}"),
         }
@@ -258,6 +265,9 @@ impl Progress for TerminalProgress {
 
     fn command_started(&self, command: &str) {
         if let Some(bar) = &self.bar {
+            if self.started.lock().expect("progress lock").is_none() {
+                bar.set_prefix("checking");
+            }
             bar.set_message(command.to_string());
         }
     }

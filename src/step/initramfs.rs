@@ -35,13 +35,14 @@ impl Initramfs {
         let changes = self.blacklist.as_ref().is_some_and(|(path, want)| {
             root.read_string(path).ok().as_deref() != Some(want.as_str())
         });
-        // An image built before the blacklist file was last written carries
+        // An image built before a blacklist file was last written carries
         // an older copy of it (or none).
         let written = self
-            .blacklist
-            .as_ref()
-            .and_then(|(path, _)| root.stamp(path).ok())
-            .map(|stamp| stamp.mtime_ns);
+            .blacklist_files
+            .iter()
+            .filter_map(|path| root.stamp(path).ok())
+            .map(|stamp| stamp.mtime_ns)
+            .max();
         let mut cache = InitramfsCache::load(root);
         let mut listed = false;
         let mut stale = Vec::new();

@@ -542,3 +542,204 @@ fn the_default_toolkit_reaches_login_shells_and_the_loader_and_rolls_back() {
         "the toolkit and its alternative are gone"
     );
 }
+
+#[test]
+fn a_failing_command_shows_itself_its_last_lines_and_the_log() {
+    let s = setup();
+    // The kernel module's DKMS build fails in its postinst: dpkg reports
+    // the package as failed and apt-get exits 100 half-way through.
+    fs_err::create_dir_all(s.rootfs.path().join("etc/nvidia")).unwrap();
+    fs_err::write(s.rootfs.path().join("etc/nvidia/simulate-dkms-failure"), "").unwrap();
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    let before = s.rootfs.tree(TRACKED);
+    let before_packages = s.rootfs.packages();
+    let run = provision(&["apply", plan.to_str().unwrap(), "--root", s.rootfs.arg()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let log = s.rootfs.path().join("var/log/provision/0001.log");
+    assert!(
+        run.stderr
+            .contains("apt-get install -y -q --no-install-recommends"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("failed (exit code 100)"), "{run:?}");
+    assert!(
+        run.stderr.contains("nvidia-kernel-dkms"),
+        "the last lines name the culprit: {run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("full output in {}", log.display())),
+        "{run:?}"
+    );
+    let text = fs_err::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("Bad return status for module build"),
+        "the log has the build's words: {text}"
+    );
+    assert!(
+        run.stderr
+            .contains("every change of generation 1 was undone"),
+        "{run:?}"
+    );
+    assert_same_tree(&before, &s.rootfs.tree(TRACKED), "failed apply");
+    assert_eq!(before_packages, s.rootfs.packages());
+}
+
+#[test]
+fn long_steps_show_their_name_and_elapsed_time() {
+    let s = setup();
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    // Without a terminal: one line when a step starts, one when it ends.
+    let run = provision(&["apply", plan.to_str().unwrap(), "--root", s.rootfs.arg()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("==> packages: "), "{run:?}");
+    let done = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("done packages ("))
+        .unwrap_or_else(|| panic!("{run:?}"));
+    assert!(done.trim_end().ends_with("s)"), "{done}");
+    // On a terminal (a pty from script(1)): the spinner line with the step and elapsed time.
+    run_rollback_then_apply_on_a_pty(&s, &plan);
+}
+
+fn run_rollback_then_apply_on_a_pty(s: &Setup, plan: &Path) {
+    provision(&["rollback", "--root", s.rootfs.arg()]);
+    let command = format!(
+        "{} apply {} --root {}",
+        env!("CARGO_BIN_EXE_provision"),
+        plan.display(),
+        s.rootfs.arg()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("done packages ("), "{text}");
+    assert!(
+        text.contains(" packages ["),
+        "the spinner names the step and its elapsed time: {text}"
+    );
+}
+
+#[test]
+fn an_existing_equivalent_blacklist_is_recognised_not_duplicated() {
+    let s = setup();
+    let vendor = s
+        .rootfs
+        .path()
+        .join("etc/modprobe.d/blacklist-nouveau.conf");
+    fs_err::write(&vendor, "blacklist nouveau\noptions nouveau modeset=0\n").unwrap();
+    let plan = plan_file(
+        s.dir.path(),
+        "p.toml",
+        "[driver]\nbranch = \"535\"\nflavor = \"proprietary\"\n",
+    );
+    let report = run("apply", Some(&plan), &s.rootfs);
+    let blacklist = step(&report, "nouveau:blacklist");
+    assert_eq!(blacklist["action"], "none");
+    assert!(
+        blacklist["summary"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/modprobe.d/blacklist-nouveau.conf"),
+        "{blacklist}"
+    );
+    assert!(
+        !s.rootfs
+            .path()
+            .join("etc/modprobe.d/provision-nouveau.conf")
+            .exists(),
+        "no second blacklist"
+    );
+    // The vendor's blacklist goes into the initramfs.
+    assert_eq!(step(&report, "nouveau:initramfs")["action"], "update");
+    assert!(initramfs_listing(&s.rootfs).contains("etc/modprobe.d/blacklist-nouveau.conf"));
+}
+
+/// Serves a copy of the test repository without `drop`'s packages.
+fn repo_without(drop: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("debian");
+    fs_err::create_dir_all(&target).unwrap();
+    for entry in fs_err::read_dir(test_repo().join("debian")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".deb") && !name.contains(drop) {
+            fs_err::copy(&path, target.join(&name)).unwrap();
+        }
+    }
+    let index = std::process::Command::new("apt-ftparchive")
+        .args(["packages", "."])
+        .current_dir(&target)
+        .output()
+        .unwrap();
+    fs_err::write(target.join("Packages"), index.stdout).unwrap();
+    let server = Server::serve(dir.path());
+    (dir, server)
+}
+
+#[test]
+fn an_undo_that_cannot_finish_exits_3_and_rollback_finishes_it_later() {
+    let s = setup();
+    let old = plan_file(
+        s.dir.path(),
+        "old.toml",
+        "[driver]\nversion = \"535.216.03\"\nflavor = \"proprietary\"\n[nouveau]\ndisable = false\n",
+    );
+    let new = plan_file(
+        s.dir.path(),
+        "new.toml",
+        "[driver]\nversion = \"535.247.01\"\nflavor = \"proprietary\"\n[nouveau]\ndisable = false\n",
+    );
+    run("apply", Some(&old), &s.rootfs);
+    let at_old = s.rootfs.packages();
+    let tree_at_old = s.rootfs.tree(TRACKED);
+
+    // The mirror drops the old release, and the new release's DKMS build
+    // fails: the automatic undo cannot reinstall 535.216.03.
+    let (_copy, mirror) = repo_without("535.216.03");
+    s.rootfs.use_apt_repo(&mirror.url("debian"));
+    let flag = s.rootfs.path().join("etc/nvidia/simulate-dkms-failure");
+    fs_err::write(&flag, "").unwrap();
+    let failed = provision(&[
+        "apply",
+        new.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(failed.code, 3, "{failed:?}");
+    let report = failed.json();
+    assert_eq!(report["failed"], true);
+    let msg = report["msg"].as_str().unwrap();
+    assert!(msg.contains("could not restore everything"), "{msg}");
+    assert!(msg.contains("provision rollback"), "{msg}");
+    let generation = s.rootfs.read("/var/lib/provision/generations/0002.json");
+    assert!(
+        generation.contains("\"status\": \"failed-incomplete\""),
+        "{generation}"
+    );
+
+    // Once the cause is fixed (the mirror has the release again, the build
+    // works), `rollback` finishes the undo of that same generation.
+    fs_err::remove_file(&flag).unwrap();
+    s.rootfs.use_apt_repo(&s._server.url("debian"));
+    let rolled = run("rollback", None, &s.rootfs);
+    assert_eq!(rolled["generation"], 2);
+    assert_eq!(at_old, s.rootfs.packages());
+    let mut expected = tree_at_old.clone();
+    // sources.list points at the other mirror now; the rest is as before.
+    expected.remove("etc/apt/sources.list");
+    let mut now = s.rootfs.tree(TRACKED);
+    now.remove("etc/apt/sources.list");
+    assert_same_tree(&expected, &now, "finished rollback");
+    assert!(
+        s.rootfs
+            .read("/var/lib/provision/generations/0002.json")
+            .contains("\"status\": \"rolled-back\"")
+    );
+}
