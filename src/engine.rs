@@ -285,7 +285,13 @@ fn facts_has(facts: &Facts, path: &str) -> bool {
 }
 
 fn gather(host: &Host) -> Facts {
-    Facts::gather(host, Options::default())
+    Facts::gather(
+        host,
+        Options {
+            all_packages: true,
+            ..Options::default()
+        },
+    )
 }
 
 fn reboot_needed(facts: &Facts) -> bool {

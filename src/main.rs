@@ -101,6 +101,7 @@ fn run(cli: Cli) -> Exit {
                 &host,
                 Options {
                     list_initramfs: initramfs,
+                    all_packages: false,
                 },
             );
             if common.json {

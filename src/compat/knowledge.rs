@@ -7,29 +7,72 @@ use serde::{Deserialize, Serialize};
 
 use crate::version::Dotted;
 
-const DATA: &str = include_str!("knowledge.toml");
+/// One table of knowledge.toml, turned into JSON by build.rs.
+macro_rules! table {
+    ($name:literal) => {
+        include_str!(concat!(env!("OUT_DIR"), "/knowledge-", $name, ".json"))
+    };
+}
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The knowledge base. Each table is parsed on first use: `detect` reads
+/// only the GPU and branch tables.
+#[derive(Default)]
 pub struct Knowledge {
-    pub meta: Meta,
-    #[serde(rename = "source")]
-    pub sources: Vec<Source>,
-    pub minor_compat: Vec<MinorCompat>,
-    #[serde(rename = "toolkit")]
-    pub toolkits: Vec<ToolkitRow>,
-    #[serde(rename = "branch")]
-    pub branches: Vec<BranchRow>,
-    pub forward_compat: Vec<ForwardCompat>,
-    #[serde(rename = "arch")]
-    pub architectures: Vec<ArchRow>,
-    #[serde(rename = "gpu")]
-    pub gpus: Vec<GpuRow>,
-    #[serde(rename = "pytorch_wheel")]
-    pub pytorch_wheels: Vec<WheelRow>,
+    meta: OnceLock<Meta>,
+    sources: OnceLock<Vec<Source>>,
+    minor_compat: OnceLock<Vec<MinorCompat>>,
+    toolkits: OnceLock<Vec<ToolkitRow>>,
+    branches: OnceLock<Vec<BranchRow>>,
+    forward_compat: OnceLock<Vec<ForwardCompat>>,
+    architectures: OnceLock<Vec<ArchRow>>,
+    gpus: OnceLock<Vec<GpuRow>>,
+    pytorch_wheels: OnceLock<Vec<WheelRow>>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(name: &str, json: &str) -> T {
+    serde_json::from_str(json)
+        .unwrap_or_else(|error| panic!("knowledge.toml [{name}] is invalid: {error}"))
+}
+
+impl Knowledge {
+    pub fn meta(&self) -> &Meta {
+        self.meta.get_or_init(|| parse("meta", table!("meta")))
+    }
+    pub fn sources(&self) -> &[Source] {
+        self.sources
+            .get_or_init(|| parse("source", table!("source")))
+    }
+    pub fn minor_compat(&self) -> &[MinorCompat] {
+        self.minor_compat
+            .get_or_init(|| parse("minor_compat", table!("minor_compat")))
+    }
+    pub fn toolkits(&self) -> &[ToolkitRow] {
+        self.toolkits
+            .get_or_init(|| parse("toolkit", table!("toolkit")))
+    }
+    pub fn branches(&self) -> &[BranchRow] {
+        self.branches
+            .get_or_init(|| parse("branch", table!("branch")))
+    }
+    pub fn forward_compat(&self) -> &[ForwardCompat] {
+        self.forward_compat
+            .get_or_init(|| parse("forward_compat", table!("forward_compat")))
+    }
+    pub fn architectures(&self) -> &[ArchRow] {
+        self.architectures
+            .get_or_init(|| parse("arch", table!("arch")))
+    }
+    pub fn gpus(&self) -> &[GpuRow] {
+        self.gpus.get_or_init(|| parse("gpu", table!("gpu")))
+    }
+    pub fn pytorch_wheels(&self) -> &[WheelRow] {
+        self.pytorch_wheels
+            .get_or_init(|| parse("pytorch_wheel", table!("pytorch_wheel")))
+    }
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Meta {
     pub schema: u32,
     pub compiled: String,
@@ -182,13 +225,10 @@ pub struct WheelRow {
 }
 
 impl Knowledge {
-    /// The compiled-in knowledge base, parsed on first use.
+    /// The compiled-in knowledge base.
     pub fn get() -> &'static Knowledge {
         static KNOWLEDGE: OnceLock<Knowledge> = OnceLock::new();
-        KNOWLEDGE.get_or_init(|| {
-            toml::from_str(DATA)
-                .unwrap_or_else(|error| panic!("knowledge.toml is invalid: {error}"))
-        })
+        KNOWLEDGE.get_or_init(Knowledge::default)
     }
 
     /// The row for a PCI device id (and subsystem `vendor:device` when
@@ -197,7 +237,7 @@ impl Knowledge {
     /// second value is the other candidates' names.
     pub fn gpu(&self, device: u16, subsystem: Option<&str>) -> Option<(&GpuRow, Vec<&str>)> {
         let rows: Vec<&GpuRow> = self
-            .gpus
+            .gpus()
             .iter()
             .filter(|row| parse_hex16(&row.device) == Some(device))
             .collect();
@@ -222,7 +262,7 @@ impl Knowledge {
             .filter(|w| !w.is_empty())
             .map(str::to_lowercase)
             .collect();
-        self.gpus
+        self.gpus()
             .iter()
             .filter(|row| {
                 let name = row.name.to_lowercase().replace('-', " ");
@@ -235,11 +275,11 @@ impl Knowledge {
     }
 
     pub fn branch(&self, branch: u32) -> Option<&BranchRow> {
-        self.branches.iter().find(|row| row.branch == branch)
+        self.branches().iter().find(|row| row.branch == branch)
     }
 
     pub fn arch_of(&self, compute_capability: &str) -> Option<&ArchRow> {
-        self.architectures.iter().find(|row| {
+        self.architectures().iter().find(|row| {
             row.compute_capabilities
                 .iter()
                 .any(|cc| cc == compute_capability)
@@ -247,7 +287,7 @@ impl Knowledge {
     }
 
     pub fn source(&self, id: &str) -> Option<&Source> {
-        self.sources.iter().find(|source| source.id == id)
+        self.sources().iter().find(|source| source.id == id)
     }
 }
 
@@ -267,15 +307,19 @@ mod tests {
     fn every_row_cites_known_sources() {
         let kb = Knowledge::get();
         let mut cited: Vec<(&str, &Vec<String>)> = Vec::new();
-        cited.extend(kb.toolkits.iter().map(|r| (r.release.as_str(), &r.sources)));
-        cited.extend(kb.gpus.iter().map(|r| (r.name.as_str(), &r.sources)));
         cited.extend(
-            kb.forward_compat
+            kb.toolkits()
+                .iter()
+                .map(|r| (r.release.as_str(), &r.sources)),
+        );
+        cited.extend(kb.gpus().iter().map(|r| (r.name.as_str(), &r.sources)));
+        cited.extend(
+            kb.forward_compat()
                 .iter()
                 .map(|r| (r.package.as_str(), &r.sources)),
         );
         cited.extend(
-            kb.pytorch_wheels
+            kb.pytorch_wheels()
                 .iter()
                 .map(|r| (r.variant.as_str(), &r.sources)),
         );

@@ -12,7 +12,8 @@ use crate::facts::Facts;
 use crate::facts::os::Family;
 use crate::plan::{DriverTarget, Flavor, Plan, Source};
 
-const CATALOG: &str = include_str!("catalog.toml");
+/// catalog.toml, turned into JSON by build.rs.
+const CATALOG: &str = include_str!(concat!(env!("OUT_DIR"), "/catalog.json"));
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +51,7 @@ pub struct PackageSet {
 fn catalog() -> &'static Catalog {
     static CATALOG_DATA: OnceLock<Catalog> = OnceLock::new();
     CATALOG_DATA.get_or_init(|| {
-        toml::from_str(CATALOG)
+        serde_json::from_str(CATALOG)
             .unwrap_or_else(|error| panic!("distro/catalog.toml is invalid: {error}"))
     })
 }

@@ -92,17 +92,6 @@ pub fn gather(root: &Root) -> Holders {
     for pid in pids {
         holders.scanned += 1;
         let dir = format!("/proc/{pid}");
-        let command = root
-            .read_trimmed(format!("{dir}/comm"))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if let Some((_, service)) = GPU_SERVICES.iter().find(|(name, _)| *name == command) {
-            holders.services.push(Service {
-                name: service.to_string(),
-                pid,
-            });
-        }
         let fds = match root.read_dir(format!("{dir}/fd")) {
             Ok(fds) => fds,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -130,6 +119,19 @@ pub fn gather(root: &Root) -> Holders {
             continue;
         }
         devices.sort();
+        // The GPU daemons hold the devices themselves: only holders are
+        // named, so a host with thousands of processes reads a few names.
+        let command = root
+            .read_trimmed(format!("{dir}/comm"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if let Some((_, service)) = GPU_SERVICES.iter().find(|(name, _)| *name == command) {
+            holders.services.push(Service {
+                name: service.to_string(),
+                pid,
+            });
+        }
         let cmdline = root
             .read_bytes(format!("{dir}/cmdline"))
             .map(|bytes| {

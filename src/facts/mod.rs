@@ -63,6 +63,9 @@ pub struct Facts {
 pub struct Options {
     /// List initramfs images whose listing is not cached (runs the lister).
     pub list_initramfs: bool,
+    /// Read every installed package, not only the GPU ones (the package
+    /// steps need the whole set to restore it).
+    pub all_packages: bool,
 }
 
 impl Facts {
@@ -71,7 +74,7 @@ impl Facts {
         let mut unknown = Unknown::default();
         let os = os::gather(root);
         let gpus = pci::gather(root, &mut unknown);
-        let (packages, all_packages) = packages::gather(host, os.family);
+        let (packages, all_packages) = packages::gather(host, os.family, options.all_packages);
 
         let cache = root
             .read_bytes("/etc/ld.so.cache")

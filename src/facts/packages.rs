@@ -32,8 +32,21 @@ pub struct Packages {
 /// Every installed package in a dpkg status file. Stanzas without a name
 /// or version, or not in an installed state, are skipped.
 pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
+    parse_dpkg_status_where(text, |_| true)
+}
+
+/// Like [`parse_dpkg_status`], for the packages whose name `wanted`
+/// accepts: other stanzas are skipped after their first line, without
+/// allocating (a full Ubuntu status file holds thousands).
+pub fn parse_dpkg_status_where(text: &str, wanted: impl Fn(&str) -> bool) -> Vec<Package> {
     let mut packages = Vec::new();
     for stanza in text.split("\n\n") {
+        let first = stanza.trim_start_matches('\n').lines().next().unwrap_or("");
+        if let Some(name) = first.strip_prefix("Package:")
+            && !wanted(name.trim())
+        {
+            continue;
+        }
         let mut name = None;
         let mut version = None;
         let mut arch = None;
@@ -183,7 +196,15 @@ pub fn versionlocks(root: &Root) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn gather(host: &Host, family: Option<Family>) -> (Packages, Vec<Package>) {
+/// Whether `detect` reports this package (GPU packages and the automatic
+/// upgraders that can move them).
+fn reported(name: &str) -> bool {
+    is_gpu_package(name) || name == "unattended-upgrades" || name == "dnf-automatic"
+}
+
+/// The packages section, and every installed package when `full` (the
+/// package steps need the full set; `detect` does not).
+pub fn gather(host: &Host, family: Option<Family>, full: bool) -> (Packages, Vec<Package>) {
     let mut packages = Packages {
         manager: match family {
             Some(Family::Rhel) => Some("rpm".into()),
@@ -193,23 +214,38 @@ pub fn gather(host: &Host, family: Option<Family>) -> (Packages, Vec<Package>) {
         },
         ..Packages::default()
     };
-    let all = match installed(host, family) {
-        Ok(all) => all,
+    let listed = match family {
+        Some(Family::Rhel) => rpm_installed(host),
+        _ => host
+            .root
+            .read_string(DPKG_STATUS)
+            .map_err(|error| format!("cannot read {DPKG_STATUS}: {error}"))
+            .map(|text| {
+                if full {
+                    parse_dpkg_status(&text)
+                } else {
+                    parse_dpkg_status_where(&text, reported)
+                }
+            }),
+    };
+    let listed = match listed {
+        Ok(listed) => listed,
         Err(reason) => {
             packages.unknown.note("gpu", reason);
             return (packages, Vec::new());
         }
     };
-    packages.gpu = all
+    packages.gpu = listed
         .iter()
         .filter(|p| is_gpu_package(&p.name))
         .cloned()
         .collect();
     packages.unattended_upgrades = Some(
-        all.iter()
-            .any(|p| p.name == "unattended-upgrades" || p.name == "dnf-automatic"),
+        listed
+            .iter()
+            .any(|p| !is_gpu_package(&p.name) && reported(&p.name)),
     );
-    (packages, all)
+    (packages, if full { listed } else { Vec::new() })
 }
 
 #[cfg(test)]

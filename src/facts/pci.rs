@@ -79,7 +79,6 @@ pub fn gather(root: &Root, unknown: &mut Unknown) -> Vec<Gpu> {
             return Vec::new();
         }
     };
-    let kb = Knowledge::get();
     let mut gpus = Vec::new();
     for address in addresses {
         let dir = format!("{DEVICES}/{address}");
@@ -141,7 +140,7 @@ pub fn gather(root: &Root, unknown: &mut Unknown) -> Vec<Gpu> {
         };
         if kind == Kind::Nvswitch {
             gpu.name = Some("NVIDIA NVSwitch".into());
-        } else if let Some((row, others)) = kb.gpu(device, subsystem.as_deref()) {
+        } else if let Some((row, others)) = Knowledge::get().gpu(device, subsystem.as_deref()) {
             gpu.name = Some(if others.is_empty() {
                 row.name.clone()
             } else {
