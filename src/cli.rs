@@ -46,6 +46,10 @@ pub enum Command {
         /// Also list initramfs images whose listing is not cached (slower).
         #[arg(long)]
         initramfs: bool,
+        /// Also ask the package manager which repository each GPU package
+        /// came from (slower).
+        #[arg(long)]
+        origins: bool,
     },
     /// Show what `apply` would change. Never changes anything.
     Plan {

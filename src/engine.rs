@@ -294,8 +294,12 @@ fn gather(host: &Host) -> Facts {
     )
 }
 
+/// nouveau holds the GPU now, or the loaded module is older than the
+/// installed userspace: only a reboot (or a module reload) fixes either.
 fn reboot_needed(facts: &Facts) -> bool {
-    facts.nouveau.loaded == Some(true) || !facts.nouveau.bound.is_empty()
+    facts.nouveau.loaded == Some(true)
+        || !facts.nouveau.bound.is_empty()
+        || facts.kernel_driver.mismatch.is_some()
 }
 
 /// `provision plan`: every check, nothing changed.

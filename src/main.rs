@@ -92,7 +92,11 @@ fn load_plan(path: &Path, verb: &str, common: &Common) -> Result<Plan, Exit> {
 
 fn run(cli: Cli) -> Exit {
     match cli.command {
-        Command::Detect { common, initramfs } => {
+        Command::Detect {
+            common,
+            initramfs,
+            origins,
+        } => {
             let (host, _) = match host(&common, Arc::new(Silent), false) {
                 Ok(host) => host,
                 Err(message) => return fail(message, "detect", &common),
@@ -102,6 +106,7 @@ fn run(cli: Cli) -> Exit {
                 Options {
                     list_initramfs: initramfs,
                     all_packages: false,
+                    origins,
                 },
             );
             if common.json {

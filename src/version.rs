@@ -5,10 +5,14 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// A driver or toolkit version compared numerically per component; missing
-/// components count as zero (`580 == 580.0.0`).
+/// components count as zero (`580 == 580.0.0`). It prints as written:
+/// driver versions keep their zero padding (`570.124.06`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", try_from = "String")]
-pub struct Dotted(Vec<u32>);
+pub struct Dotted {
+    parts: Vec<u32>,
+    text: String,
+}
 
 impl PartialEq for Dotted {
     fn eq(&self, other: &Self) -> bool {
@@ -21,8 +25,12 @@ impl Eq for Dotted {}
 impl std::hash::Hash for Dotted {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // Consistent with Eq: trailing zeros do not count.
-        let end = self.0.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
-        self.0[..end].hash(state);
+        let end = self
+            .parts
+            .iter()
+            .rposition(|&c| c != 0)
+            .map_or(0, |p| p + 1);
+        self.parts[..end].hash(state);
     }
 }
 
@@ -41,29 +49,32 @@ impl Dotted {
                 }
             })
             .collect::<Option<Vec<u32>>>()
-            .map(Dotted)
+            .map(|parts| Dotted {
+                parts,
+                text: text.to_string(),
+            })
     }
 
     pub fn components(&self) -> &[u32] {
-        &self.0
+        &self.parts
     }
 
     /// The first component: a driver's branch, a toolkit's major.
     pub fn major(&self) -> u32 {
-        self.0.first().copied().unwrap_or(0)
+        self.parts.first().copied().unwrap_or(0)
     }
 
     pub fn minor(&self) -> u32 {
-        self.0.get(1).copied().unwrap_or(0)
+        self.parts.get(1).copied().unwrap_or(0)
     }
 }
 
 impl Ord for Dotted {
     fn cmp(&self, other: &Self) -> Ordering {
-        let len = self.0.len().max(other.0.len());
+        let len = self.parts.len().max(other.parts.len());
         for index in 0..len {
-            let a = self.0.get(index).copied().unwrap_or(0);
-            let b = other.0.get(index).copied().unwrap_or(0);
+            let a = self.parts.get(index).copied().unwrap_or(0);
+            let b = other.parts.get(index).copied().unwrap_or(0);
             match a.cmp(&b) {
                 Ordering::Equal => continue,
                 unequal => return unequal,
@@ -81,8 +92,7 @@ impl PartialOrd for Dotted {
 
 impl fmt::Display for Dotted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(u32::to_string).collect();
-        f.write_str(&parts.join("."))
+        f.write_str(&self.text)
     }
 }
 
@@ -300,6 +310,11 @@ mod tests {
         assert_eq!(v("580"), v("580.0.0"));
         assert!(v("580.95.05") < v("580.159.04"));
         assert!(Dotted::parse("../x").is_none());
+        assert_eq!(
+            v("570.124.06").to_string(),
+            "570.124.06",
+            "zero padding is kept"
+        );
         assert!(Dotted::parse("").is_none());
     }
 

@@ -9,7 +9,7 @@ use super::Unknown;
 use super::loader::CacheEntry;
 use super::modules::{LoadedModule, parse_nvrm_version, parse_proc_modules};
 use crate::compat::knowledge::Knowledge;
-use crate::host::Root;
+use crate::host::{Cmd, Host, Root};
 use crate::version::Dotted;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -41,16 +41,39 @@ pub struct NvidiaModule {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UserDriver {
-    /// The `libcuda.so.1` the loader uses (first match in ld.so.cache).
+    /// The driver's own `libcuda.so.1` (the first one the loader knows
+    /// outside a toolkit's `compat/` directory).
     pub libcuda: Option<String>,
     /// Its driver version, from the file the link chain ends at.
     pub version: Option<String>,
     /// Newest CUDA it supports: nvidia-smi's "CUDA Version".
     pub cuda_version: Option<String>,
+    /// A forward-compatibility libcuda that the loader finds first: what
+    /// CUDA applications actually load.
+    pub compat_first: Option<Library>,
+    /// The CUDA version applications get: the compat library's when it
+    /// comes first, else `cuda_version`.
+    pub effective_cuda_version: Option<String>,
     /// Every libcuda.so.1 the loader knows, in search order.
     pub candidates: Vec<Library>,
     pub nvml: Option<Library>,
     pub unknown: Unknown,
+}
+
+/// Whether a library lives in a forward-compatibility directory.
+pub fn is_compat(library: &Library) -> bool {
+    let in_compat = |p: &str| p.contains("/compat/");
+    in_compat(&library.path) || library.resolved.as_deref().is_some_and(in_compat)
+}
+
+/// nvidia-smi's "CUDA Version" for a driver version, from the branch table.
+pub fn cuda_of_driver(version: &str) -> Result<String, String> {
+    let parsed =
+        Dotted::parse(version).ok_or_else(|| format!("{version} is not a driver version"))?;
+    Knowledge::get()
+        .branch(parsed.major())
+        .and_then(|b| b.max_cuda.clone())
+        .ok_or_else(|| format!("branch {} is not in the knowledge base", parsed.major()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +146,25 @@ pub fn find_library(
         .collect()
 }
 
-pub fn gather_kernel(root: &Root, running_kernel: Option<&str>) -> KernelDriver {
+/// The driver version a module file carries, through `modinfo` (which
+/// reads compressed modules too).
+fn modinfo_version(host: &Host, module: &str) -> Result<String, String> {
+    let cmd = Cmd::read("modinfo").args(["-F", "version", module]);
+    let output = host.runner.run(&cmd).map_err(|error| error.to_string())?;
+    let version = output.stdout.trim();
+    if output.success() && Dotted::parse(version).is_some() {
+        Ok(version.to_string())
+    } else {
+        Err(format!("`{cmd}` gave no version: {}", output.tail))
+    }
+}
+
+pub fn gather_kernel(
+    host: &Host,
+    running_kernel: Option<&str>,
+    module_file: Option<&str>,
+) -> KernelDriver {
+    let root = &host.root;
     let mut driver = KernelDriver::default();
     match root.read_string("/proc/modules") {
         Ok(text) => {
@@ -173,19 +214,29 @@ pub fn gather_kernel(root: &Root, running_kernel: Option<&str>) -> KernelDriver 
     {
         driver.version = module.version.clone();
     }
-    match running_kernel {
-        Some(kernel) => {
+    match (running_kernel, module_file) {
+        (Some(kernel), module) => {
             if let Some((version, source)) = dkms_installed(root, kernel) {
                 driver.installed = Some(version);
                 driver.installed_source = Some(source);
+            } else if let Some(module) = module {
+                match modinfo_version(host, module) {
+                    Ok(version) => {
+                        driver.installed = Some(version);
+                        driver.installed_source = Some(module.to_string());
+                    }
+                    Err(reason) => driver.unknown.note("installed", reason),
+                }
             } else {
                 driver.unknown.note(
                     "installed",
-                    format!("no DKMS build of an nvidia module for {kernel} under var/lib/dkms"),
+                    format!(
+                        "no nvidia module on disk for {kernel} (no DKMS build, no module file)"
+                    ),
                 );
             }
         }
-        None => driver
+        (None, _) => driver
             .unknown
             .note("installed", "the running kernel is unknown"),
     }
@@ -220,13 +271,18 @@ pub fn gather_user(root: &Root, cache: Option<&[CacheEntry]>, conf_dirs: &[Strin
             .collect(),
         ..UserDriver::default()
     };
-    if let Some(first) = user.candidates.iter().find(|c| c.resolved.is_some()) {
-        user.libcuda = Some(first.path.clone());
-        user.version = first.version.clone();
-        if first.version.is_none() {
+    let usable: Vec<&Library> = user
+        .candidates
+        .iter()
+        .filter(|c| c.resolved.is_some())
+        .collect();
+    if let Some(own) = usable.iter().find(|c| !is_compat(c)) {
+        user.libcuda = Some(own.path.clone());
+        user.version = own.version.clone();
+        if own.version.is_none() {
             user.unknown.note(
                 "version",
-                format!("{} does not end at a libcuda.so.<version> file", first.path),
+                format!("{} does not end at a libcuda.so.<version> file", own.path),
             );
         }
     } else if user.candidates.is_empty() {
@@ -235,24 +291,34 @@ pub fn gather_user(root: &Root, cache: Option<&[CacheEntry]>, conf_dirs: &[Strin
             "the loader finds no libcuda.so.1 (no user-mode driver installed)",
         );
         user.unknown.note("version", "no libcuda.so.1");
-    } else {
+    } else if usable.is_empty() {
         user.unknown.note(
             "libcuda",
             "every libcuda.so.1 the loader names is a dangling link",
         );
+    } else {
+        user.unknown.note(
+            "libcuda",
+            "the only libcuda.so.1 the loader finds is a forward-compatibility copy: the driver's own is missing",
+        );
     }
-    if let Some(version) = user.version.as_deref().and_then(Dotted::parse) {
-        match Knowledge::get()
-            .branch(version.major())
-            .and_then(|b| b.max_cuda.clone())
-        {
-            Some(cuda) => user.cuda_version = Some(cuda),
-            None => user.unknown.note(
-                "cuda_version",
-                format!("branch {} is not in the knowledge base", version.major()),
-            ),
+    if let Some(first) = usable.first().filter(|c| is_compat(c)) {
+        user.compat_first = Some((*first).clone());
+    }
+    if let Some(version) = user.version.as_deref() {
+        match cuda_of_driver(version) {
+            Ok(cuda) => user.cuda_version = Some(cuda),
+            Err(reason) => user.unknown.note("cuda_version", reason),
         }
     }
+    user.effective_cuda_version = match user
+        .compat_first
+        .as_ref()
+        .and_then(|c| c.version.as_deref())
+    {
+        Some(compat) => cuda_of_driver(compat).ok(),
+        None => user.cuda_version.clone(),
+    };
     user.nvml = find_library(root, cache, conf_dirs, "libnvidia-ml.so.1")
         .iter()
         .map(|path| library(root, path, "libnvidia-ml"))

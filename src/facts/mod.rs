@@ -66,15 +66,25 @@ pub struct Options {
     /// Read every installed package, not only the GPU ones (the package
     /// steps need the whole set to restore it).
     pub all_packages: bool,
+    /// Ask the package manager which repository each GPU package came from.
+    pub origins: bool,
 }
 
 impl Facts {
     pub fn gather(host: &Host, options: Options) -> Facts {
         let root = &host.root;
         let mut unknown = Unknown::default();
-        let os = os::gather(root);
+        let os = os::gather(host);
         let gpus = pci::gather(root, &mut unknown);
-        let (packages, all_packages) = packages::gather(host, os.family, options.all_packages);
+        let (mut packages, all_packages) = packages::gather(host, os.family, options.all_packages);
+        if options.origins {
+            packages::fill_origins(host, os.family, &mut packages);
+        } else if !packages.gpu.is_empty() {
+            packages.unknown.note(
+                "origin",
+                "not asked: `provision detect --origins` asks the package manager",
+            );
+        }
 
         let cache = root
             .read_bytes("/etc/ld.so.cache")
@@ -90,7 +100,12 @@ impl Facts {
         let conf = loader::ld_so_conf(root);
         let conf_dirs: Vec<String> = conf.iter().map(|d| d.dir.clone()).collect();
 
-        let mut kernel_driver = driver::gather_kernel(root, os.running_kernel.as_deref());
+        let running = os.kernels.iter().find(|k| k.running);
+        let mut kernel_driver = driver::gather_kernel(
+            host,
+            os.running_kernel.as_deref(),
+            running.and_then(|k| k.nvidia_module.as_deref()),
+        );
         let user_driver = driver::gather_user(root, cache.as_deref(), &conf_dirs);
         driver::compare_layers(&mut kernel_driver, &user_driver);
 
@@ -98,7 +113,9 @@ impl Facts {
             .version
             .clone()
             .or_else(|| user_driver.version.clone());
-        let toolkits = toolkit::gather(root, &all_packages, &conf_dirs, driver_version.as_deref());
+        // The toolkit's meta packages (cuda-libraries-13-0 13.0.2-1) are GPU
+        // packages: the short list is enough, even when all were read.
+        let toolkits = toolkit::gather(root, &packages.gpu, &conf_dirs, driver_version.as_deref());
         let environment = environment::gather(root, &conf);
         let holders = holders::gather(root);
 

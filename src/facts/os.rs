@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Unknown;
-use crate::host::Root;
+use crate::host::{Cmd, Host, Root};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,6 +35,9 @@ pub struct Os {
     pub systemd: Option<bool>,
     /// A container runtime this root looks like it runs in.
     pub container: Option<String>,
+    /// A hypervisor this host runs under ("kvm", "Amazon EC2", ...), from
+    /// DMI or the CPU's hypervisor flag.
+    pub virtualization: Option<String>,
     /// Mount points of NVIDIA driver files mounted read-only (a container
     /// or VM image whose driver comes from the host).
     pub read_only_driver_mounts: Vec<String>,
@@ -120,7 +123,8 @@ const MODULE_DIRS: &[&str] = &[
     "kernel/drivers/char/drm",
 ];
 
-pub fn gather(root: &Root) -> Os {
+pub fn gather(host: &Host) -> Os {
+    let root = &host.root;
     let mut os = Os::default();
     let release = root
         .read_string("/etc/os-release")
@@ -171,8 +175,9 @@ pub fn gather(root: &Root) -> Os {
     }
 
     os.kernels = installed_kernels(root, os.running_kernel.as_deref());
-    secure_boot(root, &mut os);
+    secure_boot(host, &mut os);
     init_and_container(root, &mut os);
+    os.virtualization = virtualization(root);
     os
 }
 
@@ -246,26 +251,103 @@ fn nvidia_module_for(root: &Root, modules: &str) -> Option<String> {
 const SECURE_BOOT_VAR: &str =
     "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
-fn secure_boot(root: &Root, os: &mut Os) {
+/// `mokutil --sb-state` ("SecureBoot enabled" / "SecureBoot disabled").
+pub fn parse_mokutil(text: &str) -> Option<bool> {
+    let line = text.lines().find(|l| l.starts_with("SecureBoot "))?;
+    match line.trim_start_matches("SecureBoot ").trim() {
+        "enabled" => Some(true),
+        "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+fn secure_boot(host: &Host, os: &mut Os) {
+    let root = &host.root;
     match root.read_bytes(SECURE_BOOT_VAR) {
         // efivarfs: 4 bytes of attributes, then the 1-byte value.
         Ok(bytes) if bytes.len() >= 5 => {
             os.secure_boot = Some(bytes[4] == 1);
             os.secure_boot_source = Some(SECURE_BOOT_VAR.to_string());
+            return;
         }
-        Ok(_) => os.unknown.note(
-            "secure_boot",
-            format!("{SECURE_BOOT_VAR} is too short to hold a value"),
-        ),
+        Ok(_) => {
+            os.unknown.note(
+                "secure_boot",
+                format!("{SECURE_BOOT_VAR} is too short to hold a value"),
+            );
+            return;
+        }
         Err(_) if root.exists("/sys/firmware") && !root.exists("/sys/firmware/efi") => {
             os.secure_boot = Some(false);
             os.secure_boot_source = Some("legacy BIOS boot (no /sys/firmware/efi)".into());
+            return;
         }
+        Err(_) => {}
+    }
+    if !root.exists("/sys/firmware") {
+        os.unknown.note(
+            "secure_boot",
+            "no /sys/firmware in this root (not a running host)",
+        );
+        return;
+    }
+    // UEFI without readable variables (efivarfs not mounted): ask mokutil.
+    let cmd = Cmd::read("mokutil").arg("--sb-state");
+    let answer = host
+        .runner
+        .run(&cmd)
+        .map(|out| parse_mokutil(&format!("{}{}", out.stdout, out.stderr)));
+    match answer {
+        Ok(Some(state)) => {
+            os.secure_boot = Some(state);
+            os.secure_boot_source = Some("mokutil --sb-state".into());
+        }
+        Ok(None) => os.unknown.note(
+            "secure_boot",
+            "UEFI host, no readable SecureBoot variable, and `mokutil --sb-state` gave no answer",
+        ),
         Err(error) => os.unknown.note(
             "secure_boot",
-            format!("cannot read the SecureBoot EFI variable: {error}; `mokutil --sb-state` tells"),
+            format!("UEFI host without a readable SecureBoot variable (efivarfs not mounted?), and {error}"),
         ),
     }
+}
+
+/// DMI vendor/product names of common hypervisors and clouds.
+const HYPERVISORS: &[&str] = &[
+    "QEMU",
+    "KVM",
+    "VMware",
+    "VirtualBox",
+    "Xen",
+    "Microsoft Corporation",
+    "Amazon EC2",
+    "Google",
+    "OpenStack",
+    "Firecracker",
+];
+
+fn virtualization(root: &Root) -> Option<String> {
+    for file in [
+        "/sys/class/dmi/id/sys_vendor",
+        "/sys/class/dmi/id/product_name",
+    ] {
+        if let Ok(Some(name)) = root.read_trimmed(file)
+            && HYPERVISORS.iter().any(|h| name.contains(h))
+        {
+            return Some(name);
+        }
+    }
+    if let Ok(Some(kind)) = root.read_trimmed("/sys/hypervisor/type") {
+        return Some(kind);
+    }
+    // x86 CPUs flag the hypervisor bit when virtualized.
+    let cpuinfo = root.read_string("/proc/cpuinfo").ok()?;
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+    flags
+        .split_whitespace()
+        .any(|f| f == "hypervisor")
+        .then(|| "a hypervisor (CPU flag)".to_string())
 }
 
 fn init_and_container(root: &Root, os: &mut Os) {
@@ -359,6 +441,19 @@ mod tests {
         assert_eq!(
             read_only_driver_mounts(mountinfo),
             vec!["/usr/local/nvidia/lib64"]
+        );
+    }
+
+    #[test]
+    fn mokutil_answers() {
+        assert_eq!(parse_mokutil("SecureBoot enabled\n"), Some(true));
+        assert_eq!(
+            parse_mokutil("SecureBoot disabled\nPlatform is in Setup Mode\n"),
+            Some(false)
+        );
+        assert_eq!(
+            parse_mokutil("EFI variables are not supported on this system\n"),
+            None
         );
     }
 

@@ -1,6 +1,8 @@
 //! Installed packages: dpkg's status file on the Debian family (read
 //! directly, no process), the rpm database through the Runner on RHEL.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::Unknown;
@@ -17,6 +19,10 @@ pub struct Package {
     /// Held (`apt-mark hold`, dnf versionlock).
     pub held: bool,
     pub source: Option<String>,
+    /// The repository the installed version came from, when the package
+    /// manager was asked (`detect --origins`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -92,6 +98,7 @@ pub fn parse_dpkg_status_where(text: &str, wanted: impl Fn(&str) -> bool) -> Vec
             arch: arch.map(str::to_string),
             held: want == "hold",
             source: source.map(str::to_string),
+            origin: None,
         });
     }
     packages
@@ -100,22 +107,34 @@ pub fn parse_dpkg_status_where(text: &str, wanted: impl Fn(&str) -> bool) -> Vec
 /// NVIDIA, CUDA and the libraries that ride with them.
 pub fn is_gpu_package(name: &str) -> bool {
     const PREFIXES: &[&str] = &[
-        "libcu",
+        "libcuda",
+        "libcublas",
+        "libcufft",
+        "libcufile",
+        "libcurand",
+        "libcusolver",
+        "libcusparse",
+        "libcudnn",
+        "libcutensor",
+        "libcupti",
         "libnpp",
         "libnvjpeg",
         "libnccl",
         "libnvidia",
         "libxnvctrl",
+        "libnvjitlink",
+        "libnvfatbin",
         "nsight",
         "datacenter-gpu-manager",
         "firmware-nvidia",
         "kmod-nvidia",
         "dkms",
         "gds-tools",
-        "libnvjitlink",
-        "libnvfatbin",
     ];
-    name.contains("nvidia") || name.contains("cuda") || PREFIXES.iter().any(|p| name.starts_with(p))
+    name.contains("nvidia")
+        || name.starts_with("cuda")
+        || name.contains("-cuda")
+        || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Every installed package (all of them, not only GPU ones).
@@ -156,6 +175,7 @@ pub fn parse_rpm_query(text: &str, locked: &[String]) -> Vec<Package> {
                 arch,
                 held,
                 source: None,
+                origin: None,
             })
         })
         .collect()
@@ -200,6 +220,102 @@ pub fn versionlocks(root: &Root) -> Vec<String> {
 /// upgraders that can move them).
 fn reported(name: &str) -> bool {
     is_gpu_package(name) || name == "unattended-upgrades" || name == "dnf-automatic"
+}
+
+/// `apt-cache policy` for the installed version of each package: the
+/// first repository line under the `***` entry ("local" when only dpkg's
+/// status file has it: no configured repository offers that version).
+pub fn parse_apt_policy(text: &str) -> BTreeMap<String, String> {
+    let mut origins = BTreeMap::new();
+    let mut package: Option<String> = None;
+    let mut in_installed = false;
+    for line in text.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            package = Some(line.trim_end_matches(':').to_string());
+            in_installed = false;
+            continue;
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("*** ") {
+            in_installed = true;
+            continue;
+        }
+        let Some(name) = &package else { continue };
+        if in_installed {
+            let mut words = trimmed.split_whitespace();
+            let priority = words.next().unwrap_or("");
+            if !priority.bytes().all(|b| b.is_ascii_digit()) {
+                in_installed = false;
+                continue;
+            }
+            // "URL suite/component arch Packages" -> "URL suite/component".
+            let mut rest: Vec<&str> = words.collect();
+            if rest.last() == Some(&"Packages") {
+                rest.pop();
+            }
+            if rest.len() > 1 && matches!(rest.last(), Some(&("amd64" | "arm64" | "i386" | "all")))
+            {
+                rest.pop();
+            }
+            let origin = rest.join(" ");
+            if origin == "/var/lib/dpkg/status" {
+                origins
+                    .entry(name.clone())
+                    .or_insert_with(|| "local".to_string());
+            } else {
+                origins.insert(name.clone(), origin);
+                in_installed = false;
+            }
+        }
+    }
+    origins
+}
+
+/// `dnf list --installed` lines ("name.arch  version  @repo").
+pub fn parse_dnf_installed(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name_arch = words.next()?;
+            let _version = words.next()?;
+            let repo = words.next()?.strip_prefix('@')?;
+            let name = name_arch.rsplit_once('.').map_or(name_arch, |(n, _)| n);
+            Some((name.to_string(), repo.to_string()))
+        })
+        .collect()
+}
+
+/// Asks the package manager where the installed GPU packages came from.
+pub fn fill_origins(host: &Host, family: Option<Family>, packages: &mut Packages) {
+    if packages.gpu.is_empty() {
+        return;
+    }
+    let names: Vec<String> = packages.gpu.iter().map(|p| p.name.clone()).collect();
+    type Parser = fn(&str) -> BTreeMap<String, String>;
+    let (cmd, parse): (Cmd, Parser) = match family {
+        Some(Family::Rhel) => (
+            Cmd::read("dnf")
+                .args(["-q", "list", "--installed"])
+                .args(names),
+            parse_dnf_installed,
+        ),
+        _ => (
+            Cmd::read("apt-cache").arg("policy").args(names),
+            parse_apt_policy,
+        ),
+    };
+    match host.runner.run(&cmd) {
+        Ok(output) if output.success() => {
+            let origins = parse(&output.stdout);
+            for package in &mut packages.gpu {
+                package.origin = origins.get(&package.name).cloned();
+            }
+        }
+        Ok(output) => packages
+            .unknown
+            .note("origin", format!("`{cmd}` failed: {}", output.tail)),
+        Err(error) => packages.unknown.note("origin", error.to_string()),
+    }
 }
 
 /// The packages section, and every installed package when `full` (the
@@ -274,6 +390,42 @@ mod tests {
             packages.iter().all(|p| is_gpu_package(&p.name)),
             "the snapshot is filtered to GPU packages"
         );
+    }
+
+    #[test]
+    fn origins_from_apt_cache_policy() {
+        let text = "\
+cuda-compat-13-0:
+  Installed: 580.95.05-0ubuntu1
+  Candidate: 580.95.05-0ubuntu1
+  Version table:
+ *** 580.95.05-0ubuntu1 600
+        600 https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64  Packages
+        100 /var/lib/dpkg/status
+     580.82.07-0ubuntu1 600
+        600 https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64  Packages
+libcudnn9-cuda-13:
+  Installed: 9.14.0.64-1
+  Candidate: 9.14.0.64-1
+  Version table:
+ *** 9.14.0.64-1 100
+        100 /var/lib/dpkg/status
+";
+        let origins = parse_apt_policy(text);
+        assert_eq!(
+            origins["cuda-compat-13-0"],
+            "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64"
+        );
+        assert_eq!(origins["libcudnn9-cuda-13"], "local");
+    }
+
+    #[test]
+    fn origins_from_dnf() {
+        let origins = parse_dnf_installed(
+            "Installed Packages\nnvidia-driver.x86_64   3:580.95.05-1.el9   @cuda-rhel9-x86_64\nkernel.x86_64 5.14.0 @anaconda\n",
+        );
+        assert_eq!(origins["nvidia-driver"], "cuda-rhel9-x86_64");
+        assert_eq!(origins["kernel"], "anaconda");
     }
 
     #[test]

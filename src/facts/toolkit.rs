@@ -35,6 +35,8 @@ pub struct Toolkit {
     pub nvcc_source: Option<String>,
     /// Links in /usr/local naming this toolkit (cuda, cuda-13).
     pub aliases: Vec<String>,
+    /// Only a `compat/` directory (cuda-compat-X-Y without the toolkit).
+    pub compat_only: bool,
     pub compat: Option<CompatDir>,
     pub unknown: Unknown,
 }
@@ -188,6 +190,7 @@ fn inspect(
         nvcc: None,
         nvcc_source: None,
         aliases: Vec::new(),
+        compat_only: false,
         compat: None,
         unknown: Unknown::default(),
     };
@@ -252,6 +255,20 @@ fn inspect(
             }
         }
     }
+    toolkit.compat = compat_dir(root, path, loader_dirs, driver);
+    toolkit.compat_only = toolkit.compat.is_some()
+        && ["bin", "lib64", "targets", "version.json"]
+            .iter()
+            .all(|entry| !root.exists(format!("{path}/{entry}")));
+    if toolkit.compat_only {
+        for field in ["release", "nvcc"] {
+            toolkit.unknown.note(
+                field,
+                "only a compat/ directory: the forward-compatibility package without its toolkit",
+            );
+        }
+        return toolkit;
+    }
     if toolkit.release.is_none() {
         match (&toolkit.runtime, &short) {
             (Some(_), Some(short)) => {
@@ -268,10 +285,9 @@ fn inspect(
     if toolkit.nvcc.is_none() {
         toolkit.unknown.note(
             "nvcc",
-            "no version.json and no cuda-nvcc package record; `nvcc --version` tells",
+            "neither version.json nor the package database names nvcc's version; `nvcc --version` tells",
         );
     }
-    toolkit.compat = compat_dir(root, path, loader_dirs, driver);
     toolkit
 }
 

@@ -69,6 +69,9 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
     if let Some(container) = &os.container {
         let _ = writeln!(out, "  container: {container}");
     }
+    if let Some(hypervisor) = &os.virtualization {
+        let _ = writeln!(out, "  virtual machine: {hypervisor}");
+    }
     for mount in &os.read_only_driver_mounts {
         let _ = writeln!(out, "  driver mounted read-only at {mount}");
     }
@@ -170,7 +173,33 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
         or_unknown(user.cuda_version.as_deref(), &user.unknown, "cuda_version"),
     );
     let default = facts.toolkits.default.as_deref();
-    for toolkit in &facts.toolkits.installed {
+    if let Some(compat) = &user.compat_first {
+        let _ = writeln!(
+            out,
+            "  {} applications load {} first ({}), so they get CUDA {}",
+            style.paint("33", "note:"),
+            compat.path,
+            compat.version.as_deref().unwrap_or("unknown version"),
+            user.effective_cuda_version.as_deref().unwrap_or("unknown"),
+        );
+    }
+    for toolkit in facts.toolkits.installed.iter().filter(|t| t.compat_only) {
+        if let Some(compat) = &toolkit.compat {
+            let _ = writeln!(
+                out,
+                "  compat only {}: libcuda {} ({} than the driver{})",
+                toolkit.path,
+                compat.version.as_deref().unwrap_or("unknown"),
+                compat.against_driver.as_deref().unwrap_or("unknown"),
+                if compat.on_loader_path {
+                    ", ON the loader path"
+                } else {
+                    ", not on the loader path"
+                }
+            );
+        }
+    }
+    for toolkit in facts.toolkits.installed.iter().filter(|t| !t.compat_only) {
         let _ = writeln!(
             out,
             "  toolkit {}{}: release {}, nvcc {}, runtime {}",
@@ -198,7 +227,7 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
             );
         }
     }
-    if facts.toolkits.installed.is_empty() {
+    if facts.toolkits.installed.iter().all(|t| t.compat_only) {
         let _ = writeln!(out, "  toolkit: none under /usr/local");
     }
     if let Some(mismatch) = &kernel.mismatch {
@@ -233,7 +262,7 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
     let holders = &facts.holders;
     title(&mut out, "Processes holding the GPU");
     if holders.processes.is_empty() {
-        let _ = writeln!(out, "  none ({} processes scanned)", holders.scanned);
+        let _ = writeln!(out, "  none ({} process(es) scanned)", holders.scanned);
     }
     for holder in &holders.processes {
         let _ = writeln!(

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod facts;
 mod invalid_plans;
 mod plans;
 mod spine;

@@ -743,3 +743,46 @@ fn an_undo_that_cannot_finish_exits_3_and_rollback_finishes_it_later() {
             .contains("\"status\": \"rolled-back\"")
     );
 }
+
+#[test]
+fn a_reboot_is_required_while_nouveau_holds_the_gpu_or_the_module_is_stale() {
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    let host = crate::support::fixture("debian-12-a6000-nouveau");
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        host.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["reboot_required"], true, "{report:#}");
+    assert!(
+        !report["warnings"].to_string().contains("no NVIDIA GPU"),
+        "a GPU is present"
+    );
+    let human = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        host.to_str().unwrap(),
+    ]);
+    assert!(human.stdout.contains("A reboot is required"), "{human:?}");
+
+    let plan = plan_file(
+        &tempfile::tempdir().unwrap().keep(),
+        "ubuntu.toml",
+        "[driver]\nbranch = \"570\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n",
+    );
+    let host = crate::support::fixture("ubuntu-22.04-l40s-mismatch");
+    let report = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        host.to_str().unwrap(),
+        "--json",
+    ])
+    .json();
+    assert_eq!(report["reboot_required"], true, "{report:#}");
+}
