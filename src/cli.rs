@@ -72,4 +72,28 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Will this CUDA release (or PyTorch wheel) run on this driver and GPU?
+    /// Without --driver: every toolkit and compat package of the host.
+    #[command(
+        after_help = "Exit codes: 0 for any verdict but incompatible, 1 for incompatible or a bad question."
+    )]
+    Compat {
+        /// Driver release (580.95.05) or branch (580, read as its newest release).
+        #[arg(long)]
+        driver: Option<String>,
+        /// CUDA release: 12.8 (its GA), 12.8.1 (Update 1) or a full version (12.8.93).
+        #[arg(long, conflicts_with = "torch")]
+        cuda: Option<String>,
+        /// PyTorch wheel version, such as 2.9.1+cu130.
+        #[arg(long)]
+        torch: Option<String>,
+        /// GPU: 10de:2330, 0x2330 or a name such as "H100 SXM5" or "RTX 4090".
+        #[arg(long)]
+        gpu: Option<String>,
+        /// Kernel-module flavour.
+        #[arg(long, value_parser = ["open", "proprietary"])]
+        flavor: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
 }

@@ -158,6 +158,14 @@ fn run(cli: Cli) -> Exit {
             print_report(&report, "apply", &common);
             report.exit
         }
+        Command::Compat {
+            driver,
+            cuda,
+            torch,
+            gpu,
+            flavor,
+            common,
+        } => compat(driver, cuda, torch, gpu, flavor, &common),
         Command::Rollback { common } => {
             let progress = progress_for(&common);
             let (host, runner) = match host(&common, progress.clone(), true) {
@@ -173,5 +181,87 @@ fn run(cli: Cli) -> Exit {
             print_report(&report, "rollback", &common);
             report.exit
         }
+    }
+}
+
+fn compat(
+    driver: Option<String>,
+    cuda: Option<String>,
+    torch: Option<String>,
+    gpu: Option<String>,
+    flavor: Option<String>,
+    common: &Common,
+) -> Exit {
+    use provision::compat::host;
+    use provision::compat::rules::{self, Target, Verdict};
+    let target = match (cuda, torch) {
+        (Some(cuda), None) => Some(Target::Cuda(cuda)),
+        (None, Some(torch)) => Some(Target::Torch(torch)),
+        _ => None,
+    };
+    let question = match (driver, target) {
+        (Some(driver), Some(target)) => Some((driver, target)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return fail("--driver needs --cuda or --torch".into(), "compat", common);
+        }
+        (None, Some(target)) => {
+            // "Will CUDA X run here?": the question, with this host's driver.
+            let (host, _) = match host(common, Arc::new(Silent), false) {
+                Ok(host) => host,
+                Err(message) => return fail(message, "compat", common),
+            };
+            let facts = Facts::gather(&host, Options::default());
+            match facts.driver_version() {
+                Some(driver) => Some((driver.to_string(), target)),
+                None => {
+                    return fail(
+                        "no NVIDIA driver on this host: give --driver".into(),
+                        "compat",
+                        common,
+                    );
+                }
+            }
+        }
+    };
+    let Some((driver, target)) = question else {
+        let (host, _) = match host(common, Arc::new(Silent), false) {
+            Ok(host) => host,
+            Err(message) => return fail(message, "compat", common),
+        };
+        let facts = Facts::gather(&host, Options::default());
+        let report = host::report(&facts);
+        if common.json {
+            println!("{}", output::json(&report));
+        } else {
+            print!(
+                "{}",
+                output::compat_host_human(&report, Style::for_stdout())
+            );
+        }
+        return if report.failed {
+            Exit::Failure
+        } else {
+            Exit::Success
+        };
+    };
+    let gpu = match gpu.as_deref().map(rules::find_gpu).transpose() {
+        Ok(gpu) => gpu,
+        Err(error) => return fail(error.to_string(), "compat", common),
+    };
+    match rules::evaluate(&driver, &target, gpu, flavor.as_deref()) {
+        Ok(answer) => {
+            if common.json {
+                println!("{}", output::json(&answer));
+            } else {
+                print!("{}", output::compat_human(&answer, Style::for_stdout()));
+            }
+            if answer.verdict == Verdict::Incompatible {
+                Exit::Failure
+            } else {
+                Exit::Success
+            }
+        }
+        Err(error) => fail(error.to_string(), "compat", common),
     }
 }

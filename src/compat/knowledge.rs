@@ -27,6 +27,7 @@ pub struct Knowledge {
     architectures: OnceLock<Vec<ArchRow>>,
     gpus: OnceLock<Vec<GpuRow>>,
     pytorch_wheels: OnceLock<Vec<WheelRow>>,
+    pytorch_arches: OnceLock<Vec<WheelArchRow>>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(name: &str, json: &str) -> T {
@@ -68,6 +69,10 @@ impl Knowledge {
     pub fn pytorch_wheels(&self) -> &[WheelRow] {
         self.pytorch_wheels
             .get_or_init(|| parse("pytorch_wheel", table!("pytorch_wheel")))
+    }
+    pub fn pytorch_arches(&self) -> &[WheelArchRow] {
+        self.pytorch_arches
+            .get_or_init(|| parse("pytorch_arch", table!("pytorch_arch")))
     }
 }
 
@@ -224,6 +229,18 @@ pub struct WheelRow {
     pub notes: Option<String>,
 }
 
+/// Architectures a wheel variant carries kernels for, from a torch release on.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelArchRow {
+    pub variants: Vec<String>,
+    pub torch_from: String,
+    pub min_compute_capability: Option<String>,
+    pub max_compute_capability: Option<String>,
+    pub sources: Vec<String>,
+    pub notes: Option<String>,
+}
+
 impl Knowledge {
     /// The compiled-in knowledge base.
     pub fn get() -> &'static Knowledge {
@@ -322,6 +339,22 @@ mod tests {
             kb.pytorch_wheels()
                 .iter()
                 .map(|r| (r.variant.as_str(), &r.sources)),
+        );
+        cited.extend(
+            kb.pytorch_arches()
+                .iter()
+                .map(|r| (r.torch_from.as_str(), &r.sources)),
+        );
+        cited.extend(
+            kb.minor_compat()
+                .iter()
+                .map(|r| ("minor_compat", &r.sources)),
+        );
+        cited.extend(kb.branches().iter().map(|r| ("branch", &r.sources)));
+        cited.extend(
+            kb.architectures()
+                .iter()
+                .map(|r| (r.name.as_str(), &r.sources)),
         );
         for (row, sources) in cited {
             assert!(!sources.is_empty(), "{row} cites no source");

@@ -300,5 +300,7 @@ impl Progress for TerminalProgress {
     }
 }
 
+mod compat;
 mod facts;
+pub use compat::{compat_host_human, compat_human, compat_sentence};
 pub use facts::facts_human;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod compat;
 mod facts;
 mod invalid_plans;
 mod plans;

@@ -1,0 +1,280 @@
+//! `provision compat` on a detected host: every installed toolkit and every
+//! compat package against the running driver and the GPUs.
+
+use serde::Serialize;
+
+use super::knowledge::{GpuRow, Knowledge};
+use super::rules::{Answer, Mode, QuestionError, Reason, Target, Verdict, evaluate};
+use crate::facts::Facts;
+use crate::facts::pci::Kind;
+use crate::version::Dotted;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub driver: Option<String>,
+    pub flavor: Option<String>,
+    pub gpus: Vec<String>,
+    /// One entry per toolkit and per compat directory (per GPU model).
+    pub checks: Vec<Check>,
+    /// The worst verdict of all checks.
+    pub verdict: Verdict,
+    pub msg: String,
+    pub failed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// "toolkit /usr/local/cuda-13.0" or "compat /usr/local/cuda-13.0/compat".
+    pub subject: String,
+    /// The check's outcome in one sentence.
+    pub summary: String,
+    #[serde(flatten)]
+    pub answer: Answer,
+}
+
+/// Incompatible > ambiguous > needs a package > compatible.
+pub fn worst(verdicts: impl Iterator<Item = Verdict>) -> Verdict {
+    let rank = |v: Verdict| match v {
+        Verdict::Compatible => 0,
+        Verdict::NeedsCompatPackage => 1,
+        Verdict::Ambiguous => 2,
+        Verdict::Incompatible => 3,
+    };
+    verdicts
+        .max_by_key(|v| rank(*v))
+        .unwrap_or(Verdict::Compatible)
+}
+
+/// The knowledge-base rows of the host's GPUs, one per model.
+fn gpu_rows(facts: &Facts) -> Vec<&'static GpuRow> {
+    let kb = Knowledge::get();
+    let mut rows: Vec<&GpuRow> = Vec::new();
+    for gpu in facts.gpus.iter().filter(|g| g.kind == Kind::Gpu) {
+        let subsystem = gpu.subsystem.as_deref();
+        if let Some((row, _)) = kb.gpu(gpu.device_id(), subsystem)
+            && !rows.iter().any(|r| std::ptr::eq(*r, row))
+        {
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// Runs one question for every GPU model (or none), keeping the worst answer.
+fn ask(
+    driver: &str,
+    target: &Target,
+    gpus: &[&GpuRow],
+    flavor: Option<&str>,
+) -> Result<Answer, QuestionError> {
+    if gpus.is_empty() {
+        return evaluate(driver, target, None, flavor);
+    }
+    let mut answers = Vec::new();
+    for gpu in gpus {
+        answers.push(evaluate(driver, target, Some(gpu), flavor)?);
+    }
+    let verdict = worst(answers.iter().map(|a| a.verdict));
+    Ok(answers
+        .into_iter()
+        .find(|a| a.verdict == verdict)
+        .expect("one answer has the worst verdict"))
+}
+
+pub fn report(facts: &Facts) -> HostReport {
+    let driver = facts.driver_version().map(str::to_string);
+    let flavor = facts.kernel_driver.flavor.clone();
+    let gpus = gpu_rows(facts);
+    let mut checks = Vec::new();
+    let mut notes = Vec::new();
+    let Some(driver_version) = driver.clone() else {
+        return HostReport {
+            driver: None,
+            flavor,
+            gpus: gpus.iter().map(|g| g.name.clone()).collect(),
+            checks,
+            verdict: Verdict::Ambiguous,
+            msg: "no NVIDIA driver is loaded or installed: nothing to check CUDA against".into(),
+            failed: false,
+        };
+    };
+    for toolkit in facts.toolkits.installed.iter().filter(|t| !t.compat_only) {
+        let Some(release) = toolkit.release.clone().or(toolkit.short.clone()) else {
+            notes.push(format!("{}: its version is unknown", toolkit.path));
+            continue;
+        };
+        match ask(
+            &driver_version,
+            &Target::Cuda(release.clone()),
+            &gpus,
+            flavor.as_deref(),
+        ) {
+            Ok(mut answer) => {
+                if answer.verdict == Verdict::NeedsCompatPackage
+                    && let Some(package) = &answer.package
+                {
+                    let short = package.trim_start_matches("cuda-compat-").replace('-', ".");
+                    let active = facts.toolkits.installed.iter().any(|t| {
+                        t.short.as_deref() == Some(short.as_str())
+                            && t.compat.as_ref().is_some_and(|c| {
+                                c.on_loader_path && c.against_driver.as_deref() == Some("newer")
+                            })
+                    });
+                    answer.reasons.push(Reason {
+                        text: if active {
+                            format!("{package} is installed, newer than the driver and on the loader path: applications get it")
+                        } else {
+                            format!("{package} is not installed on the loader path: CUDA {release} applications fail on this driver")
+                        },
+                        row: "detected host".into(),
+                        sources: Vec::new(),
+                    });
+                }
+                checks.push(Check {
+                    subject: format!("toolkit {}", toolkit.path),
+                    summary: crate::output::compat_sentence(&answer),
+                    answer,
+                });
+            }
+            Err(error) => notes.push(format!("{}: {error}", toolkit.path)),
+        }
+    }
+    for toolkit in &facts.toolkits.installed {
+        let (Some(compat), Some(short)) = (&toolkit.compat, &toolkit.short) else {
+            continue;
+        };
+        let Some(version) = compat.version.clone() else {
+            continue;
+        };
+        let answer = compat_answer(
+            &driver_version,
+            short,
+            &version,
+            compat.on_loader_path,
+            &gpus,
+            flavor.as_deref(),
+        );
+        checks.push(Check {
+            subject: format!("compat {}", compat.path),
+            summary: answer
+                .reasons
+                .first()
+                .map(|r| format!("{}.", r.text))
+                .unwrap_or_default(),
+            answer,
+        });
+    }
+    let verdict = worst(checks.iter().map(|c| c.answer.verdict));
+    let failed = verdict == Verdict::Incompatible;
+    let mut msg = match checks.len() {
+        0 => "no toolkit or compat package to check".to_string(),
+        n => format!("{n} check(s); worst verdict: {verdict}"),
+    };
+    if !notes.is_empty() {
+        msg.push_str(&format!(" ({})", notes.join("; ")));
+    }
+    HostReport {
+        driver,
+        flavor,
+        gpus: gpus.iter().map(|g| g.name.clone()).collect(),
+        checks,
+        verdict,
+        msg,
+        failed,
+    }
+}
+
+/// A compat package's library against the running driver. It helps when it
+/// is newer than the driver, on a branch its package supports, on a
+/// data-center GPU, and on the loader path: across a major it is the only
+/// way, within a major it lifts minor-version compatibility's limits (the
+/// matrix lists R570 for cuda-compat-12-9, say).
+fn compat_answer(
+    driver: &str,
+    short: &str,
+    version: &str,
+    on_path: bool,
+    gpus: &[&GpuRow],
+    flavor: Option<&str>,
+) -> Answer {
+    let package = format!("cuda-compat-{}", short.replace('.', "-"));
+    let mut answer = match ask(driver, &Target::Cuda(short.to_string()), gpus, flavor) {
+        Ok(answer) => answer,
+        Err(error) => {
+            return Answer {
+                driver: driver.to_string(),
+                cuda: short.to_string(),
+                cuda_label: format!("{package} {version}"),
+                gpu: None,
+                flavor: flavor.map(str::to_string),
+                verdict: Verdict::Ambiguous,
+                mode: Mode::None,
+                package: Some(package),
+                min_driver: None,
+                limitations: Vec::new(),
+                reasons: vec![Reason {
+                    text: error.to_string(),
+                    row: "toolkit".into(),
+                    sources: Vec::new(),
+                }],
+                readings: Vec::new(),
+            };
+        }
+    };
+    answer.cuda_label = format!("{package} {version}");
+    answer.package = Some(package.clone());
+    let row = format!("compat {package}");
+    let note = |text: String| Reason {
+        text,
+        row: row.clone(),
+        sources: Vec::new(),
+    };
+    let (Some(compat), Some(running)) = (Dotted::parse(version), Dotted::parse(driver)) else {
+        return answer;
+    };
+    let supported = super::rules::forward_compat_package(short)
+        .filter(|fc| fc.supported_branches.contains(&running.major()));
+    let eligible = gpus.iter().all(|g| g.forward_compat == "yes");
+    if compat <= running {
+        answer.verdict = Verdict::Incompatible;
+        answer.mode = Mode::None;
+        answer.reasons.insert(
+            0,
+            note(if on_path {
+                format!(
+                    "its libcuda {version} is not newer than the driver {driver} and it is on the loader path: CUDA applications load it and fail with error 803 (CUDA_ERROR_SYSTEM_DRIVER_MISMATCH)"
+                )
+            } else {
+                format!("its libcuda {version} is not newer than the driver {driver}: it is useless (and harmful if it reaches the loader path); remove {package}")
+            }),
+        );
+    } else if let (Some(fc), true) = (supported, eligible) {
+        answer.verdict = Verdict::Compatible;
+        answer.mode = Mode::ForwardCompat;
+        answer.limitations.clear();
+        answer.reasons.insert(
+            0,
+            note(if on_path {
+                format!("its libcuda {version} is newer than the driver, {} supports R{}, and it is on the loader path: forward compatibility is active", fc.package, running.major())
+            } else {
+                format!("its libcuda {version} is newer than the driver, but not on the loader path: applications do not use it")
+            }),
+        );
+        if !on_path {
+            answer.verdict = Verdict::NeedsCompatPackage;
+        }
+    } else if matches!(answer.mode, Mode::Native | Mode::MinorVersion) {
+        answer.reasons.insert(
+            0,
+            note(format!(
+                "{package} cannot serve this driver or GPU; applications run CUDA {short} by {}",
+                if answer.mode == Mode::Native {
+                    "native support"
+                } else {
+                    "minor-version compatibility"
+                }
+            )),
+        );
+    }
+    answer
+}

@@ -1,0 +1,453 @@
+//! `provision compat`: a table of questions taken from the reference tables,
+//! each with the verdict, the mode, the package and the knowledge-base row
+//! the answer must cite. Run through the CLI: the JSON contract, the exit
+//! codes (1 only for incompatible), and the human sentences.
+
+use crate::support::{fixture, provision};
+
+struct Case {
+    driver: &'static str,
+    /// "cuda:12.8" or "torch:2.9.1+cu130"
+    target: &'static str,
+    gpu: Option<&'static str>,
+    flavor: Option<&'static str>,
+    verdict: &'static str,
+    mode: &'static str,
+    package: Option<&'static str>,
+    /// A row the reasons must cite.
+    row: &'static str,
+}
+
+const fn case(
+    driver: &'static str,
+    target: &'static str,
+    gpu: Option<&'static str>,
+    verdict: &'static str,
+    mode: &'static str,
+    row: &'static str,
+) -> Case {
+    Case {
+        driver,
+        target,
+        gpu,
+        flavor: None,
+        verdict,
+        mode,
+        package: None,
+        row,
+    }
+}
+
+const fn fc(
+    driver: &'static str,
+    target: &'static str,
+    gpu: Option<&'static str>,
+    package: &'static str,
+) -> Case {
+    Case {
+        driver,
+        target,
+        gpu,
+        flavor: None,
+        verdict: "needs-compat-package",
+        mode: "forward-compat",
+        package: Some(package),
+        row: "",
+    }
+}
+
+const fn flavored(
+    driver: &'static str,
+    target: &'static str,
+    gpu: &'static str,
+    flavor: &'static str,
+    verdict: &'static str,
+    mode: &'static str,
+    row: &'static str,
+) -> Case {
+    Case {
+        driver,
+        target,
+        gpu: Some(gpu),
+        flavor: Some(flavor),
+        verdict,
+        mode,
+        package: None,
+        row,
+    }
+}
+
+/// Forward compatibility that only some sources allow: ambiguous, and the
+/// package in question named.
+const fn disputed(
+    driver: &'static str,
+    target: &'static str,
+    gpu: Option<&'static str>,
+    package: &'static str,
+    row: &'static str,
+) -> Case {
+    Case {
+        driver,
+        target,
+        gpu,
+        flavor: None,
+        verdict: "ambiguous",
+        mode: "forward-compat",
+        package: Some(package),
+        row,
+    }
+}
+
+const H100: Option<&str> = Some("H100 SXM5");
+const A100: Option<&str> = Some("10de:20b0");
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // Native: Table 3 floors, per release (GA and each Update).
+    case("580.95.05", "cuda:13.0", None, "compatible", "native", "toolkit 13.0.0"),
+    case("580.95.05", "cuda:13.0.2", None, "compatible", "native", "toolkit 13.0.2"),
+    case("570.124.06", "cuda:12.8.1", None, "compatible", "native", "toolkit 12.8.1"),
+    case("570.86.15", "cuda:12.8", None, "compatible", "native", "toolkit 12.8.0"),
+    case("535.104.05", "cuda:12.2.2", None, "compatible", "native", "toolkit 12.2.2"),
+    case("535.54.03", "cuda:12.2", None, "compatible", "native", "toolkit 12.2.0"),
+    case("560.35.05", "cuda:12.6.3", None, "compatible", "native", "toolkit 12.6.3"),
+    case("550.54.14", "cuda:12.4", None, "compatible", "native", "toolkit 12.4.0"),
+    case("525.60.13", "cuda:12.0", None, "compatible", "native", "toolkit 12.0.0"),
+    case("520.61.05", "cuda:11.8", None, "compatible", "native", "toolkit 11.8.0"),
+    case("470.82.01", "cuda:11.4.4", None, "compatible", "native", "toolkit 11.4.4"),
+    case("450.51.05", "cuda:11.0", None, "compatible", "native", "toolkit 11.0.2"),
+    case("610.43.02", "cuda:13.3", None, "compatible", "native", "toolkit 13.3.0"),
+    case("595.71.05", "cuda:13.2.2", None, "compatible", "native", "toolkit 13.2.2"),
+    case("440.33", "cuda:10.2", None, "compatible", "native", "toolkit 10.2.89"),
+    case("418.39", "cuda:10.1", None, "compatible", "native", "toolkit 10.1.105"),
+    case("410.48", "cuda:10.0", None, "compatible", "native", "toolkit 10.0.130"),
+    case("620.10.01", "cuda:13.2", None, "compatible", "native", "toolkit 13.2.0"),
+    // Minor-version compatibility: below the release's floor, inside the major's range.
+    case("580.82.07", "cuda:13.0.2", None, "compatible", "minor-version", "minor_compat 13.x"),
+    case("570.86.15", "cuda:12.8.1", None, "compatible", "minor-version", "minor_compat 12.x"),
+    case("535.86.10", "cuda:12.2.2", None, "compatible", "minor-version", "minor_compat 12.x"),
+    case("560.35.03", "cuda:12.6.3", None, "compatible", "minor-version", "minor_compat 12.x"),
+    case("525.60.13", "cuda:12.9", None, "compatible", "minor-version", "minor_compat 12.x"),
+    case("535.104.05", "cuda:12.8", H100, "compatible", "minor-version", "minor_compat 12.x"),
+    case("580.95.05", "cuda:13.2", None, "compatible", "minor-version", "minor_compat 13.x"),
+    case("470.42.01", "cuda:11.8", None, "compatible", "minor-version", "minor_compat 11.x"),
+    case("450.80.02", "cuda:11.8", None, "compatible", "minor-version", "minor_compat 11.x"),
+    case("580.65.06", "cuda:13.4", None, "compatible", "minor-version", "minor_compat 13.x"),
+    // Where the printed and the precise floors disagree (notes §10.1, §10.2).
+    case("450.51.06", "cuda:11.8", None, "ambiguous", "minor-version", "minor_compat 11.x"),
+    case("580.10.01", "cuda:13.0", None, "ambiguous", "minor-version", "minor_compat 13.x"),
+    // Below the major's range, no minor-version compatibility before CUDA 11.
+    case("525.53", "cuda:12.1", None, "incompatible", "none", "minor_compat 12.x"),
+    case("418.39", "cuda:10.2", None, "incompatible", "none", "minor_compat 10.x"),
+    case("396.37", "cuda:10.0", None, "incompatible", "none", "minor_compat 10.x"),
+    case("440.33", "cuda:11.0", None, "incompatible", "none", "minor_compat 11.x"),
+    // Forward compatibility on data-center GPUs, branches the matrix lists.
+    fc("535.104.05", "cuda:13.0", H100, "cuda-compat-13-0"),
+    fc("535.104.05", "cuda:13.2", A100, "cuda-compat-13-2"),
+    fc("570.124.06", "cuda:13.1", Some("L40S"), "cuda-compat-13-1"),
+    fc("570.124.06", "cuda:13.0", H100, "cuda-compat-13-0"),
+    fc("535.104.05", "cuda:13.4", H100, "cuda-compat-13-4"),
+    fc("535.104.05", "cuda:13.0", None, "cuda-compat-13-0"),
+    fc("570.124.06", "cuda:13.3", Some("10de:2335"), "cuda-compat-13-3"),
+    // Branches only the ELF note or the container images list (notes §10.6).
+    disputed("575.57.08", "cuda:13.0", H100, "cuda-compat-13-0", "forward_compat cuda-compat-13-0"),
+    disputed("550.54.15", "cuda:13.0", H100, "cuda-compat-13-0", "forward_compat cuda-compat-13-0"),
+    disputed("550.54.15", "cuda:13.1", H100, "cuda-compat-13-1", "forward_compat cuda-compat-13-1"),
+    disputed("470.82.01", "cuda:12.8", A100, "cuda-compat-12-8", "forward_compat cuda-compat-12-8"),
+    // Branches nobody lists: no forward compatibility.
+    case("560.35.05", "cuda:13.0", H100, "incompatible", "none", "forward_compat cuda-compat-13-0"),
+    case("565.57.01", "cuda:13.1", H100, "incompatible", "none", "forward_compat cuda-compat-13-1"),
+    case("470.82.01", "cuda:12.9", A100, "incompatible", "none", "forward_compat cuda-compat-12-9"),
+    // Forward compatibility needs a data-center GPU.
+    case("535.104.05", "cuda:13.0", Some("RTX 4090"), "incompatible", "none", "gpu 0x2684"),
+    case("570.124.06", "cuda:13.2", Some("RTX 5090"), "incompatible", "none", "gpu 0x2b85"),
+    disputed("535.104.05", "cuda:13.0", Some("RTX A6000"), "cuda-compat-13-0", "gpu 0x2230"),
+    // The driver must support the GPU: its branch range and module flavour.
+    case("535.104.05", "cuda:12.2", Some("B200"), "incompatible", "none", "gpu 0x2901"),
+    case("535.104.05", "cuda:13.0", Some("RTX PRO 6000 Blackwell Server Edition"), "incompatible", "none", "gpu 0x2bb5"),
+    case("525.60.13", "cuda:12.0", Some("H200"), "incompatible", "none", "gpu 0x2335"),
+    case("550.90.07", "cuda:12.4", Some("H200"), "compatible", "native", "toolkit 12.4.0"),
+    case("535.104.05", "cuda:11.8", Some("K80"), "incompatible", "none", "gpu 0x102d"),
+    case("470.82.01", "cuda:11.4", Some("K80"), "compatible", "native", "toolkit 11.4.0"),
+    case("590.44.01", "cuda:12.8", Some("V100 SXM2 32GB"), "incompatible", "none", "gpu 0x1db5"),
+    flavored("580.95.05", "cuda:12.8", "V100 SXM2 32GB", "proprietary", "compatible", "native", "toolkit 12.8.0"),
+    flavored("580.95.05", "cuda:12.8", "V100 SXM2 32GB", "open", "incompatible", "none", "gpu 0x1db5"),
+    flavored("570.86.15", "cuda:12.8", "B200", "proprietary", "incompatible", "none", "gpu 0x2901"),
+    flavored("570.86.15", "cuda:12.8", "B200", "open", "compatible", "native", "toolkit 12.8.0"),
+    flavored("580.95.05", "cuda:13.0", "T4", "open", "compatible", "native", "toolkit 13.0.0"),
+    // The toolkit must support the architecture.
+    case("580.95.05", "cuda:13.0", Some("V100 SXM2 32GB"), "incompatible", "none", "arch Volta"),
+    case("580.95.05", "cuda:13.0", Some("P100 PCIe 16GB"), "incompatible", "none", "arch Pascal"),
+    case("470.82.01", "cuda:12.0", Some("K80"), "incompatible", "none", "arch Kepler"),
+    case("580.95.05", "cuda:11.0", H100, "incompatible", "none", "arch Hopper"),
+    case("570.86.15", "cuda:12.6", Some("B200"), "incompatible", "none", "arch Blackwell"),
+    // A component's full version: every release of the minor is a reading.
+    case("570.124.06", "cuda:12.8.93", None, "compatible", "native", "toolkit 12.8.1"),
+    // The newest candidate's reading leads (the most demanding one).
+    case("570.86.15", "cuda:12.8.93", None, "ambiguous", "minor-version", "toolkit 12.8.0"),
+    // PyTorch wheels (bundled runtime: the major's floors apply).
+    case("580.95.05", "torch:2.9.1+cu130", Some("H200"), "compatible", "native", "pytorch_wheel cu130"),
+    case("550.127.05", "torch:2.8.0+cu128", Some("RTX 4090"), "compatible", "minor-version", "pytorch_wheel cu128"),
+    fc("570.124.06", "torch:2.9.1+cu130", H100, "cuda-compat-13-0"),
+    case("570.124.06", "torch:2.9.1+cu130", Some("RTX 4090"), "incompatible", "none", "pytorch_wheel cu130"),
+    case("525.60.13", "torch:2.6.0+cu124", None, "compatible", "minor-version", "pytorch_wheel cu124"),
+    case("580.95.05", "torch:2.13.0+cu132", None, "compatible", "minor-version", "pytorch_wheel cu132"),
+    case("595.45.04", "torch:2.13.0+cu132", None, "compatible", "native", "toolkit 13.2.0"),
+    case("580.95.05", "torch:2.8.0+cu128", Some("V100 SXM2 32GB"), "incompatible", "none", "pytorch_arch cu128/cu129 from 2.8"),
+    case("570.124.06", "torch:2.7.0+cu128", Some("V100 SXM2 32GB"), "compatible", "native", "pytorch_wheel cu128"),
+    case("580.95.05", "torch:2.12.0+cu126", Some("B200"), "incompatible", "none", "pytorch_arch cu126 from 2.12"),
+    case("575.57.08", "torch:2.10.0+cu129", None, "ambiguous", "native", "pytorch_wheel cu129"),
+];
+
+fn args(case: &Case) -> Vec<String> {
+    let (kind, value) = case.target.split_once(':').unwrap();
+    let mut args = vec![
+        "compat".to_string(),
+        "--driver".into(),
+        case.driver.into(),
+        format!("--{kind}"),
+        value.into(),
+    ];
+    if let Some(gpu) = case.gpu {
+        args.extend(["--gpu".into(), gpu.into()]);
+    }
+    if let Some(flavor) = case.flavor {
+        args.extend(["--flavor".into(), flavor.into()]);
+    }
+    args
+}
+
+#[test]
+fn the_table_of_questions() {
+    assert!(CASES.len() >= 60, "{} cases", CASES.len());
+    let mut failures = Vec::new();
+    for case in CASES {
+        let mut argv = args(case);
+        argv.push("--json".into());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let run = provision(&argv);
+        let describe = format!(
+            "{} on {} gpu {:?} flavor {:?}",
+            case.target, case.driver, case.gpu, case.flavor
+        );
+        if run.stdout.trim().is_empty() {
+            failures.push(format!("{describe}: no answer: {run:?}"));
+            continue;
+        }
+        let answer = run.json();
+        let expected_code = if case.verdict == "incompatible" { 1 } else { 0 };
+        let mut problems = Vec::new();
+        if run.code != expected_code {
+            problems.push(format!("exit {} (want {expected_code})", run.code));
+        }
+        if answer["verdict"] != case.verdict {
+            problems.push(format!(
+                "verdict {} (want {})",
+                answer["verdict"], case.verdict
+            ));
+        }
+        if answer["mode"] != case.mode {
+            problems.push(format!("mode {} (want {})", answer["mode"], case.mode));
+        }
+        let package = answer["package"].as_str();
+        if package != case.package {
+            problems.push(format!("package {package:?} (want {:?})", case.package));
+        }
+        let rows: Vec<&str> = answer["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["row"].as_str().unwrap())
+            .collect();
+        let row = if case.row.is_empty() {
+            format!("forward_compat {}", case.package.unwrap())
+        } else {
+            case.row.to_string()
+        };
+        if !rows.iter().any(|r| *r == row) {
+            problems.push(format!("no reason cites {row} (rows: {rows:?})"));
+        }
+        if answer["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["sources"].as_array().unwrap().is_empty())
+        {
+            problems.push("no reason cites a source".into());
+        }
+        if case.mode == "minor-version" && answer["limitations"].as_array().unwrap().is_empty() {
+            problems.push("minor-version answers list their limitations".into());
+        }
+        if case.verdict == "ambiguous" && answer["readings"].as_array().unwrap().len() < 2 {
+            problems.push("an ambiguous answer names both readings".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{describe}: {}", problems.join("; ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn human_answers_are_sentences_with_their_reasons() {
+    let run = provision(&[
+        "compat",
+        "--driver",
+        "535.104.05",
+        "--cuda",
+        "13.0",
+        "--gpu",
+        "H100 SXM5",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("needs-compat-package: CUDA 13.0 GA runs on driver 535.104.05"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("only with cuda-compat-13-0 (forward compatibility)"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("[forward_compat cuda-compat-13-0: S-FC"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("Lowest driver that runs it natively: 580.65.06"),
+        "{run:?}"
+    );
+    let run = provision(&[
+        "compat",
+        "--driver",
+        "535.104.05",
+        "--cuda",
+        "13.0",
+        "--gpu",
+        "RTX 4090",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.starts_with(
+            "incompatible: CUDA 13.0 GA does not run on driver 535.104.05 with GeForce RTX 4090"
+        ),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("error 804"), "{run:?}");
+}
+
+#[test]
+fn bad_questions_are_clear_errors() {
+    for (argv, expected) in [
+        (
+            vec!["compat", "--driver", "565.57.01", "--cuda", "12.7"],
+            "CUDA 12.7 is not a release the knowledge base knows",
+        ),
+        (
+            vec!["compat", "--driver", "abc", "--cuda", "12.8"],
+            "expected a driver release",
+        ),
+        (
+            vec![
+                "compat",
+                "--driver",
+                "580.95.05",
+                "--cuda",
+                "12.8",
+                "--gpu",
+                "Voodoo 3",
+            ],
+            "no GPU of that name",
+        ),
+        (
+            vec!["compat", "--driver", "580.95.05", "--torch", "2.1.0+cu130"],
+            "torch 2.1 was not published with cu130",
+        ),
+        (
+            vec!["compat", "--driver", "580.95.05", "--cuda", "12.8.7"],
+            "no Update 7 of 12.8",
+        ),
+        (
+            vec!["compat", "--driver", "580.95.05"],
+            "--driver needs --cuda or --torch",
+        ),
+    ] {
+        let mut with_json = argv.clone();
+        with_json.push("--json");
+        let run = provision(&with_json);
+        assert_eq!(run.code, 1, "{argv:?}: {run:?}");
+        let report = run.json();
+        assert_eq!(report["failed"], true);
+        assert!(
+            report["msg"].as_str().unwrap().contains(expected),
+            "{argv:?}: {}",
+            report["msg"]
+        );
+    }
+}
+
+#[test]
+fn the_detected_h200_host_has_a_stale_compat_package() {
+    let host = fixture("ubuntu-24.04-h200-580-open");
+    let run = provision(&["compat", "--root", host.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        run.code, 1,
+        "the stale compat package is an incompatible check: {run:?}"
+    );
+    let report = run.json();
+    assert_eq!(report["driver"], "580.159.04");
+    assert_eq!(report["gpus"][0], "NVIDIA H200");
+    let checks = report["checks"].as_array().unwrap();
+    let toolkit = checks
+        .iter()
+        .find(|c| c["subject"] == "toolkit /usr/local/cuda-13.0")
+        .unwrap();
+    assert_eq!(toolkit["verdict"], "compatible");
+    assert_eq!(toolkit["mode"], "native");
+    let compat = checks
+        .iter()
+        .find(|c| c["subject"] == "compat /usr/local/cuda-13.0/compat")
+        .unwrap();
+    assert_eq!(compat["verdict"], "incompatible");
+    assert!(
+        compat["summary"]
+            .as_str()
+            .unwrap()
+            .contains("580.95.05 is not newer than the driver 580.159.04"),
+        "{compat}"
+    );
+
+    // "Will CUDA 13.2 run here?": the host's driver, GPU and flavour.
+    let run = provision(&[
+        "compat",
+        "--root",
+        host.to_str().unwrap(),
+        "--cuda",
+        "13.2",
+        "--json",
+    ]);
+    let answer = run.json();
+    assert_eq!(answer["driver"], "580.159.04");
+    assert_eq!(answer["mode"], "minor-version");
+
+    // The mismatch host's compat package is doing its job.
+    let host = fixture("ubuntu-22.04-l40s-mismatch");
+    let report = provision(&["compat", "--root", host.to_str().unwrap(), "--json"]).json();
+    let compat = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["subject"] == "compat /usr/local/cuda-12.9/compat")
+        .unwrap();
+    assert_eq!(compat["verdict"], "compatible", "{compat}");
+    assert_eq!(compat["mode"], "forward-compat");
+}
