@@ -254,7 +254,7 @@ pub fn torch_target(text: &str) -> Result<(String, Vec<Reason>, Option<String>),
         &row.sources,
     )];
     let mut disputed = None;
-    if !row.torch.iter().any(|t| *t == minor) {
+    if !row.torch.contains(&minor) {
         // Unlisted: not published, unless a source disagrees (recorded as CONFLICT).
         match row.notes.as_deref().filter(|n| n.contains("CONFLICT")) {
             Some(note) => disputed = Some(note.to_string()),
