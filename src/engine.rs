@@ -18,6 +18,8 @@ use crate::step::{self, Action, Check, Context, Diff, Step};
 pub const NOUVEAU_CONF: &str = "/etc/modprobe.d/provision-nouveau.conf";
 pub const PROFILE_SCRIPT: &str = "/etc/profile.d/provision-cuda.sh";
 pub const LOADER_CONF: &str = "/etc/ld.so.conf.d/provision-cuda.conf";
+/// Sorts before the distributions' own library directories (x86_64-linux-gnu.conf).
+pub const COMPAT_CONF: &str = "/etc/ld.so.conf.d/00-provision-cuda-compat.conf";
 
 /// The process exit codes (documented in `--help`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,15 +168,17 @@ pub fn build_steps(
             "no NVIDIA GPU is present (an image being baked, or a CI runner): the plan is applied without GPU checks".into(),
         );
     }
-    if let Some(problem) = crate::compat::validate::check_plan(plan, facts)
-        .into_iter()
-        .next()
-    {
-        return Err(PlanRefused::Refused(problem));
+    let validation = crate::compat::validate::validate(plan, facts);
+    warnings.extend(validation.warnings.iter().cloned());
+    if !validation.problems.is_empty() {
+        return Err(PlanRefused::Refused(format!(
+            "the plan cannot work on this host:\n  - {}",
+            validation.problems.join("\n  - ")
+        )));
     }
     let flavor = resolve_flavor(plan, facts)?;
-    let desired =
-        distro::desired(plan, facts, flavor).map_err(|e| PlanRefused::Refused(e.to_string()))?;
+    let desired = distro::desired(plan, facts, flavor, validation.compat_package.as_deref())
+        .map_err(|e| PlanRefused::Refused(e.to_string()))?;
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
 
     // 1. nouveau out of the way (file now, initramfs after the packages).
@@ -199,6 +203,7 @@ pub fn build_steps(
 
     // 2. packages.
     let toolkit_home = desired.toolkit_home.clone();
+    let compat_dir = desired.compat_dir.clone();
     let toolkit_on_path = desired.toolkit_on_path;
     steps.push(Box::new(step::packages::Packages { desired }));
 
@@ -237,10 +242,31 @@ pub fn build_steps(
         mode: 0o644,
         equivalent: None,
     }));
-    let loader_dirs: Vec<String> = match (&lib_dir, needs_env, plan.environment.loader) {
+    let mut loader_dirs: Vec<String> = match (&lib_dir, needs_env, plan.environment.loader) {
         (Some(lib), true, Loader::LdSoConf) => vec![lib.clone()],
         _ => Vec::new(),
     };
+    // The compat libcuda goes in a file that sorts before the distribution's
+    // own library directories, so the loader finds it before the driver's
+    // libcuda. provision installs it only while the planned driver is older
+    // than what it carries, and removes both when the plan no longer needs
+    // them: it never shadows a newer driver.
+    let compat_conf = compat_dir.as_ref().map(|dir| {
+        format!(
+            "{}{dir}\n",
+            header("forward-compatibility libcuda, newer than the driver, found first")
+        )
+    });
+    steps.push(Box::new(ManagedFile {
+        id: "compat:loader".into(),
+        path: COMPAT_CONF.into(),
+        content: compat_conf.clone(),
+        mode: 0o644,
+        equivalent: None,
+    }));
+    if let Some(dir) = &compat_dir {
+        loader_dirs.push(dir.clone());
+    }
     let loader_conf = (!loader_dirs.is_empty()).then(|| {
         let mut text = header("CUDA toolkit libraries for every process");
         for dir in &loader_dirs {
@@ -258,7 +284,10 @@ pub fn build_steps(
     }));
     steps.push(Box::new(Ldconfig {
         dirs: loader_dirs,
-        conf: (LOADER_CONF.into(), loader_conf),
+        conf: vec![
+            (LOADER_CONF.into(), loader_conf),
+            (COMPAT_CONF.into(), compat_conf),
+        ],
     }));
 
     // 4. initramfs images carry the blacklist.

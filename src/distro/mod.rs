@@ -116,6 +116,8 @@ pub struct Desired {
     pub toolkit_on_path: bool,
     /// Globs pinned to the driver release.
     pub pin: Vec<String>,
+    /// The compat package's library directory, when one is installed.
+    pub compat_dir: Option<String>,
 }
 
 pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, DistroError> {
@@ -140,7 +142,12 @@ pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, Dis
 
 /// Resolves the plan's driver, toolkit and prerequisites into packages.
 /// `flavor` is the resolved flavour (never `auto`).
-pub fn desired(plan: &Plan, facts: &Facts, flavor: Flavor) -> Result<Desired, DistroError> {
+pub fn desired(
+    plan: &Plan,
+    facts: &Facts,
+    flavor: Flavor,
+    compat: Option<&str>,
+) -> Result<Desired, DistroError> {
     let set = set_for(facts, plan.driver.source)?;
     let family = facts.os.family;
     let expected_family = match set.family.as_str() {
@@ -231,6 +238,19 @@ pub fn desired(plan: &Plan, facts: &Facts, flavor: Flavor) -> Result<Desired, Di
             .as_ref()
             .map(|home| home.replace("{short}", &short));
         desired.toolkit_on_path = set.toolkit_on_path;
+        // `auto` manages the toolkit's compat package: absent unless needed.
+        if plan.compat == crate::plan::CompatPackage::Auto && compat.is_none() {
+            desired.remove.push(format!("cuda-compat-{dashed}"));
+        }
+    }
+    if let Some(package) = compat {
+        let short = package.trim_start_matches("cuda-compat-").replace('-', ".");
+        desired.install.push(PackageSpec {
+            name: package.to_string(),
+            version: VersionSpec::Any,
+            hold: true,
+        });
+        desired.compat_dir = Some(format!("/usr/local/cuda-{short}/compat"));
     }
     Ok(desired)
 }

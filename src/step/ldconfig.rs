@@ -12,9 +12,9 @@ pub const ID: &str = "environment:ldconfig";
 pub struct Ldconfig {
     /// Directories provision puts on the loader path.
     pub dirs: Vec<String>,
-    /// provision's loader configuration file and the content it will have
-    /// (`None`: the file goes away).
-    pub conf: (String, Option<String>),
+    /// provision's loader configuration files and the content each will
+    /// have (`None`: the file goes away).
+    pub conf: Vec<(String, Option<String>)>,
 }
 
 impl Ldconfig {
@@ -57,16 +57,16 @@ impl Step for Ldconfig {
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
         let root = &ctx.host.root;
-        let (path, want) = &self.conf;
-        let now = root.read_string(path).ok();
-        // The file still changes in this run, or it changed after the cache
-        // was built: the cache must be rebuilt.
-        let config_changes = now != *want
-            || match (root.stamp(path), root.stamp("/etc/ld.so.cache")) {
-                (Ok(conf), Ok(cache)) => conf.mtime_ns > cache.mtime_ns,
-                (Ok(_), Err(_)) => true,
-                _ => false,
-            };
+        // A file still changes in this run, or changed after the cache was
+        // built: the cache must be rebuilt.
+        let config_changes = self.conf.iter().any(|(path, want)| {
+            root.read_string(path).ok() != *want
+                || match (root.stamp(path), root.stamp("/etc/ld.so.cache")) {
+                    (Ok(conf), Ok(cache)) => conf.mtime_ns > cache.mtime_ns,
+                    (Ok(_), Err(_)) => true,
+                    _ => false,
+                }
+        });
         let missing = self.missing(ctx);
         if !config_changes && missing.is_empty() {
             return Ok(Check::Satisfied("the loader cache is current".into()));

@@ -8,3 +8,4 @@ mod facts;
 mod invalid_plans;
 mod plans;
 mod spine;
+mod validation;

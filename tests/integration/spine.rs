@@ -786,3 +786,94 @@ fn a_reboot_is_required_while_nouveau_holds_the_gpu_or_the_module_is_stale() {
     .json();
     assert_eq!(report["reboot_required"], true, "{report:#}");
 }
+
+/// The libcuda.so.1 paths `ldconfig -p` lists, in the loader's order.
+fn libcuda_order(rootfs: &Rootfs) -> Vec<String> {
+    rootfs
+        .chroot(&["ldconfig", "-p"])
+        .lines()
+        .filter(|l| l.trim_start().starts_with("libcuda.so.1 "))
+        .filter_map(|l| l.split("=> ").nth(1).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn compat_auto_puts_a_newer_libcuda_first_only_while_the_driver_is_older() {
+    let s = setup_nvidia_repo();
+    let before_tree = s.rootfs.tree(TRACKED);
+    let before_packages = s.rootfs.packages();
+    let old_driver = plan_file(
+        s.dir.path(),
+        "570.toml",
+        "[driver]\nbranch = \"570\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n[toolkit]\nversion = \"13.0\"\n[compat]\npackage = \"auto\"\n",
+    );
+    let report = run("apply", Some(&old_driver), &s.rootfs);
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("forward compatibility works only on data-center GPUs"),
+        "{report:#}"
+    );
+    let packages = s.rootfs.packages();
+    assert_eq!(
+        packages["nvidia-driver-cuda"],
+        ("570.124.06-1".to_string(), true)
+    );
+    assert_eq!(
+        packages["cuda-toolkit-13-0"],
+        ("13.0.2-1".to_string(), true)
+    );
+    assert_eq!(
+        packages["cuda-compat-13-0"],
+        ("580.95.05-1".to_string(), true)
+    );
+    // Applications load the compat libcuda (580.95.05) before the driver's (570).
+    assert_eq!(
+        libcuda_order(&s.rootfs),
+        [
+            "/usr/local/cuda-13.0/compat/libcuda.so.1",
+            "/lib/x86_64-linux-gnu/libcuda.so.1"
+        ],
+    );
+    let facts = provision(&["detect", "--root", s.rootfs.arg(), "--json"]).json();
+    assert_eq!(facts["user_driver"]["version"], "570.124.06");
+    assert_eq!(facts["user_driver"]["cuda_version"], "12.8");
+    assert_eq!(facts["user_driver"]["compat_first"]["version"], "580.95.05");
+    assert_eq!(facts["user_driver"]["effective_cuda_version"], "13.0");
+
+    // The driver catches up: auto removes the package and its loader entry,
+    // so the old compat library can never shadow the newer driver.
+    let new_driver = plan_file(
+        s.dir.path(),
+        "580.toml",
+        "[driver]\nbranch = \"580\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n[toolkit]\nversion = \"13.0\"\n[compat]\npackage = \"auto\"\n",
+    );
+    let report = run("apply", Some(&new_driver), &s.rootfs);
+    assert_eq!(
+        step(&report, "compat:loader")["action"],
+        "delete",
+        "{report:#}"
+    );
+    let packages = s.rootfs.packages();
+    assert_eq!(packages["nvidia-driver-cuda"].0, "580.105.08-1");
+    assert!(
+        !packages.contains_key("cuda-compat-13-0"),
+        "the compat package is gone"
+    );
+    assert_eq!(
+        libcuda_order(&s.rootfs),
+        ["/lib/x86_64-linux-gnu/libcuda.so.1"]
+    );
+    let again = run("apply", Some(&new_driver), &s.rootfs);
+    assert_eq!(again["changed"], false, "{again:#}");
+
+    run("rollback", None, &s.rootfs);
+    assert_eq!(
+        s.rootfs.packages()["cuda-compat-13-0"].0,
+        "580.95.05-1",
+        "one rollback: back to the 570 generation"
+    );
+    run("rollback", None, &s.rootfs);
+    assert_same_tree(&before_tree, &s.rootfs.tree(TRACKED), "two rollbacks");
+    assert_eq!(before_packages, s.rootfs.packages());
+}
