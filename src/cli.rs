@@ -72,6 +72,13 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Explain the host: the three version numbers, then every problem
+    /// found with its evidence and a remedy.
+    #[command(after_help = "Exit codes: 0 when no finding is an error, 1 otherwise.")]
+    Doctor {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Will this CUDA release (or PyTorch wheel) run on this driver and GPU?
     /// Without --driver: every toolkit and compat package of the host.
     #[command(

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod compat;
 pub mod distro;
+pub mod doctor;
 pub mod engine;
 pub mod facts;
 pub mod host;

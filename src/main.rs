@@ -166,6 +166,30 @@ fn run(cli: Cli) -> Exit {
             flavor,
             common,
         } => compat(driver, cuda, torch, gpu, flavor, &common),
+        Command::Doctor { common } => {
+            let (host, _) = match host(&common, Arc::new(Silent), false) {
+                Ok(host) => host,
+                Err(message) => return fail(message, "doctor", &common),
+            };
+            let facts = Facts::gather(
+                &host,
+                Options {
+                    list_initramfs: true,
+                    ..Options::default()
+                },
+            );
+            let report = provision::doctor::run(&host, &facts);
+            if common.json {
+                println!("{}", output::json(&report));
+            } else {
+                print!("{}", output::doctor_human(&report, Style::for_stdout()));
+            }
+            if report.failed {
+                Exit::Failure
+            } else {
+                Exit::Success
+            }
+        }
         Command::Rollback { common } => {
             let progress = progress_for(&common);
             let (host, runner) = match host(&common, progress.clone(), true) {

@@ -301,6 +301,8 @@ impl Progress for TerminalProgress {
 }
 
 mod compat;
+mod doctor;
 mod facts;
 pub use compat::{compat_host_human, compat_human, compat_sentence};
+pub use doctor::doctor_human;
 pub use facts::facts_human;

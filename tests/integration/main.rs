@@ -4,6 +4,7 @@
 mod support;
 
 mod compat;
+mod doctor;
 mod facts;
 mod invalid_plans;
 mod plans;

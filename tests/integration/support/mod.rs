@@ -147,6 +147,34 @@ impl Rootfs {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs a command chrooted in the rootfs with /proc, /sys and /dev
+    /// mounted in a private mount namespace (what update-initramfs needs).
+    pub fn chroot_with_proc(&self, args: &[&str]) -> String {
+        let root = self.merged.display().to_string();
+        let script = format!(
+            "mount -t proc proc {root}/proc && mount --rbind /sys {root}/sys && mount --rbind /dev {root}/dev && exec chroot {root} \"$@\""
+        );
+        let output = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .args(args)
+            .output()
+            .expect("unshare");
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// name -> (version, held) of every installed package.
     pub fn packages(&self) -> BTreeMap<String, (String, bool)> {
         let text = self.read("/var/lib/dpkg/status");

@@ -1,0 +1,623 @@
+//! `provision doctor`: reads the facts and explains a host in plain words:
+//! the three version numbers, then findings, each with severity, evidence
+//! (file and value) and a remedy (a plan snippet or a command).
+
+use serde::Serialize;
+
+use crate::compat::host;
+use crate::compat::knowledge::Knowledge;
+use crate::compat::rules::{self, Target, Verdict};
+use crate::facts::Facts;
+
+use crate::host::{Cmd, Host};
+use crate::version::Dotted;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    /// Where it was read (a file, or a command).
+    pub file: String,
+    pub value: String,
+}
+
+fn evidence(file: impl Into<String>, value: impl Into<String>) -> Evidence {
+    Evidence {
+        file: file.into(),
+        value: value.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub severity: Severity,
+    pub title: String,
+    pub evidence: Vec<Evidence>,
+    /// A plan snippet or a command that fixes it.
+    pub remedy: String,
+}
+
+/// The three version numbers people confuse, side by side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versions {
+    /// nvidia.ko, from /proc/driver/nvidia/version.
+    pub kernel_module: Option<String>,
+    /// libcuda.so, the user-mode driver.
+    pub user_mode_driver: Option<String>,
+    /// The newest CUDA the user-mode driver runs: nvidia-smi's "CUDA Version".
+    pub driver_cuda: Option<String>,
+    /// What applications get (a compat library first on the loader path changes it).
+    pub effective_cuda: Option<String>,
+    /// Each toolkit's nvcc (what `nvcc --version` prints).
+    pub toolkits: Vec<ToolkitVersion>,
+    pub explanation: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolkitVersion {
+    pub path: String,
+    pub release: Option<String>,
+    pub nvcc: Option<String>,
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub changed: bool,
+    pub failed: bool,
+    pub msg: String,
+    /// The driver is provided by the machine underneath (boot-time checks skipped).
+    pub driver_from_host: bool,
+    pub versions: Versions,
+    pub findings: Vec<Finding>,
+}
+
+fn versions(facts: &Facts) -> Versions {
+    let kernel = facts.kernel_driver.version.clone();
+    let user = facts.user_driver.version.clone();
+    let cuda = facts.user_driver.cuda_version.clone();
+    let effective = facts.user_driver.effective_cuda_version.clone();
+    let toolkits: Vec<ToolkitVersion> = facts
+        .toolkits
+        .installed
+        .iter()
+        .filter(|t| !t.compat_only)
+        .map(|t| ToolkitVersion {
+            path: t.path.clone(),
+            release: t.release.clone(),
+            nvcc: t.nvcc.clone(),
+            default: facts.toolkits.default.as_deref() == Some(t.path.as_str()),
+        })
+        .collect();
+    let mut explanation = Vec::new();
+    if driver_from_host(facts) {
+        explanation.push(
+            "The driver comes from the machine underneath (mounted at /usr/local/nvidia or a container): its nouveau, initramfs and persistence settings belong to that machine.".into(),
+        );
+    }
+    match &kernel {
+        Some(version) => explanation.push(format!(
+            "The kernel module (nvidia.ko) is {version}: /proc/driver/nvidia/version, nvidia-smi's \"Driver Version\"."
+        )),
+        None => explanation.push("No NVIDIA kernel module is loaded.".into()),
+    }
+    match (&user, &cuda) {
+        (Some(user), Some(cuda)) => explanation.push(format!(
+            "The user-mode driver (libcuda.so) is {user}; it runs CUDA up to {cuda}: that is what nvidia-smi prints as \"CUDA Version\". It is the newest CUDA the driver supports, not an installed toolkit."
+        )),
+        (Some(user), None) => explanation.push(format!("The user-mode driver (libcuda.so) is {user}.")),
+        _ => explanation.push("No user-mode driver (libcuda.so) is on the loader path.".into()),
+    }
+    if let (Some(compat), Some(effective)) = (&facts.user_driver.compat_first, &effective) {
+        explanation.push(format!(
+            "Applications load {} first ({}), so they get CUDA {effective}.",
+            compat.path,
+            compat.version.as_deref().unwrap_or("unknown version")
+        ));
+    }
+    for toolkit in &toolkits {
+        explanation.push(format!(
+            "The toolkit in {}{} is {} (nvcc {}): the CUDA applications are built with, which may be older or, with limits, newer than the driver's CUDA.",
+            toolkit.path,
+            if toolkit.default { " (/usr/local/cuda)" } else { "" },
+            toolkit.release.as_deref().unwrap_or("of unknown version"),
+            toolkit.nvcc.as_deref().unwrap_or("unknown"),
+        ));
+    }
+    Versions {
+        kernel_module: kernel,
+        user_mode_driver: user,
+        driver_cuda: cuda,
+        effective_cuda: effective,
+        toolkits,
+        explanation,
+    }
+}
+
+/// A GPU server without a display: every GPU is a 3D controller (0x0302)
+/// or a data-center part.
+fn headless(facts: &Facts) -> bool {
+    let mut gpus = facts.gpu_devices().peekable();
+    gpus.peek().is_some()
+        && gpus.all(|g| g.class.starts_with("0x0302") || g.datacenter == Some(true))
+}
+
+/// `nvidia-smi`'s persistence mode, when it can be asked.
+fn persistence_mode(host: &Host) -> Result<String, String> {
+    let cmd =
+        Cmd::read("nvidia-smi").args(["--query-gpu=persistence_mode", "--format=csv,noheader"]);
+    let output = host.runner.run(&cmd).map_err(|e| e.to_string())?;
+    if !output.success() {
+        return Err(format!("`{cmd}` failed: {}", output.tail));
+    }
+    Ok(output
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Whether a module file carries a signature: signed modules end with
+/// "~Module signature appended~\n" (kernel scripts/sign-file). Compressed
+/// modules are signed before compression: ask modinfo.
+fn module_signed(host: &Host, path: &str) -> Result<bool, String> {
+    const MAGIC: &[u8] = b"~Module signature appended~\n";
+    if path.ends_with(".ko") {
+        let bytes = host.root.read_bytes(path).map_err(|e| e.to_string())?;
+        return Ok(bytes.ends_with(MAGIC));
+    }
+    let cmd = Cmd::read("modinfo").args(["-F", "signer", path]);
+    let output = host.runner.run(&cmd).map_err(|e| e.to_string())?;
+    Ok(output.success() && !output.stdout.trim().is_empty())
+}
+
+/// Where DKMS keeps the key it signs modules with (dkms >= 3, Ubuntu's shim-signed).
+const MOK_KEYS: &[&str] = &["/var/lib/dkms/mok.pub", "/var/lib/shim-signed/mok/MOK.der"];
+
+/// The driver comes from the machine underneath (a container, or a VM image
+/// with the driver mounted read-only at /usr/local/nvidia, as Kubernetes
+/// GPU nodes do): boot-time settings of this root do not apply to it.
+pub fn driver_from_host(facts: &Facts) -> bool {
+    facts.os.container.is_some()
+        || !facts.os.read_only_driver_mounts.is_empty()
+        || facts
+            .user_driver
+            .libcuda
+            .as_deref()
+            .is_some_and(|p| p.starts_with("/usr/local/nvidia/"))
+}
+
+pub fn run(host: &Host, facts: &Facts) -> Report {
+    let mut findings = Vec::new();
+    let from_host = driver_from_host(facts);
+    let driver = facts.driver_version().map(str::to_string);
+    let nvidia_gpus: Vec<_> = facts.gpu_devices().collect();
+
+    // A GPU without a driver.
+    if !nvidia_gpus.is_empty()
+        && facts.kernel_driver.version.is_none()
+        && facts.kernel_driver.modules.is_empty()
+    {
+        findings.push(Finding {
+            id: "no-kernel-driver".into(),
+            severity: Severity::Warning,
+            title: "NVIDIA GPUs are present but no NVIDIA kernel driver is loaded".into(),
+            evidence: nvidia_gpus
+                .iter()
+                .map(|g| {
+                    evidence(
+                        format!("/sys/bus/pci/devices/{}/driver", g.address),
+                        g.driver.clone().unwrap_or_else(|| "none".into()),
+                    )
+                })
+                .collect(),
+            remedy: "provision apply with a plan: [driver] branch = \"580\" (then reboot if nouveau held the GPU)".into(),
+        });
+    }
+
+    // nouveau.
+    let nouveau = &facts.nouveau;
+    if nouveau.loaded == Some(true) {
+        findings.push(Finding {
+            id: "nouveau-loaded".into(),
+            severity: Severity::Error,
+            title: "nouveau is loaded: the NVIDIA module cannot bind the GPUs while it is".into(),
+            evidence: vec![evidence("/sys/module/nouveau", "present")],
+            remedy: "[nouveau] disable = true in the plan, provision apply, then reboot".into(),
+        });
+    }
+    if !nouveau.bound.is_empty() {
+        findings.push(Finding {
+            id: "nouveau-bound".into(),
+            severity: Severity::Error,
+            title: format!("nouveau drives {}", nouveau.bound.join(", ")),
+            evidence: nouveau
+                .bound
+                .iter()
+                .map(|a| evidence(format!("/sys/bus/pci/devices/{a}/driver"), "nouveau"))
+                .collect(),
+            remedy: "[nouveau] disable = true in the plan, provision apply, then reboot".into(),
+        });
+    }
+    if !nvidia_gpus.is_empty() && !nouveau.blacklisted && !from_host {
+        findings.push(Finding {
+            id: "nouveau-not-blacklisted".into(),
+            severity: Severity::Warning,
+            title: "nothing keeps nouveau from binding the GPUs at the next boot".into(),
+            evidence: vec![evidence("/etc/modprobe.d, /usr/lib/modprobe.d, /proc/cmdline", "no `blacklist nouveau`")],
+            remedy: "[nouveau] disable = true in the plan (provision writes /etc/modprobe.d/provision-nouveau.conf and rebuilds the initramfs)".into(),
+        });
+    }
+    for image in &nouveau.initramfs {
+        if image.contains_nouveau == Some(true) && image.blacklist_files.is_empty() {
+            findings.push(Finding {
+                id: "nouveau-in-initramfs".into(),
+                severity: Severity::Warning,
+                title: format!("{} carries nouveau.ko and no blacklist: nouveau loads before the root filesystem", image.path),
+                evidence: vec![evidence(image.path.clone(), "nouveau.ko without a modprobe.d blacklist")],
+                remedy: "[nouveau] disable = true in the plan: provision apply rebuilds the image (update-initramfs -u -k all / dracut -f --regenerate-all)".into(),
+            });
+        }
+    }
+
+    // The loaded module against the installed userspace.
+    if let Some(mismatch) = &facts.kernel_driver.mismatch {
+        let holders: Vec<String> = facts
+            .holders
+            .processes
+            .iter()
+            .map(|h| format!("{} ({})", h.pid, h.command))
+            .collect();
+        findings.push(Finding {
+            id: "driver-library-mismatch".into(),
+            severity: Severity::Error,
+            title: mismatch.clone(),
+            evidence: vec![
+                evidence("/proc/driver/nvidia/version", facts.kernel_driver.version.clone().unwrap_or_default()),
+                evidence(
+                    facts.user_driver.nvml.as_ref().map(|l| l.path.clone()).unwrap_or_else(|| "libnvidia-ml.so.1".into()),
+                    facts.kernel_driver.userspace.clone().unwrap_or_default(),
+                ),
+            ],
+            remedy: if holders.is_empty() {
+                "reload the module: modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia (or reboot)".into()
+            } else {
+                format!(
+                    "stop the processes holding the GPU ({}), then modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia; or reboot",
+                    holders.join(", ")
+                )
+            },
+        });
+    }
+
+    // The driver must support the GPUs it runs.
+    if let Some(version) = &facts.kernel_driver.version {
+        for gpu in &nvidia_gpus {
+            let Some((row, _)) = Knowledge::get().gpu(gpu.device_id(), gpu.subsystem.as_deref())
+            else {
+                continue;
+            };
+            let flavor = facts.kernel_driver.flavor.as_deref();
+            if let Ok(answer) =
+                rules::evaluate(version, &Target::Cuda("12.0".into()), Some(row), flavor)
+            {
+                for reason in answer.reasons.iter().filter(|r| {
+                    r.row.starts_with("gpu ")
+                        && !r.text.contains("forward compatibility")
+                        && !r.text.contains("data-center")
+                }) {
+                    findings.push(Finding {
+                        id: "driver-does-not-support-gpu".into(),
+                        severity: Severity::Error,
+                        title: reason.text.clone(),
+                        evidence: vec![
+                            evidence("/proc/driver/nvidia/version", version.clone()),
+                            evidence(format!("/sys/bus/pci/devices/{}", gpu.address), gpu.pci_id.clone()),
+                        ],
+                        remedy: "plan a driver branch and flavour the GPU supports ([driver] branch, flavor = \"auto\")".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    // Toolkits against the driver, and compat libraries.
+    if driver.is_some() {
+        let report = host::report(facts);
+        for check in &report.checks {
+            let subject = &check.subject;
+            let answer = &check.answer;
+            let is_compat = subject.starts_with("compat ");
+            let (severity, id, remedy) = match (answer.verdict, is_compat) {
+                (Verdict::Incompatible, true) => {
+                    let on_path = answer
+                        .reasons
+                        .first()
+                        .is_some_and(|r| r.text.contains("on the loader path"));
+                    (
+                        if on_path {
+                            Severity::Error
+                        } else {
+                            Severity::Warning
+                        },
+                        "compat-older-than-driver",
+                        format!(
+                            "remove it: apt-get purge {0} (dnf remove {0}); with provision, [compat] package = \"auto\" manages it",
+                            answer.package.clone().unwrap_or_default()
+                        ),
+                    )
+                }
+                (Verdict::NeedsCompatPackage, true) => (
+                    Severity::Warning,
+                    "compat-not-on-loader-path",
+                    format!(
+                        "[compat] package = \"{}\" (provision puts its compat/ directory on the loader path)",
+                        answer.package.clone().unwrap_or_default()
+                    ),
+                ),
+                (Verdict::Incompatible, false) => (
+                    Severity::Error,
+                    "toolkit-newer-than-driver",
+                    format!(
+                        "[driver] branch = \"{}\" (or newer), or an older toolkit; a compat package cannot help here",
+                        answer
+                            .min_driver
+                            .as_deref()
+                            .and_then(Dotted::parse)
+                            .map(|d| d.major())
+                            .unwrap_or(0)
+                    ),
+                ),
+                (Verdict::NeedsCompatPackage, false) => {
+                    if answer.reasons.iter().any(|r| {
+                        r.text
+                            .contains("is installed, newer than the driver and on the loader path")
+                    }) {
+                        continue;
+                    }
+                    (
+                        Severity::Error,
+                        "toolkit-newer-than-driver",
+                        format!(
+                            "[compat] package = \"auto\" (installs {}), or [driver] branch = \"{}\"",
+                            answer.package.clone().unwrap_or_default(),
+                            answer
+                                .min_driver
+                                .as_deref()
+                                .and_then(Dotted::parse)
+                                .map(|d| d.major())
+                                .unwrap_or(0)
+                        ),
+                    )
+                }
+                (Verdict::Ambiguous, _) => (
+                    Severity::Warning,
+                    "compatibility-ambiguous",
+                    format!(
+                        "the sources disagree ({}): test the workload, or plan a driver that runs it natively",
+                        answer.readings.join("; ")
+                    ),
+                ),
+                (Verdict::Compatible, _) => continue,
+            };
+            findings.push(Finding {
+                id: id.into(),
+                severity,
+                title: format!("{subject}: {}", check.summary),
+                evidence: vec![
+                    evidence(
+                        "/proc/driver/nvidia/version",
+                        report.driver.clone().unwrap_or_default(),
+                    ),
+                    evidence(
+                        subject
+                            .trim_start_matches("toolkit ")
+                            .trim_start_matches("compat "),
+                        answer.cuda_label.clone(),
+                    ),
+                ],
+                remedy,
+            });
+        }
+    }
+    if let Some(compat) = &facts.user_driver.compat_first
+        && let (Some(version), Some(driver)) = (
+            compat.version.as_deref().and_then(Dotted::parse),
+            facts.user_driver.version.as_deref().and_then(Dotted::parse),
+        )
+        && version <= driver
+        && !findings
+            .iter()
+            .any(|f| f.id == "compat-older-than-driver" && f.severity == Severity::Error)
+    {
+        findings.push(Finding {
+            id: "compat-shadows-driver".into(),
+            severity: Severity::Error,
+            title: format!("{} comes first on the loader path but is not newer than the driver: CUDA fails with error 803", compat.path),
+            evidence: vec![evidence(compat.path.clone(), compat.version.clone().unwrap_or_default()), evidence("libcuda.so.1", driver.to_string())],
+            remedy: "take its directory off the loader path (/etc/ld.so.conf.d) and run ldconfig, or remove the compat package".into(),
+        });
+    }
+
+    // PATH and the loader path against /usr/local/cuda.
+    if let Some(default) = &facts.toolkits.default {
+        let env = &facts.environment;
+        for entry in env
+            .path
+            .iter()
+            .chain(&env.cuda_home)
+            .chain(&env.library_path)
+            .chain(&env.loader)
+        {
+            if let Some(toolkit) = &entry.toolkit
+                && toolkit != default
+                && !facts
+                    .toolkits
+                    .installed
+                    .iter()
+                    .any(|t| &t.path == toolkit && t.compat_only)
+            {
+                findings.push(Finding {
+                    id: "environment-other-toolkit".into(),
+                    severity: Severity::Warning,
+                    title: format!("{} points at {toolkit}, but /usr/local/cuda is {default}", entry.file),
+                    evidence: vec![evidence(entry.file.clone(), entry.value.clone()), evidence("/usr/local/cuda", default.clone())],
+                    remedy: format!(
+                        "make one toolkit the default: [toolkit] version = \"{}\", default = true (provision owns PATH and the loader path), and remove {}",
+                        default.trim_start_matches("/usr/local/cuda-"),
+                        entry.file
+                    ),
+                });
+            }
+        }
+    }
+
+    // Persistence on a headless server.
+    if headless(facts)
+        && !from_host
+        && facts.kernel_driver.version.is_some()
+        && !facts
+            .holders
+            .services
+            .iter()
+            .any(|s| s.name == "nvidia-persistenced")
+    {
+        match persistence_mode(host) {
+            Ok(mode) if mode.split(", ").all(|m| m == "Enabled") => {}
+            Ok(mode) => findings.push(Finding {
+                id: "persistence-off".into(),
+                severity: Severity::Warning,
+                title: "persistence is off on a headless GPU server: every CUDA start re-initializes the GPUs (seconds), and their state is lost between jobs".into(),
+                evidence: vec![evidence("nvidia-smi --query-gpu=persistence_mode", mode), evidence("/proc/*/comm", "no nvidia-persistenced")],
+                remedy: "systemctl enable --now nvidia-persistenced".into(),
+            }),
+            Err(reason) => findings.push(Finding {
+                id: "persistence-unknown".into(),
+                severity: Severity::Info,
+                title: "nvidia-persistenced is not running, and persistence mode could not be asked".into(),
+                evidence: vec![evidence("/proc/*/comm", "no nvidia-persistenced"), evidence("nvidia-smi", reason)],
+                remedy: "check with nvidia-smi -q | grep Persistence; enable with systemctl enable --now nvidia-persistenced".into(),
+            }),
+        }
+    }
+
+    // Secure Boot against unsigned DKMS modules.
+    if facts.os.secure_boot == Some(true) {
+        for kernel in &facts.os.kernels {
+            let Some(module) = &kernel.nvidia_module else {
+                continue;
+            };
+            let key = MOK_KEYS.iter().find(|k| host.root.exists(k));
+            match module_signed(host, module) {
+                Ok(false) => findings.push(Finding {
+                    id: "secure-boot-unsigned-module".into(),
+                    severity: Severity::Error,
+                    title: format!("Secure Boot is on and {module} is not signed: the kernel refuses to load it"),
+                    evidence: vec![
+                        evidence(facts.os.secure_boot_source.clone().unwrap_or_default(), "enabled"),
+                        evidence(module.clone(), "no signature"),
+                        evidence(MOK_KEYS.join(" or "), key.map(|k| k.to_string()).unwrap_or_else(|| "no DKMS signing key".into())),
+                    ],
+                    remedy: match key {
+                        Some(key) => format!("enroll the DKMS key (mokutil --import {key}, then reboot and confirm), and rebuild: dkms autoinstall -k {}", kernel.release),
+                        None => format!("create and enroll a signing key (dkms generate_mok; mokutil --import /var/lib/dkms/mok.pub; reboot), then dkms autoinstall -k {}", kernel.release),
+                    },
+                }),
+                Ok(true) if key.is_none() => findings.push(Finding {
+                    id: "secure-boot-key-unknown".into(),
+                    severity: Severity::Warning,
+                    title: format!("{module} is signed, but no DKMS signing key was found to check it is enrolled"),
+                    evidence: vec![evidence(module.clone(), "signed")],
+                    remedy: "mokutil --list-enrolled | grep -i -A2 dkms".into(),
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    // Automatic upgrades against unheld driver packages.
+    if facts.packages.unattended_upgrades == Some(true) {
+        let disabled = host
+            .root
+            .read_string("/etc/apt/apt.conf.d/20auto-upgrades")
+            .map(|t| t.contains("Unattended-Upgrade \"0\""))
+            .unwrap_or(false);
+        let unheld: Vec<String> = facts
+            .packages
+            .gpu
+            .iter()
+            .filter(|p| {
+                !p.held
+                    && (p.name.contains("nvidia")
+                        || p.name.starts_with("libcuda")
+                        || p.name.starts_with("cuda-drivers"))
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        if !disabled && !unheld.is_empty() {
+            findings.push(Finding {
+                id: "unattended-upgrades-unheld".into(),
+                severity: Severity::Warning,
+                title: "automatic upgrades can replace the driver under the running module (then NVML reports a version mismatch)".into(),
+                evidence: vec![
+                    evidence("/var/lib/dpkg/status", format!("unattended-upgrades installed; not held: {}", unheld.join(", "))),
+                ],
+                remedy: format!("let provision hold and pin the driver (provision apply), or: apt-mark hold {}", unheld.join(" ")),
+            });
+        }
+    }
+
+    // DKMS needs headers for every installed kernel.
+    let dkms = host.root.is_dir("/var/lib/dkms/nvidia")
+        || host.root.is_dir("/var/lib/dkms/nvidia-current")
+        || facts.packages.gpu.iter().any(|p| p.name.contains("dkms"))
+        || facts.os.kernels.iter().any(|k| {
+            k.nvidia_module
+                .as_deref()
+                .is_some_and(|m| m.contains("/dkms/") || m.contains("/extra/"))
+        });
+    if dkms {
+        for kernel in facts.os.kernels.iter().filter(|k| !k.headers) {
+            findings.push(Finding {
+                id: "headers-missing".into(),
+                severity: Severity::Error,
+                title: format!("kernel {} has no headers: DKMS cannot build the NVIDIA module for it, and booting it leaves the GPUs without a driver", kernel.release),
+                evidence: vec![evidence(format!("/lib/modules/{}/build", kernel.release), "absent")],
+                remedy: match facts.os.family {
+                    Some(crate::facts::os::Family::Rhel) => format!("dnf install kernel-devel-{}", kernel.release),
+                    _ => format!("apt-get install linux-headers-{}", kernel.release),
+                },
+            });
+        }
+    }
+
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+    Report {
+        changed: false,
+        failed: errors > 0,
+        msg: match (errors, warnings) {
+            (0, 0) => "no problems found".into(),
+            _ => format!("{errors} error(s), {warnings} warning(s)"),
+        },
+        driver_from_host: from_host,
+        versions: versions(facts),
+        findings,
+    }
+}
