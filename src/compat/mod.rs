@@ -1,7 +1,9 @@
 //! The CUDA / driver / GPU knowledge base and the rules that read it.
 
+pub mod gpu;
 pub mod host;
 pub mod knowledge;
+pub mod question;
 pub mod rules;
 
 pub use knowledge::Knowledge;

@@ -12,7 +12,9 @@
 
 use serde::Serialize;
 
+use super::gpu::{Gpu, gpu_problems, wheel_arch_problems};
 use super::knowledge::{ForwardCompat, GpuRow, Knowledge, ToolkitRow};
+pub use super::question::{find_gpu, parse_driver, toolkit_rows, torch_target};
 use crate::version::Dotted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +66,11 @@ pub struct Reason {
     pub sources: Vec<String>,
 }
 
-fn reason(text: impl Into<String>, row: impl Into<String>, sources: &[String]) -> Reason {
+pub(crate) fn reason(
+    text: impl Into<String>,
+    row: impl Into<String>,
+    sources: &[String],
+) -> Reason {
     Reason {
         text: text.into(),
         row: row.into(),
@@ -109,263 +115,8 @@ pub enum QuestionError {
     Invalid(String),
 }
 
-fn invalid(message: impl Into<String>) -> QuestionError {
+pub(crate) fn invalid(message: impl Into<String>) -> QuestionError {
     QuestionError::Invalid(message.into())
-}
-
-/// Parses `--driver`: a release ("535.104.05") or a branch ("580": its
-/// newest release).
-pub fn parse_driver(text: &str) -> Result<(Dotted, Option<Reason>), QuestionError> {
-    let version = Dotted::parse(text).ok_or_else(|| {
-        invalid(format!(
-            "--driver {text:?}: expected a driver release such as 580.95.05 or a branch such as 580"
-        ))
-    })?;
-    if version.major() < 100 {
-        return Err(invalid(format!(
-            "--driver {text:?}: driver versions start with their branch, such as 580"
-        )));
-    }
-    if version.components().len() == 1 {
-        let newest = Dotted::parse(&format!("{}.9999.99", version.major())).expect("valid");
-        let note = reason(
-            format!(
-                "driver {text} is read as branch {}'s newest release",
-                version.major()
-            ),
-            format!("branch {}", version.major()),
-            &[],
-        );
-        return Ok((newest, Some(note)));
-    }
-    Ok((version, None))
-}
-
-/// The knowledge-base rows a CUDA version names.
-pub fn toolkit_rows(
-    text: &str,
-) -> Result<(Vec<&'static ToolkitRow>, Option<String>), QuestionError> {
-    let kb = Knowledge::get();
-    let version = Dotted::parse(text)
-        .filter(|v| (2..=3).contains(&v.components().len()))
-        .ok_or_else(|| {
-            invalid(format!(
-                "CUDA version {text:?}: expected 12.8, 12.8.1 or a full version such as 12.8.93"
-            ))
-        })?;
-    let (major, minor) = (version.major(), version.minor());
-    let same_minor: Vec<&ToolkitRow> = kb
-        .toolkits()
-        .iter()
-        .filter(|row| row.key().is_some_and(|(a, b, _)| (a, b) == (major, minor)))
-        .collect();
-    if same_minor.is_empty() {
-        let mut known: Vec<String> = kb
-            .toolkits()
-            .iter()
-            .filter_map(|r| r.key())
-            .map(|(a, b, _)| format!("{a}.{b}"))
-            .collect();
-        known.dedup();
-        return Err(invalid(format!(
-            "CUDA {major}.{minor} is not a release the knowledge base knows (known: {})",
-            known.join(", ")
-        )));
-    }
-    // An exact row first (12.8.1, 10.2.89).
-    if let Some(row) = same_minor
-        .iter()
-        .find(|r| r.release == text || r.release.split('-').next() == Some(text))
-    {
-        return Ok((vec![row], None));
-    }
-    match version.components().get(2).copied() {
-        // "12.8": its GA (the row labelled GA, else the first release).
-        None => {
-            let ga = same_minor
-                .iter()
-                .find(|r| r.label.ends_with(" GA"))
-                .or_else(|| {
-                    same_minor
-                        .iter()
-                        .filter(|r| !r.is_preview())
-                        .min_by_key(|r| r.key())
-                })
-                .or(same_minor.first())
-                .copied()
-                .expect("non-empty");
-            Ok((vec![ga], None))
-        }
-        // "12.8.9": an update index the base does not have.
-        Some(update) if update < 20 => Err(invalid(format!(
-            "CUDA {text}: the knowledge base has no Update {update} of {major}.{minor} (it has {})",
-            same_minor
-                .iter()
-                .map(|r| r.release.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-        // "12.8.93": a component's full version, which names no single
-        // release: every release of the minor is a candidate.
-        Some(_) => Ok((
-            same_minor,
-            Some(format!(
-                "{text} is a component version of CUDA {major}.{minor}, not a release: every {major}.{minor} release is considered"
-            )),
-        )),
-    }
-}
-
-/// The wheel variant row and its CUDA release for "2.9.1+cu130".
-/// The wheel's CUDA release, the reasons, and the dispute when sources
-/// disagree whether that wheel was published.
-#[allow(clippy::type_complexity)]
-pub fn torch_target(text: &str) -> Result<(String, Vec<Reason>, Option<String>), QuestionError> {
-    let kb = Knowledge::get();
-    let (torch, variant) = text.split_once('+').ok_or_else(|| {
-        invalid(format!(
-            "--torch {text:?}: expected a wheel version such as 2.9.1+cu130"
-        ))
-    })?;
-    let torch_version = Dotted::parse(torch)
-        .ok_or_else(|| invalid(format!("--torch {text:?}: {torch:?} is not a version")))?;
-    let row = kb
-        .pytorch_wheels()
-        .iter()
-        .find(|r| r.variant == variant)
-        .ok_or_else(|| {
-            let known: Vec<&str> = kb
-                .pytorch_wheels()
-                .iter()
-                .map(|r| r.variant.as_str())
-                .collect();
-            invalid(format!(
-                "--torch {text:?}: no {variant} wheels are known (known: {})",
-                known.join(", ")
-            ))
-        })?;
-    let minor = format!("{}.{}", torch_version.major(), torch_version.minor());
-    let reasons = vec![reason(
-        format!(
-            "torch {text} bundles the CUDA {} runtime; the driver must run CUDA {}",
-            row.cuda, row.cuda
-        ),
-        format!("pytorch_wheel {}", row.variant),
-        &row.sources,
-    )];
-    let mut disputed = None;
-    if !row.torch.contains(&minor) {
-        // Unlisted: not published, unless a source disagrees (recorded as CONFLICT).
-        match row.notes.as_deref().filter(|n| n.contains("CONFLICT")) {
-            Some(note) => disputed = Some(note.to_string()),
-            None => {
-                return Err(invalid(format!(
-                    "torch {minor} was not published with {variant} wheels (they exist for torch {})",
-                    row.torch.join(", ")
-                )));
-            }
-        }
-    }
-    Ok((row.cuda.clone(), reasons, disputed))
-}
-
-/// Compute capability as a comparable number (9.0 -> 90, 12.1 -> 121).
-fn cc_value(text: &str) -> Option<u32> {
-    let version = Dotted::parse(text)?;
-    Some(version.major() * 10 + version.minor())
-}
-
-struct Gpu<'a> {
-    row: &'a GpuRow,
-    label: String,
-}
-
-/// Problems that stop a GPU from working with this driver, flavour and
-/// CUDA major at all (they make the verdict "incompatible").
-fn gpu_problems(gpu: &Gpu, driver: &Dotted, flavor: Option<&str>, cuda: &Dotted) -> Vec<Reason> {
-    let kb = Knowledge::get();
-    let row = gpu.row;
-    let arch = kb.arch_of(&row.compute_capability);
-    let row_id = format!("gpu {}", row.device);
-    let arch_id = |a: &super::knowledge::ArchRow| format!("arch {}", a.name);
-    let mut problems = Vec::new();
-    let branch = driver.major();
-    let last_branch = row
-        .last_driver_branch
-        .or(arch.and_then(|a| a.last_driver_branch));
-    if let Some(last) = last_branch
-        && branch > last
-    {
-        problems.push(reason(
-            format!(
-                "driver R{branch} no longer supports {} ({}): its last branch is R{last}",
-                gpu.label, row.arch
-            ),
-            row_id.clone(),
-            &row.sources,
-        ));
-    }
-    if let Some(min) = row.min_driver_branch
-        && branch < min
-    {
-        problems.push(reason(
-            format!(
-                "{} needs driver R{min} or newer; R{branch} predates it",
-                gpu.label
-            ),
-            row_id.clone(),
-            &row.sources,
-        ));
-    }
-    match (flavor, row.open_module.as_str()) {
-        (Some("open"), "unsupported") => problems.push(reason(
-            format!("the open kernel module needs a Turing or newer GPU; {} ({}) needs the proprietary module", gpu.label, row.arch),
-            row_id.clone(),
-            &row.sources,
-        )),
-        (Some("proprietary"), "required") => problems.push(reason(
-            format!("{} ({}) runs only with the open kernel module", gpu.label, row.arch),
-            row_id.clone(),
-            &row.sources,
-        )),
-        _ => {}
-    }
-    let last_cuda = row.last_cuda_major.or(arch.and_then(|a| a.last_cuda_major));
-    if let Some(last) = last_cuda
-        && cuda.major() > last
-    {
-        let sources = arch
-            .map(|a| a.sources.clone())
-            .unwrap_or_else(|| row.sources.clone());
-        problems.push(reason(
-            format!(
-                "CUDA {} dropped {} (compute capability {}): its last toolkit major is CUDA {last}",
-                cuda.major(),
-                row.arch,
-                row.compute_capability
-            ),
-            arch.map(arch_id).unwrap_or(row_id.clone()),
-            &sources,
-        ));
-    }
-    if let Some(arch) = arch
-        && let Some(first) = arch
-            .first_cuda
-            .split_whitespace()
-            .next()
-            .and_then(Dotted::parse)
-        && *cuda < first
-    {
-        problems.push(reason(
-            format!(
-                "CUDA {cuda} predates {} (compute capability {}): support starts with CUDA {first}",
-                arch.name, row.compute_capability
-            ),
-            arch_id(arch),
-            &arch.sources,
-        ));
-    }
-    problems
 }
 
 /// Limitations of running a newer minor on an older driver of the major.
@@ -651,47 +402,6 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
     }
 }
 
-/// A GPU as `--gpu` names it: "10de:2330", "0x2330", or a name.
-pub fn find_gpu(query: &str) -> Result<&'static GpuRow, QuestionError> {
-    let kb = Knowledge::get();
-    let hex = query.trim().to_lowercase();
-    let device = hex
-        .strip_prefix("10de:")
-        .or_else(|| hex.strip_prefix("0x"))
-        .filter(|d| d.len() == 4 && d.bytes().all(|b| b.is_ascii_hexdigit()));
-    if let Some(device) = device {
-        let id = u16::from_str_radix(device, 16).map_err(|e| invalid(e.to_string()))?;
-        return kb.gpu(id, None).map(|(row, _)| row).ok_or_else(|| {
-            invalid(format!(
-                "--gpu {query}: device 0x{id:04x} is not in the knowledge base"
-            ))
-        });
-    }
-    let found = kb.gpu_by_name(query);
-    match found.as_slice() {
-        [one] => Ok(one),
-        [] => Err(invalid(format!(
-            "--gpu {query:?}: no GPU of that name in the knowledge base"
-        ))),
-        many => {
-            // "H100" matches several: an exact name wins, else ask.
-            if let Some(exact) = many
-                .iter()
-                .find(|r| r.name.eq_ignore_ascii_case(query) || r.name.ends_with(query))
-            {
-                return Ok(exact);
-            }
-            Err(invalid(format!(
-                "--gpu {query:?} names several GPUs: {}",
-                many.iter()
-                    .map(|r| format!("{} ({})", r.name, r.device))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    }
-}
-
 /// The whole question: driver, CUDA release or wheel, optional GPU and flavour.
 pub fn evaluate(
     driver_text: &str,
@@ -821,51 +531,4 @@ pub fn evaluate(
         answer.reasons = reasons;
     }
     Ok(answer)
-}
-
-/// A wheel variant that no longer carries kernels for the GPU's architecture.
-fn wheel_arch_problems(torch: &str, gpu: &Gpu) -> Vec<Reason> {
-    let Some((version, variant)) = torch.split_once('+') else {
-        return Vec::new();
-    };
-    let (Some(version), Some(cc)) = (
-        Dotted::parse(version),
-        cc_value(&gpu.row.compute_capability),
-    ) else {
-        return Vec::new();
-    };
-    Knowledge::get()
-        .pytorch_arches()
-        .iter()
-        .filter(|row| row.variants.iter().any(|v| v == variant))
-        .filter(|row| Dotted::parse(&row.torch_from).is_some_and(|from| version >= from))
-        .filter_map(|row| {
-            let below = row
-                .min_compute_capability
-                .as_deref()
-                .and_then(cc_value)
-                .is_some_and(|min| cc < min);
-            let above = row
-                .max_compute_capability
-                .as_deref()
-                .and_then(cc_value)
-                .is_some_and(|max| cc > max);
-            (below || above).then(|| {
-                reason(
-                    format!(
-                        "torch {torch} carries no kernels for {} (compute capability {}): {}",
-                        gpu.label,
-                        gpu.row.compute_capability,
-                        row.notes.clone().unwrap_or_default()
-                    ),
-                    format!(
-                        "pytorch_arch {} from {}",
-                        row.variants.join("/"),
-                        row.torch_from
-                    ),
-                    &row.sources,
-                )
-            })
-        })
-        .collect()
 }

@@ -1,6 +1,7 @@
 //! The two doors to the host: [`Root`] for every path and [`Runner`] for
 //! every process. Nothing else in provision touches the machine.
 
+mod chroot;
 pub mod root;
 pub mod runner;
 

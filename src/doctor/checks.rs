@@ -1,145 +1,13 @@
-//! `provision doctor`: reads the facts and explains a host in plain words:
-//! the three version numbers, then findings, each with severity, evidence
-//! (file and value) and a remedy (a plan snippet or a command).
+//! The findings, one function per area: each reads the facts (and, for a
+//! few questions only a program answers, the runner) and pushes what is wrong.
 
-use serde::Serialize;
-
+use super::{Finding, Severity, evidence};
 use crate::compat::host;
 use crate::compat::knowledge::Knowledge;
 use crate::compat::rules::{self, Target, Verdict};
 use crate::facts::Facts;
-
 use crate::host::{Cmd, Host};
 use crate::version::Dotted;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Evidence {
-    /// Where it was read (a file, or a command).
-    pub file: String,
-    pub value: String,
-}
-
-fn evidence(file: impl Into<String>, value: impl Into<String>) -> Evidence {
-    Evidence {
-        file: file.into(),
-        value: value.into(),
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub id: String,
-    pub severity: Severity,
-    pub title: String,
-    pub evidence: Vec<Evidence>,
-    /// A plan snippet or a command that fixes it.
-    pub remedy: String,
-}
-
-/// The three version numbers people confuse, side by side.
-#[derive(Debug, Clone, Serialize)]
-pub struct Versions {
-    /// nvidia.ko, from /proc/driver/nvidia/version.
-    pub kernel_module: Option<String>,
-    /// libcuda.so, the user-mode driver.
-    pub user_mode_driver: Option<String>,
-    /// The newest CUDA the user-mode driver runs: nvidia-smi's "CUDA Version".
-    pub driver_cuda: Option<String>,
-    /// What applications get (a compat library first on the loader path changes it).
-    pub effective_cuda: Option<String>,
-    /// Each toolkit's nvcc (what `nvcc --version` prints).
-    pub toolkits: Vec<ToolkitVersion>,
-    pub explanation: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolkitVersion {
-    pub path: String,
-    pub release: Option<String>,
-    pub nvcc: Option<String>,
-    pub default: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub changed: bool,
-    pub failed: bool,
-    pub msg: String,
-    /// The driver is provided by the machine underneath (boot-time checks skipped).
-    pub driver_from_host: bool,
-    pub versions: Versions,
-    pub findings: Vec<Finding>,
-}
-
-fn versions(facts: &Facts) -> Versions {
-    let kernel = facts.kernel_driver.version.clone();
-    let user = facts.user_driver.version.clone();
-    let cuda = facts.user_driver.cuda_version.clone();
-    let effective = facts.user_driver.effective_cuda_version.clone();
-    let toolkits: Vec<ToolkitVersion> = facts
-        .toolkits
-        .installed
-        .iter()
-        .filter(|t| !t.compat_only)
-        .map(|t| ToolkitVersion {
-            path: t.path.clone(),
-            release: t.release.clone(),
-            nvcc: t.nvcc.clone(),
-            default: facts.toolkits.default.as_deref() == Some(t.path.as_str()),
-        })
-        .collect();
-    let mut explanation = Vec::new();
-    if driver_from_host(facts) {
-        explanation.push(
-            "The driver comes from the machine underneath (mounted at /usr/local/nvidia or a container): its nouveau, initramfs and persistence settings belong to that machine.".into(),
-        );
-    }
-    match &kernel {
-        Some(version) => explanation.push(format!(
-            "The kernel module (nvidia.ko) is {version}: /proc/driver/nvidia/version, nvidia-smi's \"Driver Version\"."
-        )),
-        None => explanation.push("No NVIDIA kernel module is loaded.".into()),
-    }
-    match (&user, &cuda) {
-        (Some(user), Some(cuda)) => explanation.push(format!(
-            "The user-mode driver (libcuda.so) is {user}; it runs CUDA up to {cuda}: that is what nvidia-smi prints as \"CUDA Version\". It is the newest CUDA the driver supports, not an installed toolkit."
-        )),
-        (Some(user), None) => explanation.push(format!("The user-mode driver (libcuda.so) is {user}.")),
-        _ => explanation.push("No user-mode driver (libcuda.so) is on the loader path.".into()),
-    }
-    if let (Some(compat), Some(effective)) = (&facts.user_driver.compat_first, &effective) {
-        explanation.push(format!(
-            "Applications load {} first ({}), so they get CUDA {effective}.",
-            compat.path,
-            compat.version.as_deref().unwrap_or("unknown version")
-        ));
-    }
-    for toolkit in &toolkits {
-        explanation.push(format!(
-            "The toolkit in {}{} is {} (nvcc {}): the CUDA applications are built with, which may be older or, with limits, newer than the driver's CUDA.",
-            toolkit.path,
-            if toolkit.default { " (/usr/local/cuda)" } else { "" },
-            toolkit.release.as_deref().unwrap_or("of unknown version"),
-            toolkit.nvcc.as_deref().unwrap_or("unknown"),
-        ));
-    }
-    Versions {
-        kernel_module: kernel,
-        user_mode_driver: user,
-        driver_cuda: cuda,
-        effective_cuda: effective,
-        toolkits,
-        explanation,
-    }
-}
 
 /// A GPU server without a display: every GPU is a 3D controller (0x0302)
 /// or a data-center part.
@@ -196,12 +64,8 @@ pub fn driver_from_host(facts: &Facts) -> bool {
             .is_some_and(|p| p.starts_with("/usr/local/nvidia/"))
 }
 
-pub fn run(host: &Host, facts: &Facts) -> Report {
-    let mut findings = Vec::new();
-    let from_host = driver_from_host(facts);
-    let driver = facts.driver_version().map(str::to_string);
+pub(super) fn no_driver(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     let nvidia_gpus: Vec<_> = facts.gpu_devices().collect();
-
     // A GPU without a driver.
     if !nvidia_gpus.is_empty()
         && facts.kernel_driver.version.is_none()
@@ -223,7 +87,11 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             remedy: "provision apply with a plan: [driver] branch = \"580\" (then reboot if nouveau held the GPU)".into(),
         });
     }
+}
 
+pub(super) fn nouveau(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
+    let from_host = driver_from_host(facts);
+    let nvidia_gpus: Vec<_> = facts.gpu_devices().collect();
     // nouveau.
     let nouveau = &facts.nouveau;
     if nouveau.loaded == Some(true) {
@@ -268,7 +136,9 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             });
         }
     }
+}
 
+pub(super) fn mismatch(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     // The loaded module against the installed userspace.
     if let Some(mismatch) = &facts.kernel_driver.mismatch {
         let holders: Vec<String> = facts
@@ -298,7 +168,10 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             },
         });
     }
+}
 
+pub(super) fn gpu_support(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
+    let nvidia_gpus: Vec<_> = facts.gpu_devices().collect();
     // The driver must support the GPUs it runs.
     if let Some(version) = &facts.kernel_driver.version {
         for gpu in &nvidia_gpus {
@@ -329,7 +202,10 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             }
         }
     }
+}
 
+pub(super) fn cuda(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
+    let driver = facts.driver_version().map(str::to_string);
     // Toolkits against the driver, and compat libraries.
     if driver.is_some() {
         let report = host::report(facts);
@@ -447,7 +323,9 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             remedy: "take its directory off the loader path (/etc/ld.so.conf.d) and run ldconfig, or remove the compat package".into(),
         });
     }
+}
 
+pub(super) fn environment(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     // PATH and the loader path against /usr/local/cuda.
     if let Some(default) = &facts.toolkits.default {
         let env = &facts.environment;
@@ -480,7 +358,10 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             }
         }
     }
+}
 
+pub(super) fn persistence(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
+    let from_host = driver_from_host(facts);
     // Persistence on a headless server.
     if headless(facts)
         && !from_host
@@ -509,7 +390,9 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             }),
         }
     }
+}
 
+pub(super) fn secure_boot(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     // Secure Boot against unsigned DKMS modules.
     if facts.os.secure_boot == Some(true) {
         for kernel in &facts.os.kernels {
@@ -543,7 +426,9 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             }
         }
     }
+}
 
+pub(super) fn upgrades(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     // Automatic upgrades against unheld driver packages.
     if facts.packages.unattended_upgrades == Some(true) {
         let disabled = host
@@ -575,7 +460,9 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
             });
         }
     }
+}
 
+pub(super) fn headers(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     // DKMS needs headers for every installed kernel.
     let dkms = host.root.is_dir("/var/lib/dkms/nvidia")
         || host.root.is_dir("/var/lib/dkms/nvidia-current")
@@ -598,26 +485,5 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
                 },
             });
         }
-    }
-
-    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    let errors = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
-    let warnings = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Warning)
-        .count();
-    Report {
-        changed: false,
-        failed: errors > 0,
-        msg: match (errors, warnings) {
-            (0, 0) => "no problems found".into(),
-            _ => format!("{errors} error(s), {warnings} warning(s)"),
-        },
-        driver_from_host: from_host,
-        versions: versions(facts),
-        findings,
     }
 }

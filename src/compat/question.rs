@@ -1,0 +1,204 @@
+//! Reading a compatibility question: the driver (`580.95.05` or a branch),
+//! the CUDA release it names (GA, Update, or a component's full version),
+//! the PyTorch wheel, and the GPU as a person types it.
+
+use super::knowledge::{GpuRow, Knowledge, ToolkitRow};
+use super::rules::{QuestionError, Reason, invalid, reason};
+use crate::version::Dotted;
+
+/// Parses `--driver`: a release ("535.104.05") or a branch ("580": its
+/// newest release).
+pub fn parse_driver(text: &str) -> Result<(Dotted, Option<Reason>), QuestionError> {
+    let version = Dotted::parse(text).ok_or_else(|| {
+        invalid(format!(
+            "--driver {text:?}: expected a driver release such as 580.95.05 or a branch such as 580"
+        ))
+    })?;
+    if version.major() < 100 {
+        return Err(invalid(format!(
+            "--driver {text:?}: driver versions start with their branch, such as 580"
+        )));
+    }
+    if version.components().len() == 1 {
+        let newest = Dotted::parse(&format!("{}.9999.99", version.major())).expect("valid");
+        let note = reason(
+            format!(
+                "driver {text} is read as branch {}'s newest release",
+                version.major()
+            ),
+            format!("branch {}", version.major()),
+            &[],
+        );
+        return Ok((newest, Some(note)));
+    }
+    Ok((version, None))
+}
+
+/// The knowledge-base rows a CUDA version names.
+pub fn toolkit_rows(
+    text: &str,
+) -> Result<(Vec<&'static ToolkitRow>, Option<String>), QuestionError> {
+    let kb = Knowledge::get();
+    let version = Dotted::parse(text)
+        .filter(|v| (2..=3).contains(&v.components().len()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "CUDA version {text:?}: expected 12.8, 12.8.1 or a full version such as 12.8.93"
+            ))
+        })?;
+    let (major, minor) = (version.major(), version.minor());
+    let same_minor: Vec<&ToolkitRow> = kb
+        .toolkits()
+        .iter()
+        .filter(|row| row.key().is_some_and(|(a, b, _)| (a, b) == (major, minor)))
+        .collect();
+    if same_minor.is_empty() {
+        let mut known: Vec<String> = kb
+            .toolkits()
+            .iter()
+            .filter_map(|r| r.key())
+            .map(|(a, b, _)| format!("{a}.{b}"))
+            .collect();
+        known.dedup();
+        return Err(invalid(format!(
+            "CUDA {major}.{minor} is not a release the knowledge base knows (known: {})",
+            known.join(", ")
+        )));
+    }
+    // An exact row first (12.8.1, 10.2.89).
+    if let Some(row) = same_minor
+        .iter()
+        .find(|r| r.release == text || r.release.split('-').next() == Some(text))
+    {
+        return Ok((vec![row], None));
+    }
+    match version.components().get(2).copied() {
+        // "12.8": its GA (the row labelled GA, else the first release).
+        None => {
+            let ga = same_minor
+                .iter()
+                .find(|r| r.label.ends_with(" GA"))
+                .or_else(|| {
+                    same_minor
+                        .iter()
+                        .filter(|r| !r.is_preview())
+                        .min_by_key(|r| r.key())
+                })
+                .or(same_minor.first())
+                .copied()
+                .expect("non-empty");
+            Ok((vec![ga], None))
+        }
+        // "12.8.9": an update index the base does not have.
+        Some(update) if update < 20 => Err(invalid(format!(
+            "CUDA {text}: the knowledge base has no Update {update} of {major}.{minor} (it has {})",
+            same_minor
+                .iter()
+                .map(|r| r.release.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        // "12.8.93": a component's full version, which names no single
+        // release: every release of the minor is a candidate.
+        Some(_) => Ok((
+            same_minor,
+            Some(format!(
+                "{text} is a component version of CUDA {major}.{minor}, not a release: every {major}.{minor} release is considered"
+            )),
+        )),
+    }
+}
+
+/// The wheel variant row and its CUDA release for "2.9.1+cu130".
+/// The wheel's CUDA release, the reasons, and the dispute when sources
+/// disagree whether that wheel was published.
+#[allow(clippy::type_complexity)]
+pub fn torch_target(text: &str) -> Result<(String, Vec<Reason>, Option<String>), QuestionError> {
+    let kb = Knowledge::get();
+    let (torch, variant) = text.split_once('+').ok_or_else(|| {
+        invalid(format!(
+            "--torch {text:?}: expected a wheel version such as 2.9.1+cu130"
+        ))
+    })?;
+    let torch_version = Dotted::parse(torch)
+        .ok_or_else(|| invalid(format!("--torch {text:?}: {torch:?} is not a version")))?;
+    let row = kb
+        .pytorch_wheels()
+        .iter()
+        .find(|r| r.variant == variant)
+        .ok_or_else(|| {
+            let known: Vec<&str> = kb
+                .pytorch_wheels()
+                .iter()
+                .map(|r| r.variant.as_str())
+                .collect();
+            invalid(format!(
+                "--torch {text:?}: no {variant} wheels are known (known: {})",
+                known.join(", ")
+            ))
+        })?;
+    let minor = format!("{}.{}", torch_version.major(), torch_version.minor());
+    let reasons = vec![reason(
+        format!(
+            "torch {text} bundles the CUDA {} runtime; the driver must run CUDA {}",
+            row.cuda, row.cuda
+        ),
+        format!("pytorch_wheel {}", row.variant),
+        &row.sources,
+    )];
+    let mut disputed = None;
+    if !row.torch.contains(&minor) {
+        // Unlisted: not published, unless a source disagrees (recorded as CONFLICT).
+        match row.notes.as_deref().filter(|n| n.contains("CONFLICT")) {
+            Some(note) => disputed = Some(note.to_string()),
+            None => {
+                return Err(invalid(format!(
+                    "torch {minor} was not published with {variant} wheels (they exist for torch {})",
+                    row.torch.join(", ")
+                )));
+            }
+        }
+    }
+    Ok((row.cuda.clone(), reasons, disputed))
+}
+
+/// A GPU as `--gpu` names it: "10de:2330", "0x2330", or a name.
+pub fn find_gpu(query: &str) -> Result<&'static GpuRow, QuestionError> {
+    let kb = Knowledge::get();
+    let hex = query.trim().to_lowercase();
+    let device = hex
+        .strip_prefix("10de:")
+        .or_else(|| hex.strip_prefix("0x"))
+        .filter(|d| d.len() == 4 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+    if let Some(device) = device {
+        let id = u16::from_str_radix(device, 16).map_err(|e| invalid(e.to_string()))?;
+        return kb.gpu(id, None).map(|(row, _)| row).ok_or_else(|| {
+            invalid(format!(
+                "--gpu {query}: device 0x{id:04x} is not in the knowledge base"
+            ))
+        });
+    }
+    let found = kb.gpu_by_name(query);
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(invalid(format!(
+            "--gpu {query:?}: no GPU of that name in the knowledge base"
+        ))),
+        many => {
+            // "H100" matches several: an exact name wins, else ask.
+            if let Some(exact) = many
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(query) || r.name.ends_with(query))
+            {
+                return Ok(exact);
+            }
+            Err(invalid(format!(
+                "--gpu {query:?} names several GPUs: {}",
+                many.iter()
+                    .map(|r| format!("{} ({})", r.name, r.device))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! From a plan and the facts to the steps that make the host match it:
+//! validation against the GPUs, the flavour, the package set, and one step
+//! per piece of state (nouveau, packages, environment, initramfs).
+
+use crate::distro;
+use crate::facts::Facts;
+use crate::plan::{Flavor, Loader, Plan};
+use crate::step::file::{ManagedFile, header};
+use crate::step::initramfs::Initramfs;
+use crate::step::ldconfig::Ldconfig;
+use crate::step::{self, Step};
+
+pub const NOUVEAU_CONF: &str = "/etc/modprobe.d/provision-nouveau.conf";
+pub const PROFILE_SCRIPT: &str = "/etc/profile.d/provision-cuda.sh";
+pub const LOADER_CONF: &str = "/etc/ld.so.conf.d/provision-cuda.conf";
+/// Sorts before the distributions' own library directories (x86_64-linux-gnu.conf).
+pub const COMPAT_CONF: &str = "/etc/ld.so.conf.d/00-provision-cuda-compat.conf";
+
+/// Why a plan cannot go ahead on this host, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanRefused {
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The flavour to install: the plan's, or for `auto` the one the GPUs need.
+pub fn resolve_flavor(plan: &Plan, facts: &Facts) -> Result<Flavor, PlanRefused> {
+    if plan.driver.flavor != Flavor::Auto {
+        return Ok(plan.driver.flavor);
+    }
+    let gpus: Vec<_> = facts.gpu_devices().collect();
+    if gpus.is_empty() {
+        return Err(PlanRefused::Refused(
+            "flavor = \"auto\" needs a GPU to choose from, and none is present (an image being baked?): \
+             set [driver] flavor = \"open\" (Turing and newer) or \"proprietary\" (Maxwell, Pascal, Volta)"
+                .into(),
+        ));
+    }
+    let supports = |flavor: &str| {
+        gpus.iter()
+            .all(|g| g.flavors.is_empty() || g.flavors.iter().any(|f| f == flavor))
+    };
+    if supports("open") {
+        Ok(Flavor::Open)
+    } else if supports("proprietary") {
+        Ok(Flavor::Proprietary)
+    } else {
+        Err(PlanRefused::Refused(
+            "the GPUs in this host need different kernel-module flavours (open for Blackwell, proprietary before Turing): \
+             one driver cannot serve them all"
+                .into(),
+        ))
+    }
+}
+
+/// The steps of `plan` on this host, in apply order.
+pub fn build_steps(
+    plan: &Plan,
+    facts: &Facts,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Box<dyn Step>>, PlanRefused> {
+    if facts.gpu_devices().next().is_none() {
+        warnings.push(
+            "no NVIDIA GPU is present (an image being baked, or a CI runner): the plan is applied without GPU checks".into(),
+        );
+    }
+    let validation = crate::compat::validate::validate(plan, facts);
+    warnings.extend(validation.warnings.iter().cloned());
+    if !validation.problems.is_empty() {
+        return Err(PlanRefused::Refused(format!(
+            "the plan cannot work on this host:\n  - {}",
+            validation.problems.join("\n  - ")
+        )));
+    }
+    let flavor = resolve_flavor(plan, facts)?;
+    let desired = distro::desired(plan, facts, flavor, validation.compat_package.as_deref())
+        .map_err(|e| PlanRefused::Refused(e.to_string()))?;
+    let mut steps: Vec<Box<dyn Step>> = Vec::new();
+
+    // 1. nouveau out of the way (file now, initramfs after the packages).
+    let blacklist = format!(
+        "{}blacklist nouveau\noptions nouveau modeset=0\n",
+        header("keep nouveau from binding NVIDIA GPUs")
+    );
+    let equivalent = facts
+        .nouveau
+        .files
+        .iter()
+        .filter(|f| f.path != NOUVEAU_CONF)
+        .find(|f| (f.blacklist || f.install_disabled) && f.modeset_off)
+        .map(|f| f.path.clone());
+    steps.push(Box::new(ManagedFile {
+        id: "nouveau:blacklist".into(),
+        path: NOUVEAU_CONF.into(),
+        content: plan.nouveau.disable.then(|| blacklist.clone()),
+        mode: 0o644,
+        equivalent: equivalent.clone(),
+    }));
+
+    // 2. packages.
+    let toolkit_home = desired.toolkit_home.clone();
+    let compat_dir = desired.compat_dir.clone();
+    let toolkit_on_path = desired.toolkit_on_path;
+    steps.push(Box::new(step::packages::Packages { desired }));
+
+    // 3. environment of the default toolkit.
+    let default_toolkit = plan.toolkit.as_ref().filter(|t| t.default);
+    let home = default_toolkit.and(toolkit_home);
+    let needs_env = home.is_some() && !toolkit_on_path;
+    let lib_dir = home
+        .as_ref()
+        .map(|h| format!("{h}/targets/x86_64-linux/lib"));
+    let profile = match (&home, needs_env) {
+        (Some(home), true)
+            if plan.environment.path || plan.environment.loader == Loader::Profile =>
+        {
+            let mut text = header("CUDA toolkit environment for login shells");
+            if plan.environment.path {
+                text.push_str(&format!(
+                    "export CUDA_HOME={home}\ncase \":${{PATH}}:\" in\n  *\":{home}/bin:\"*) ;;\n  *) export PATH=\"{home}/bin${{PATH:+:${{PATH}}}}\" ;;\nesac\n"
+                ));
+            }
+            if plan.environment.loader == Loader::Profile
+                && let Some(lib) = &lib_dir
+            {
+                text.push_str(&format!(
+                    "case \":${{LD_LIBRARY_PATH}}:\" in\n  *\":{lib}:\"*) ;;\n  *) export LD_LIBRARY_PATH=\"{lib}${{LD_LIBRARY_PATH:+:${{LD_LIBRARY_PATH}}}}\" ;;\nesac\n"
+                ));
+            }
+            Some(text)
+        }
+        _ => None,
+    };
+    steps.push(Box::new(ManagedFile {
+        id: "environment:profile".into(),
+        path: PROFILE_SCRIPT.into(),
+        content: profile,
+        mode: 0o644,
+        equivalent: None,
+    }));
+    let mut loader_dirs: Vec<String> = match (&lib_dir, needs_env, plan.environment.loader) {
+        (Some(lib), true, Loader::LdSoConf) => vec![lib.clone()],
+        _ => Vec::new(),
+    };
+    // The compat libcuda goes in a file that sorts before the distribution's
+    // own library directories, so the loader finds it before the driver's
+    // libcuda. provision installs it only while the planned driver is older
+    // than what it carries, and removes both when the plan no longer needs
+    // them: it never shadows a newer driver.
+    let compat_conf = compat_dir.as_ref().map(|dir| {
+        format!(
+            "{}{dir}\n",
+            header("forward-compatibility libcuda, newer than the driver, found first")
+        )
+    });
+    steps.push(Box::new(ManagedFile {
+        id: "compat:loader".into(),
+        path: COMPAT_CONF.into(),
+        content: compat_conf.clone(),
+        mode: 0o644,
+        equivalent: None,
+    }));
+    if let Some(dir) = &compat_dir {
+        loader_dirs.push(dir.clone());
+    }
+    let loader_conf = (!loader_dirs.is_empty()).then(|| {
+        let mut text = header("CUDA toolkit libraries for every process");
+        for dir in &loader_dirs {
+            text.push_str(dir);
+            text.push('\n');
+        }
+        text
+    });
+    steps.push(Box::new(ManagedFile {
+        id: "environment:loader".into(),
+        path: LOADER_CONF.into(),
+        content: loader_conf.clone(),
+        mode: 0o644,
+        equivalent: None,
+    }));
+    steps.push(Box::new(Ldconfig {
+        dirs: loader_dirs,
+        conf: vec![
+            (LOADER_CONF.into(), loader_conf),
+            (COMPAT_CONF.into(), compat_conf),
+        ],
+    }));
+
+    // 4. initramfs images carry the blacklist.
+    if plan.nouveau.disable {
+        // provision's own file counts when it writes one (no equivalent, or
+        // it owns one already); a vendor's equivalent file counts as it is.
+        let ours = equivalent.is_none() || facts_has(facts, NOUVEAU_CONF);
+        let mut blacklist_files = vec![NOUVEAU_CONF.to_string()];
+        blacklist_files.extend(equivalent);
+        steps.push(Box::new(Initramfs {
+            blacklist_files,
+            blacklist: ours.then(|| (NOUVEAU_CONF.to_string(), blacklist)),
+            family: facts.os.family,
+        }));
+    }
+    Ok(steps)
+}
+
+/// Whether `path` exists in the root the facts were read from.
+fn facts_has(facts: &Facts, path: &str) -> bool {
+    crate::host::Root::new(&facts.root)
+        .map(|root| root.exists(path))
+        .unwrap_or(false)
+}

@@ -1,0 +1,106 @@
+//! What a verb reports: the process exit code, the steps with their
+//! actions and diffs, and the JSON document Ansible reads.
+
+use serde::Serialize;
+
+use crate::host::{CommandRecord, Host};
+use crate::step::{self, Action, Diff};
+
+/// The process exit codes (documented in `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Exit {
+    Success = 0,
+    Failure = 1,
+    /// `plan --detailed-exitcode` only: changes are pending.
+    Pending = 2,
+    /// Failed, and the automatic undo could not restore everything.
+    Incomplete = 3,
+}
+
+/// What a verb did or would do: printed as a diff or as one JSON document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub changed: bool,
+    pub failed: bool,
+    pub msg: String,
+    pub reboot_required: bool,
+    pub steps: Vec<StepReport>,
+    pub warnings: Vec<String>,
+    /// The journal generation written, if any.
+    pub generation: Option<u64>,
+    /// Full output of every command of this run.
+    pub log: Option<String>,
+    /// Every command run, read-only ones too.
+    pub commands: Vec<CommandRecord>,
+    /// Ansible's `--diff` form.
+    pub diff: AnsibleDiff,
+    #[serde(skip)]
+    pub exit: Exit,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AnsibleDiff {
+    pub prepared: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub id: String,
+    pub action: Action,
+    pub summary: String,
+    pub diff: Diff,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+}
+
+impl Report {
+    pub(crate) fn new(msg: impl Into<String>) -> Report {
+        Report {
+            changed: false,
+            failed: false,
+            msg: msg.into(),
+            reboot_required: false,
+            steps: Vec::new(),
+            warnings: Vec::new(),
+            generation: None,
+            log: None,
+            commands: Vec::new(),
+            diff: AnsibleDiff::default(),
+            exit: Exit::Success,
+        }
+    }
+
+    pub fn failure(msg: impl Into<String>) -> Report {
+        Report {
+            failed: true,
+            exit: Exit::Failure,
+            ..Report::new(msg)
+        }
+    }
+
+    pub(crate) fn finish(mut self, host: &Host) -> Report {
+        self.commands = host.runner.records();
+        self.diff.prepared = crate::output::prepared_diff(&self.steps);
+        self
+    }
+}
+
+pub(crate) fn satisfied(id: String, summary: String) -> StepReport {
+    StepReport {
+        id,
+        action: Action::None,
+        summary,
+        diff: Diff::None,
+        commands: Vec::new(),
+    }
+}
+
+pub(crate) fn pending(id: String, change: step::Change) -> StepReport {
+    StepReport {
+        id,
+        action: change.action,
+        summary: change.summary,
+        diff: change.diff,
+        commands: change.commands,
+    }
+}
