@@ -72,6 +72,19 @@ pub struct Options {
 
 impl Facts {
     pub fn gather(host: &Host, options: Options) -> Facts {
+        // The /proc scan is the one fact that grows with the host (one
+        // directory per process): it runs beside everything else.
+        std::thread::scope(|scope| {
+            let holders = scope.spawn(|| holders::gather(&host.root));
+            Facts::gather_rest(host, options, holders)
+        })
+    }
+
+    fn gather_rest(
+        host: &Host,
+        options: Options,
+        holders: std::thread::ScopedJoinHandle<'_, holders::Holders>,
+    ) -> Facts {
         let root = &host.root;
         let mut unknown = Unknown::default();
         let os = os::gather(host);
@@ -117,7 +130,6 @@ impl Facts {
         // packages: the short list is enough, even when all were read.
         let toolkits = toolkit::gather(root, &packages.gpu, &conf_dirs, driver_version.as_deref());
         let environment = environment::gather(root, &conf);
-        let holders = holders::gather(root);
 
         let bound: Vec<String> = gpus
             .iter()
@@ -133,6 +145,11 @@ impl Facts {
             Vec::new()
         };
         let nouveau = nouveau::gather(host, os.family, bound, &kernels);
+        let holders = holders.join().unwrap_or_else(|_| {
+            let mut holders = holders::Holders::default();
+            holders.unknown.note("processes", "the /proc scan failed");
+            holders
+        });
 
         Facts {
             root: root.path().to_string_lossy().into_owned(),
