@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate as provision;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -71,6 +73,20 @@ pub enum Command {
     Rollback {
         #[command(flatten)]
         common: Common,
+    },
+    /// Download a file and verify it against its sha256 (resumable, cached):
+    /// what runfile installs use, and a way to seed an air-gapped cache.
+    Fetch {
+        url: String,
+        /// The expected sha256 (64 hexadecimal digits).
+        #[arg(long)]
+        sha256: String,
+        /// The download cache.
+        #[arg(long, default_value = provision::fetch::DEFAULT_CACHE)]
+        cache: PathBuf,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Explain the host: the three version numbers, then every problem
     /// found with its evidence and a remedy.

@@ -7,6 +7,7 @@ pub mod distro;
 pub mod doctor;
 pub mod engine;
 pub mod facts;
+pub mod fetch;
 pub mod host;
 pub mod journal;
 pub mod output;

@@ -166,6 +166,43 @@ fn run(cli: Cli) -> Exit {
             flavor,
             common,
         } => compat(driver, cuda, torch, gpu, flavor, &common),
+        Command::Fetch {
+            url,
+            sha256,
+            cache,
+            json,
+        } => {
+            let progress: Arc<dyn Progress> = if json {
+                Arc::new(Silent)
+            } else {
+                Arc::new(TerminalProgress::new())
+            };
+            let fetcher = provision::fetch::Fetcher::new(cache, progress);
+            match fetcher.fetch(&url, &sha256) {
+                Ok(fetched) => {
+                    if json {
+                        println!("{}", output::json(&fetched));
+                    } else {
+                        println!(
+                            "{} ({} bytes, sha256 {}{})",
+                            fetched.path.display(),
+                            fetched.bytes,
+                            fetched.sha256,
+                            if fetched.cached {
+                                ", from the cache"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    Exit::Success
+                }
+                Err(error) => {
+                    let common = Common { root: None, json };
+                    fail(error.to_string(), "fetch", &common)
+                }
+            }
+        }
         Command::Doctor { common } => {
             let (host, _) = match host(&common, Arc::new(Silent), false) {
                 Ok(host) => host,

@@ -6,6 +6,7 @@ mod support;
 mod compat;
 mod doctor;
 mod facts;
+mod fetch;
 mod invalid_plans;
 mod plans;
 mod spine;
