@@ -286,3 +286,63 @@ impl Fetcher {
         })
     }
 }
+
+/// A small file (a signing key, a repository definition) into memory: no
+/// cache, no pinned hash (callers verify what they get, a key by its
+/// fingerprint). `file:///` URLs read the local file. At most `limit` bytes.
+pub fn fetch_small(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let bytes = std::fs::read(path).map_err(io(Path::new(path)))?;
+        if bytes.len() > limit {
+            return Err(FetchError::Transfer {
+                url: url.to_string(),
+                message: format!("larger than {limit} bytes"),
+                attempts: 1,
+            });
+        }
+        return Ok(bytes);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io(Path::new(url)))?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| FetchError::Transfer {
+                url: url.to_string(),
+                message: e.to_string(),
+                attempts: 0,
+            })?;
+        let mut last = String::new();
+        for attempt in 1..=4u32 {
+            if attempt > 1 {
+                tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(attempt - 2)).await;
+            }
+            match client.get(url).send().await {
+                Ok(response) if response.status().is_success() => match response.bytes().await {
+                    Ok(bytes) if bytes.len() <= limit => return Ok(bytes.to_vec()),
+                    Ok(_) => last = format!("larger than {limit} bytes"),
+                    Err(error) => last = error.to_string(),
+                },
+                Ok(response) if response.status().is_server_error() => {
+                    last = format!("the server answered {}", response.status().as_u16());
+                }
+                Ok(response) => {
+                    return Err(FetchError::Status {
+                        url: url.to_string(),
+                        status: response.status().as_u16(),
+                    });
+                }
+                Err(error) => last = error.to_string(),
+            }
+        }
+        Err(FetchError::Transfer {
+            url: url.to_string(),
+            message: last,
+            attempts: 4,
+        })
+    })
+}

@@ -2,6 +2,7 @@
 //! (from `catalog.toml`) and how the package manager installs them.
 
 pub mod apt;
+pub mod openpgp;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -19,6 +20,39 @@ const CATALOG: &str = include_str!(concat!(env!("OUT_DIR"), "/catalog.json"));
 #[serde(deny_unknown_fields)]
 struct Catalog {
     set: Vec<PackageSet>,
+    repository: Vec<Repository>,
+}
+
+/// An NVIDIA CUDA repository and the key that signs it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repository {
+    pub id: String,
+    pub distros: Vec<String>,
+    pub versions: Vec<String>,
+    /// With `{arch}` for x86_64 / sbsa.
+    pub url: String,
+    pub key: String,
+    pub fingerprint: Option<String>,
+    pub sources: Vec<String>,
+}
+
+/// NVIDIA's repository for this host's distribution and release.
+pub fn repository_for(facts: &Facts) -> Option<&'static Repository> {
+    let id = facts.os.id.as_deref()?;
+    let version = facts.os.version_id.as_deref()?;
+    let major = version.split('.').next().unwrap_or(version);
+    catalog().repository.iter().find(|r| {
+        r.distros.iter().any(|d| d == id) && r.versions.iter().any(|v| v == version || v == major)
+    })
+}
+
+/// The repository path component for the machine's architecture.
+pub fn repo_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "sbsa",
+        _ => "x86_64",
+    }
 }
 
 #[derive(Debug, Deserialize)]

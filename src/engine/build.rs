@@ -4,10 +4,11 @@
 
 use crate::distro;
 use crate::facts::Facts;
-use crate::plan::{Flavor, Loader, Plan};
+use crate::plan::{Flavor, Loader, Plan, Source};
 use crate::step::file::{ManagedFile, header};
 use crate::step::initramfs::Initramfs;
 use crate::step::ldconfig::Ldconfig;
+use crate::step::repository::CudaRepository;
 use crate::step::{self, Step};
 
 pub const NOUVEAU_CONF: &str = "/etc/modprobe.d/provision-nouveau.conf";
@@ -97,7 +98,10 @@ pub fn build_steps(
         equivalent: equivalent.clone(),
     }));
 
-    // 2. packages.
+    // 2. the package source, then the packages.
+    if let Some(repository) = cuda_repository(plan, facts)? {
+        steps.push(Box::new(repository));
+    }
     let toolkit_home = desired.toolkit_home.clone();
     let compat_dir = desired.compat_dir.clone();
     let toolkit_on_path = desired.toolkit_on_path;
@@ -200,6 +204,65 @@ pub fn build_steps(
         }));
     }
     Ok(steps)
+}
+
+/// NVIDIA's CUDA repository for a `cuda-repo` plan: the plan's mirror or
+/// NVIDIA's own, with the key and the fingerprint to trust.
+fn cuda_repository(plan: &Plan, facts: &Facts) -> Result<Option<CudaRepository>, PlanRefused> {
+    if plan.driver.source != Source::CudaRepo {
+        return Ok(None);
+    }
+    let refuse = |message: String| PlanRefused::Refused(message);
+    let family = facts
+        .os
+        .family
+        .ok_or_else(|| refuse("the distribution family is unknown (no /etc/os-release): cannot set up NVIDIA's repository".into()))?;
+    let known = distro::repository_for(facts);
+    let system = format!(
+        "{} {}",
+        facts.os.id.as_deref().unwrap_or("this distribution"),
+        facts.os.version_id.as_deref().unwrap_or("")
+    );
+    let repos = &plan.repositories;
+    let mut url = match (&repos.cuda, known) {
+        (Some(url), _) => url.0.clone(),
+        (None, Some(known)) => known.url.replace("{arch}", distro::repo_arch()),
+        (None, None) => {
+            return Err(refuse(format!(
+                "NVIDIA publishes no CUDA repository provision knows for {system}: set [repositories] cuda to one"
+            )));
+        }
+    };
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    let key_url = match (&repos.cuda_key, known) {
+        (Some(key), _) => key.0.clone(),
+        (None, Some(known)) => format!("{url}{}", known.key),
+        (None, None) => {
+            return Err(refuse(
+                "set [repositories] cuda_key: the repository's signing key".into(),
+            ));
+        }
+    };
+    let fingerprint = match (
+        &repos.cuda_fingerprint,
+        known.and_then(|k| k.fingerprint.clone()),
+    ) {
+        (Some(fingerprint), _) => fingerprint.0.clone(),
+        (None, Some(pinned)) => pinned,
+        (None, None) => {
+            return Err(refuse(format!(
+                "provision has no pinned fingerprint for NVIDIA's {system} repository key: verify it out of band and set [repositories] cuda_fingerprint"
+            )));
+        }
+    };
+    Ok(Some(CudaRepository {
+        url,
+        key_url,
+        fingerprint,
+        family,
+    }))
 }
 
 /// Whether `path` exists in the root the facts were read from.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use schema::{
-    Branch, CompatPackage, DriverVersion, EnvironmentSpec, Flavor, Loader, NouveauSpec, Source,
-    ToolkitSpec, ToolkitVersion,
+    Branch, CompatPackage, DriverVersion, EnvironmentSpec, Flavor, Loader, NouveauSpec,
+    RepositoriesSpec, Source, ToolkitSpec, ToolkitVersion,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,7 @@ pub struct Plan {
     pub compat: CompatPackage,
     pub nouveau: NouveauSpec,
     pub environment: EnvironmentSpec,
+    pub repositories: RepositoriesSpec,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -159,6 +160,7 @@ impl Plan {
             compat: spec.compat.package,
             nouveau: spec.nouveau,
             environment: spec.environment,
+            repositories: spec.repositories,
         })
     }
 }

@@ -18,6 +18,94 @@ pub struct PlanSpec {
     pub nouveau: NouveauSpec,
     #[serde(default)]
     pub environment: EnvironmentSpec,
+    #[serde(default)]
+    pub repositories: RepositoriesSpec,
+}
+
+/// Where packages come from: NVIDIA's CUDA repository (or an internal
+/// mirror of it) and the distribution prerequisites.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoriesSpec {
+    /// The CUDA repository URL (default: NVIDIA's for this distribution).
+    pub cuda: Option<Url>,
+    /// The signing key's URL (default: the repository's own key file).
+    pub cuda_key: Option<Url>,
+    /// The key's fingerprint (default: NVIDIA's, pinned in provision). A
+    /// mirror that signs with its own key names it here.
+    pub cuda_fingerprint: Option<Fingerprint>,
+    /// Install kernel headers for every installed kernel (and dkms, EPEL on
+    /// the RHEL family) so DKMS can build.
+    #[serde(default = "yes")]
+    pub prerequisites: bool,
+}
+
+impl Default for RepositoriesSpec {
+    fn default() -> Self {
+        RepositoriesSpec {
+            cuda: None,
+            cuda_key: None,
+            cuda_fingerprint: None,
+            prerequisites: true,
+        }
+    }
+}
+
+/// An http(s) or file URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct Url(pub String);
+
+impl From<Url> for String {
+    fn from(url: Url) -> String {
+        url.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Url {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let ok = ["http://", "https://", "file:///"]
+            .iter()
+            .any(|s| text.starts_with(s))
+            && !text
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\');
+        if !ok {
+            return Err(serde::de::Error::custom(format!(
+                "invalid URL {text:?}: expected http://, https:// or file:///"
+            )));
+        }
+        Ok(Url(text))
+    }
+}
+
+/// An OpenPGP v4 fingerprint: 40 hexadecimal digits (spaces allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct Fingerprint(pub String);
+
+impl From<Fingerprint> for String {
+    fn from(fingerprint: Fingerprint) -> String {
+        fingerprint.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let normalized: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_uppercase();
+        if normalized.len() != 40 || !normalized.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid fingerprint {text:?}: expected 40 hexadecimal digits"
+            )));
+        }
+        Ok(Fingerprint(normalized))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -6,6 +6,7 @@ pub mod file;
 pub mod initramfs;
 pub mod ldconfig;
 pub mod packages;
+pub mod repository;
 
 use serde::{Deserialize, Serialize};
 

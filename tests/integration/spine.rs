@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use crate::support::http::Server;
-use crate::support::{Rootfs, assert_same_tree, mounts_under, plan_file, provision, repo};
+use crate::support::{
+    Rootfs, assert_same_tree, cuda_repo_section, mounts_under, plan_file, provision, repo,
+};
 
 const TRACKED: &[&str] = &["etc", "boot"];
 
@@ -21,6 +23,8 @@ struct Setup {
     rootfs: Rootfs,
     _server: Server,
     dir: tempfile::TempDir,
+    /// `[repositories]` for the NVIDIA-repository stand-in.
+    repositories: String,
 }
 
 fn setup() -> Setup {
@@ -28,6 +32,7 @@ fn setup() -> Setup {
     let rootfs = Rootfs::new();
     rootfs.use_apt_repo(&server.url("debian"));
     Setup {
+        repositories: cuda_repo_section(&server.url("nvidia-debian12/")),
         rootfs,
         _server: server,
         dir: tempfile::tempdir().unwrap(),
@@ -424,12 +429,14 @@ fn flavor_auto_without_a_gpu_is_a_clear_error() {
     assert!(msg.contains("set [driver] flavor"), "{msg}");
 }
 
-/// NVIDIA's CUDA repository for debian12 (test stand-in) as the only source.
+/// NVIDIA's CUDA repository for debian12 (a signed test stand-in) as the
+/// only source, configured by the plan's [repositories].
 fn setup_nvidia_repo() -> Setup {
     let server = Server::serve(&test_repo());
     let rootfs = Rootfs::new();
-    rootfs.use_apt_repo(&server.url("nvidia-debian12"));
+    rootfs.no_apt_sources();
     Setup {
+        repositories: cuda_repo_section(&server.url("nvidia-debian12/")),
         rootfs,
         _server: server,
         dir: tempfile::tempdir().unwrap(),
@@ -452,7 +459,11 @@ loader = \"ld.so.conf\"
 #[test]
 fn the_default_toolkit_reaches_login_shells_and_the_loader_and_rolls_back() {
     let s = setup_nvidia_repo();
-    let plan = plan_file(s.dir.path(), "cuda.toml", CUDA_REPO_PLAN);
+    let plan = plan_file(
+        s.dir.path(),
+        "cuda.toml",
+        &format!("{CUDA_REPO_PLAN}{}", s.repositories),
+    );
     let before_tree = s.rootfs.tree(TRACKED);
     let before_packages = s.rootfs.packages();
 
@@ -805,7 +816,10 @@ fn compat_auto_puts_a_newer_libcuda_first_only_while_the_driver_is_older() {
     let old_driver = plan_file(
         s.dir.path(),
         "570.toml",
-        "[driver]\nbranch = \"570\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n[toolkit]\nversion = \"13.0\"\n[compat]\npackage = \"auto\"\n",
+        &format!(
+            "[driver]\nbranch = \"570\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n[toolkit]\nversion = \"13.0\"\n[compat]\npackage = \"auto\"\n{}",
+            s.repositories
+        ),
     );
     let report = run("apply", Some(&old_driver), &s.rootfs);
     assert!(
@@ -846,7 +860,10 @@ fn compat_auto_puts_a_newer_libcuda_first_only_while_the_driver_is_older() {
     let new_driver = plan_file(
         s.dir.path(),
         "580.toml",
-        "[driver]\nbranch = \"580\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n[toolkit]\nversion = \"13.0\"\n[compat]\npackage = \"auto\"\n",
+        &format!(
+            "[driver]\nbranch = \"580\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n[toolkit]\nversion = \"13.0\"\n[compat]\npackage = \"auto\"\n{}",
+            s.repositories
+        ),
     );
     let report = run("apply", Some(&new_driver), &s.rootfs);
     assert_eq!(
@@ -876,4 +893,56 @@ fn compat_auto_puts_a_newer_libcuda_first_only_while_the_driver_is_older() {
     run("rollback", None, &s.rootfs);
     assert_same_tree(&before_tree, &s.rootfs.tree(TRACKED), "two rollbacks");
     assert_eq!(before_packages, s.rootfs.packages());
+}
+
+#[test]
+fn the_cuda_repository_is_trusted_only_with_the_pinned_key() {
+    let s = setup_nvidia_repo();
+    let before = s.rootfs.tree(TRACKED);
+    // A key whose fingerprint is not the pinned one: refused, nothing written.
+    let impostor = s.repositories.replace("provision-test.pub", "impostor.pub");
+    let plan = plan_file(
+        s.dir.path(),
+        "impostor.toml",
+        &format!("{CUDA_REPO_PLAN}{impostor}"),
+    );
+    let refused = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let msg = refused.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("impostor.pub has fingerprint"), "{msg}");
+    assert!(msg.contains("refusing it"), "{msg}");
+    assert_same_tree(&before, &s.rootfs.tree(TRACKED), "refused key");
+
+    // The right key: a signed-by source, and apt verifies the repository's signature.
+    let plan = plan_file(
+        s.dir.path(),
+        "cuda.toml",
+        &format!("{CUDA_REPO_PLAN}{}", s.repositories),
+    );
+    let report = run("plan", Some(&plan), &s.rootfs);
+    assert_eq!(step(&report, "repository:cuda")["action"], "create");
+    assert!(
+        step(&report, "repository:cuda")["diff"]
+            .as_str()
+            .unwrap()
+            .contains("signed-by=/usr/share/keyrings/provision-cuda-archive-keyring.gpg")
+    );
+    run("apply", Some(&plan), &s.rootfs);
+    let list = s.rootfs.read("/etc/apt/sources.list.d/provision-cuda.list");
+    assert!(list.contains("deb [signed-by=/usr/share/keyrings/provision-cuda-archive-keyring.gpg] http://127.0.0.1:"), "{list}");
+    let log = fs_err::read_to_string(s.rootfs.path().join("var/log/provision/0002.log")).unwrap();
+    assert!(
+        log.contains("InRelease"),
+        "apt fetched the signed InRelease: {log}"
+    );
+    assert!(
+        !log.contains("NO_PUBKEY") && !log.contains("not signed"),
+        "{log}"
+    );
 }

@@ -119,6 +119,11 @@ impl Rootfs {
         self.merged.to_str().unwrap()
     }
 
+    /// No apt sources at all: the plan's [repositories] add what is needed.
+    pub fn no_apt_sources(&self) {
+        fs_err::write(self.merged.join("etc/apt/sources.list"), "").unwrap();
+    }
+
     /// Points apt at `url` only, as an air-gapped mirror would.
     pub fn use_apt_repo(&self, url: &str) {
         fs_err::write(
@@ -270,6 +275,17 @@ impl Drop for Rootfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.merged).status();
     }
+}
+
+/// The `[repositories]` lines that point a plan at the NVIDIA-repository
+/// stand-in served at `url`, trusting the test key by its fingerprint.
+pub fn cuda_repo_section(url: &str) -> String {
+    let fingerprint =
+        fs_err::read_to_string(repo().join("target/test-repos/nvidia-debian12.fpr")).unwrap();
+    format!(
+        "[repositories]\ncuda = \"{url}\"\ncuda_key = \"{url}provision-test.pub\"\ncuda_fingerprint = \"{}\"\n",
+        fingerprint.trim()
+    )
 }
 
 /// Writes a plan file into a temp dir and returns its path.

@@ -1,0 +1,173 @@
+//! NVIDIA's CUDA repository (or a mirror of it): its signing key, checked
+//! against a pinned fingerprint before anything is written, and the source
+//! entry that names it (apt: a `signed-by` list; dnf: a `.repo` file).
+
+use super::file::{header, unified};
+use super::{Action, Change, Check, Context, Diff, Step, StepError, io_error};
+use crate::distro::openpgp::{dearmor, fingerprints};
+use crate::facts::os::Family;
+use crate::journal::Journal;
+
+pub const ID: &str = "repository:cuda";
+pub const APT_KEYRING: &str = "/usr/share/keyrings/provision-cuda-archive-keyring.gpg";
+pub const APT_LIST: &str = "/etc/apt/sources.list.d/provision-cuda.list";
+pub const DNF_KEY: &str = "/etc/pki/rpm-gpg/RPM-GPG-KEY-provision-cuda";
+pub const DNF_REPO: &str = "/etc/yum.repos.d/provision-cuda.repo";
+
+pub struct CudaRepository {
+    /// The repository URL, ending in '/'.
+    pub url: String,
+    pub key_url: String,
+    /// Normalized (40 upper-case hex digits).
+    pub fingerprint: String,
+    pub family: Family,
+}
+
+impl CudaRepository {
+    fn key_path(&self) -> &'static str {
+        match self.family {
+            Family::Rhel => DNF_KEY,
+            Family::Debian => APT_KEYRING,
+        }
+    }
+
+    fn source_path(&self) -> &'static str {
+        match self.family {
+            Family::Rhel => DNF_REPO,
+            Family::Debian => APT_LIST,
+        }
+    }
+
+    /// The source definition provision writes.
+    pub fn source(&self) -> String {
+        match self.family {
+            Family::Debian => format!(
+                "{}deb [signed-by={APT_KEYRING}] {} /\n",
+                header("NVIDIA's CUDA repository, its key checked against a pinned fingerprint"),
+                self.url
+            ),
+            Family::Rhel => format!(
+                "{}[provision-cuda]\nname=NVIDIA CUDA (provision)\nbaseurl={}\nenabled=1\ngpgcheck=1\ngpgkey=file://{DNF_KEY}\n",
+                header("NVIDIA's CUDA repository, its key checked against a pinned fingerprint"),
+                self.url
+            ),
+        }
+    }
+
+    /// Another source file already naming this repository (NVIDIA's
+    /// cuda-keyring, a hand-made entry): provision does not add a second.
+    fn configured_elsewhere(&self, ctx: &Context) -> Option<String> {
+        let root = &ctx.host.root;
+        let (dir, single) = match self.family {
+            Family::Debian => ("/etc/apt/sources.list.d", Some("/etc/apt/sources.list")),
+            Family::Rhel => ("/etc/yum.repos.d", None),
+        };
+        let trimmed = self.url.trim_end_matches('/');
+        let mut files: Vec<String> = root
+            .read_dir(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| format!("{dir}/{name}"))
+            .filter(|path| path != self.source_path())
+            .collect();
+        files.extend(single.map(str::to_string));
+        files.into_iter().find(|path| {
+            root.read_string(path).is_ok_and(|text| {
+                text.lines()
+                    .filter(|l| !l.trim_start().starts_with('#'))
+                    .any(|l| l.contains(trimmed))
+            })
+        })
+    }
+
+    /// The fingerprints of the key provision wrote, if any.
+    fn installed_fingerprints(&self, ctx: &Context) -> Vec<String> {
+        ctx.host
+            .root
+            .read_bytes(self.key_path())
+            .ok()
+            .and_then(|bytes| dearmor(&bytes).ok())
+            .and_then(|packets| fingerprints(&packets).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Step for CudaRepository {
+    fn id(&self) -> String {
+        ID.to_string()
+    }
+
+    fn check(&self, ctx: &Context) -> Result<Check, StepError> {
+        if let Some(path) = self.configured_elsewhere(ctx) {
+            return Ok(Check::Satisfied(format!(
+                "{} is already configured in {path}",
+                self.url
+            )));
+        }
+        let root = &ctx.host.root;
+        let source = self.source();
+        let current = root.read_string(self.source_path()).ok();
+        let key_ok = self.installed_fingerprints(ctx).contains(&self.fingerprint);
+        if current.as_deref() == Some(source.as_str()) && key_ok {
+            return Ok(Check::Satisfied(format!(
+                "{} is configured, key {}",
+                self.url, self.fingerprint
+            )));
+        }
+        let mut diff = unified(
+            self.source_path(),
+            current.as_deref().unwrap_or(""),
+            &source,
+        );
+        if !key_ok {
+            diff.push_str(&format!(
+                "+ {}: the key at {} once its fingerprint is {}\n",
+                self.key_path(),
+                self.key_url,
+                self.fingerprint
+            ));
+        }
+        Ok(Check::Pending(Change {
+            action: if current.is_none() {
+                Action::Create
+            } else {
+                Action::Update
+            },
+            summary: format!("configure NVIDIA's CUDA repository {}", self.url),
+            diff: Diff::Text(diff),
+            commands: vec![format!(
+                "download {} and verify fingerprint {}",
+                self.key_url, self.fingerprint
+            )],
+        }))
+    }
+
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+        let bytes = crate::fetch::fetch_small(&self.key_url, 1 << 20)
+            .map_err(|e| StepError::Failed(e.to_string()))?;
+        let packets =
+            dearmor(&bytes).map_err(|e| StepError::Failed(format!("{}: {e}", self.key_url)))?;
+        let found = fingerprints(&packets)
+            .map_err(|e| StepError::Failed(format!("{}: {e}", self.key_url)))?;
+        if !found.contains(&self.fingerprint) {
+            return Err(StepError::Failed(format!(
+                "the key at {} has fingerprint {}, not the pinned {}: refusing it (a mirror that signs with its own key sets [repositories] cuda_fingerprint)",
+                self.key_url,
+                found.join(", "),
+                self.fingerprint
+            )));
+        }
+        let root = &ctx.host.root;
+        // apt reads a binary keyring; rpm imports the armored key.
+        let key_bytes = match self.family {
+            Family::Debian => packets,
+            Family::Rhel => bytes,
+        };
+        journal.record_file(ID, self.key_path())?;
+        root.write_atomic(self.key_path(), &key_bytes, 0o644)
+            .map_err(io_error(self.key_path()))?;
+        journal.record_file(ID, self.source_path())?;
+        root.write_atomic(self.source_path(), self.source().as_bytes(), 0o644)
+            .map_err(io_error(self.source_path()))
+    }
+}
