@@ -143,3 +143,129 @@ nvidia-graphics-drivers | 535.261.03-1 | http://deb.debian.org/debian bookworm/n
         );
     }
 }
+
+/// What `apt-get -s` says a transaction would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// (name, version before if any, version after)
+    pub install: Vec<(String, Option<String>, String)>,
+    /// (name, version)
+    pub remove: Vec<(String, String)>,
+}
+
+/// The same transaction as [`install`], simulated (`apt-get -s`): nothing
+/// changes. `preferences` points apt at another preferences directory (the
+/// pin a plan will write, before it is written).
+pub fn simulate(exact: &[(String, String)], purge: &[String], preferences: Option<&str>) -> Cmd {
+    let mut cmd = Cmd::read("apt-get").args(["-s", "-q", "-o", "Debug::NoLocking=1"]);
+    if let Some(dir) = preferences {
+        cmd = cmd.args([
+            "-o".to_string(),
+            format!("Dir::Etc::PreferencesParts={dir}"),
+        ]);
+    }
+    let install = install(exact, purge, true);
+    // The same arguments as the real transaction, after "apt-get".
+    cmd.args(install.args.into_iter().filter(|a| a != "-y"))
+}
+
+/// Parses `apt-get -s` lines: "Inst name [old] (new ...)", "Remv name [v]",
+/// "Purg name [v]".
+pub fn parse_simulation(text: &str) -> Transaction {
+    let mut tx = Transaction::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(kind), Some(name)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let rest: Vec<&str> = words.collect();
+        let bracketed = rest
+            .first()
+            .filter(|w| w.starts_with('['))
+            .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_string());
+        match kind {
+            "Inst" => {
+                let new = rest
+                    .iter()
+                    .find(|w| w.starts_with('('))
+                    .map(|w| w.trim_start_matches('(').to_string());
+                if let Some(new) = new {
+                    tx.install.push((name.to_string(), bracketed, new));
+                }
+            }
+            "Remv" | "Purg" => tx
+                .remove
+                .push((name.to_string(), bracketed.unwrap_or_default())),
+            _ => {}
+        }
+    }
+    tx
+}
+
+/// Whether `name` matches a shell-style glob with `*` wildcards.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name.ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod simulation_tests {
+    use super::*;
+
+    #[test]
+    fn simulation_output_of_bookworm_apt() {
+        // `apt-get -s install ...` in the bookworm rootfs, with an unrelated
+        // package that conflicts with nvidia-smi installed.
+        let text = "\
+The following packages will be REMOVED:
+  gpu-burn-legacy*
+Purg gpu-burn-legacy [1.0-1]
+Inst libcuda1 (535.247.01-1~deb12u1 127.0.0.1 [amd64])
+Inst nvidia-smi [535.216.03-1~deb12u1] (535.247.01-1~deb12u1 127.0.0.1 [amd64])
+Conf libcuda1 (535.247.01-1~deb12u1 127.0.0.1 [amd64])
+";
+        let tx = parse_simulation(text);
+        assert_eq!(
+            tx.remove,
+            vec![("gpu-burn-legacy".to_string(), "1.0-1".to_string())]
+        );
+        assert_eq!(
+            tx.install,
+            vec![
+                (
+                    "libcuda1".to_string(),
+                    None,
+                    "535.247.01-1~deb12u1".to_string()
+                ),
+                (
+                    "nvidia-smi".to_string(),
+                    Some("535.216.03-1~deb12u1".to_string()),
+                    "535.247.01-1~deb12u1".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*nvidia*", "libnvidia-ml1"));
+        assert!(glob_match("libcuda*", "libcuda1"));
+        assert!(!glob_match("libcuda*", "xlibcuda"));
+        assert!(glob_match("cuda-drivers*", "cuda-drivers-580"));
+        assert!(!glob_match("*nvidia*", "gpu-burn-legacy"));
+    }
+}

@@ -65,7 +65,7 @@ pub fn plan(host: &Host, plan: &Plan, progress: &dyn Progress) -> Report {
             Err(error) => {
                 report.failed = true;
                 report.exit = Exit::Failure;
-                report.msg = format!("{}: cannot check: {error}", step.id());
+                report.msg = format!("{}: {error}", step.id());
                 return report.finish(host);
             }
         }

@@ -214,6 +214,128 @@ impl Packages {
             .then_some(first)
     }
 
+    /// Asks apt what the transaction would do and refuses what provision
+    /// must not do: remove packages the plan does not name, downgrade
+    /// packages outside the driver release, or fight a held package. `pin`:
+    /// the pin to simulate with before it is written (through a temporary
+    /// preferences directory under the root's /tmp, removed afterwards).
+    fn simulate(
+        &self,
+        host: &Host,
+        exact: &[(String, String)],
+        remove: &[String],
+        pin: Option<&str>,
+        installed: &[Package],
+    ) -> Result<apt::Transaction, StepError> {
+        let mut temporary = None;
+        if let Some(pin) = pin
+            && host.root.read_string(apt::PIN_FILE).ok().as_deref() != Some(pin)
+        {
+            let dir = format!("/tmp/provision-plan-{}", std::process::id());
+            let mut ok = true;
+            for name in host
+                .root
+                .read_dir("/etc/apt/preferences.d")
+                .unwrap_or_default()
+            {
+                let from = format!("/etc/apt/preferences.d/{name}");
+                if name != "provision-nvidia-driver.pref"
+                    && let Ok(bytes) = host.root.read_bytes(&from)
+                {
+                    ok &= host
+                        .root
+                        .write_atomic(format!("{dir}/{name}"), &bytes, 0o644)
+                        .is_ok();
+                }
+            }
+            ok &= host
+                .root
+                .write_atomic(
+                    format!("{dir}/provision-nvidia-driver.pref"),
+                    pin.as_bytes(),
+                    0o644,
+                )
+                .is_ok();
+            if !ok {
+                let _ = std::fs::remove_dir_all(host.root.join(&dir));
+                return Ok(apt::Transaction::default());
+            }
+            temporary = Some(dir);
+        }
+        let result = host
+            .runner
+            .run(&apt::simulate(exact, remove, temporary.as_deref()));
+        if let Some(dir) = &temporary {
+            let _ = std::fs::remove_dir_all(host.root.join(dir));
+        }
+        let output = result?;
+        if !output.success() {
+            let held: Vec<&str> = installed
+                .iter()
+                .filter(|p| p.held)
+                .map(|p| p.name.as_str())
+                .collect();
+            let problems: Vec<&str> = output
+                .stdout
+                .lines()
+                .chain(output.stderr.lines())
+                .filter(|l| l.starts_with(' ') && l.contains(':') || l.starts_with("E:"))
+                .map(str::trim)
+                .collect();
+            return Err(StepError::Failed(format!(
+                "apt cannot do this transaction: {}{}",
+                problems.join("; "),
+                if held.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (held packages: {})", held.join(", "))
+                }
+            )));
+        }
+        let tx = apt::parse_simulation(&output.stdout);
+        let named = |name: &str| {
+            exact.iter().any(|(n, _)| n == name)
+                || remove.iter().any(|n| n == name)
+                || self
+                    .desired
+                    .pin
+                    .iter()
+                    .any(|glob| apt::glob_match(glob, name))
+        };
+        let unrelated: Vec<String> = tx
+            .remove
+            .iter()
+            .filter(|(name, _)| !named(name))
+            .map(|(name, version)| format!("{name} {version}"))
+            .collect();
+        if !unrelated.is_empty() {
+            return Err(StepError::Failed(format!(
+                "apt would also remove {}: provision does not remove packages the plan does not name (remove them yourself, or resolve the conflict)",
+                unrelated.join(", ")
+            )));
+        }
+        let downgrades: Vec<String> = tx
+            .install
+            .iter()
+            .filter(|(name, before, after)| {
+                before
+                    .as_deref()
+                    .is_some_and(|b| dpkg_compare(after, b) == std::cmp::Ordering::Less)
+                    && !named(name)
+            })
+            .map(|(name, before, after)| {
+                format!("{name} {} -> {after}", before.as_deref().unwrap_or(""))
+            })
+            .collect();
+        if !downgrades.is_empty() {
+            return Err(StepError::Failed(format!(
+                "apt would downgrade {}, which the plan does not name: refusing",
+                downgrades.join(", ")
+            )));
+        }
+        Ok(tx)
+    }
+
     fn pin_content(&self, upstream: &str) -> Option<String> {
         (!self.desired.pin.is_empty()).then(|| apt::pin_file(&self.desired.pin, upstream))
     }
@@ -292,6 +414,35 @@ impl Step for Packages {
                 hold: false,
             });
         }
+        // What apt would really do, dependencies included, with the pin the
+        // plan writes: shown, and refused here if provision would refuse it.
+        let mut simulated = false;
+        if !resolved.is_empty() {
+            let exact: Vec<(String, String)> = resolved.clone().into_iter().collect();
+            let pin = release.as_deref().and_then(|r| self.pin_content(r));
+            let tx = self.simulate(ctx.host, &exact, &remove, pin.as_deref(), installed)?;
+            for (name, before, after) in tx.install {
+                if !changes.iter().any(|c| c.name == name) {
+                    changes.push(PackageChange {
+                        name,
+                        before,
+                        after: Some(after),
+                        hold: false,
+                    });
+                }
+            }
+            for (name, version) in tx.remove {
+                if !changes.iter().any(|c| c.name == name) {
+                    changes.push(PackageChange {
+                        name,
+                        before: Some(version),
+                        after: None,
+                        hold: false,
+                    });
+                }
+            }
+            simulated = true;
+        }
         let action = if changes.iter().all(|c| c.before.is_none()) {
             Action::Create
         } else if changes.iter().all(|c| c.after.is_none()) {
@@ -338,6 +489,10 @@ impl Step for Packages {
         );
         if !pin_ok && install.is_empty() && remove.is_empty() {
             summary = format!("pin the driver release in {}", apt::PIN_FILE);
+        } else if !simulated && !install.is_empty() {
+            summary.push_str(
+                " (exact versions and dependencies resolve at apply, after apt-get update)",
+            );
         }
         Ok(Check::Pending(Change {
             action,
@@ -400,6 +555,7 @@ impl Step for Packages {
             if !held_changing.is_empty() {
                 run_checked(host.runner.as_ref(), &apt::unhold(&held_changing))?;
             }
+            self.simulate(host, &exact, &remove, None, &installed)?;
             // Downgrades only of what the plan names (a flavour switch or an
             // exact older release); the pin keeps the rest of the set along.
             run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, true))?;

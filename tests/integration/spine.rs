@@ -946,3 +946,91 @@ fn the_cuda_repository_is_trusted_only_with_the_pinned_key() {
         "{log}"
     );
 }
+
+#[test]
+fn a_transaction_that_would_remove_or_fight_unrelated_packages_is_refused() {
+    let s = setup();
+    // A site package that conflicts with nvidia-smi, installed by hand.
+    s.rootfs.chroot(&["apt-get", "update", "-q"]);
+    s.rootfs
+        .chroot(&["apt-get", "install", "-y", "-q", "gpu-burn-legacy"]);
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    let before = s.rootfs.tree(TRACKED);
+    let before_packages = s.rootfs.packages();
+
+    // plan asks apt (with the pin it would write) and says no.
+    let planned = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(planned.code, 1, "{planned:?}");
+    let msg = planned.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("apt would also remove gpu-burn-legacy 1.0-1"),
+        "{msg}"
+    );
+    assert!(
+        !s.rootfs
+            .path()
+            .join(format!("tmp/provision-plan-{}", std::process::id()))
+            .exists()
+    );
+    assert_same_tree(&before, &s.rootfs.tree(TRACKED), "refused plan");
+
+    // apply says no before installing anything, and undoes what it wrote.
+    let applied = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(applied.code, 1, "{applied:?}");
+    assert!(
+        applied.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("apt would also remove gpu-burn-legacy")
+    );
+    assert_same_tree(&before, &s.rootfs.tree(TRACKED), "refused apply");
+    assert_eq!(before_packages, s.rootfs.packages());
+
+    // Held, it blocks the transaction: apt's own words and the held package.
+    s.rootfs.chroot(&["apt-mark", "hold", "gpu-burn-legacy"]);
+    let held = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        s.rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(held.code, 1, "{held:?}");
+    let msg = held.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("apt cannot do this transaction"), "{msg}");
+    assert!(msg.contains("held packages: gpu-burn-legacy"), "{msg}");
+
+    // Without the conflict, plan shows the whole transaction, dependencies too.
+    s.rootfs.chroot(&["apt-mark", "unhold", "gpu-burn-legacy"]);
+    s.rootfs
+        .chroot(&["apt-get", "purge", "-y", "-q", "gpu-burn-legacy"]);
+    let report = run("plan", Some(&plan), &s.rootfs);
+    let diff = step(&report, "packages")["diff"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let dependency = diff
+        .iter()
+        .find(|c| c["name"] == "libnvidia-ml1")
+        .expect("nvidia-smi's dependency is shown");
+    assert_eq!(
+        dependency["after"], "535.247.01-1~deb12u1",
+        "resolved under the pin: {dependency}"
+    );
+    assert_eq!(
+        diff.iter().find(|c| c["name"] == "nvidia-smi").unwrap()["after"],
+        "535.247.01-1~deb12u1"
+    );
+}
