@@ -47,7 +47,10 @@ pub fn parse_madison(text: &str) -> BTreeMap<String, Vec<String>> {
 
 /// One transaction: install exact versions, purge the packages to remove.
 /// Recommends are left out: a compute node gets what the plan names.
-pub fn install(exact: &[(String, String)], purge: &[String], allow_downgrades: bool) -> Cmd {
+/// `restore` (an undo returning to a recorded set) may downgrade and change
+/// held packages; a forward transaction may downgrade only what it names
+/// and leaves every hold to the caller (a held blocker must stop it).
+pub fn install(exact: &[(String, String)], purge: &[String], restore: bool) -> Cmd {
     let mut cmd = apt_get().args([
         "install",
         "-y",
@@ -59,8 +62,9 @@ pub fn install(exact: &[(String, String)], purge: &[String], allow_downgrades: b
         "-o",
         "Dpkg::Options::=--force-confold",
     ]);
-    if allow_downgrades {
-        cmd = cmd.args(["--allow-downgrades", "--allow-change-held-packages"]);
+    cmd = cmd.arg("--allow-downgrades");
+    if restore {
+        cmd = cmd.arg("--allow-change-held-packages");
     }
     // An empty version leaves the choice to apt (under the pin).
     cmd.args(exact.iter().map(|(name, version)| match version.as_str() {
@@ -134,6 +138,10 @@ nvidia-graphics-drivers | 535.261.03-1 | http://deb.debian.org/debian bookworm/n
             false,
         );
         let text = cmd.display();
+        assert!(
+            !text.contains("--allow-change-held-packages"),
+            "a held blocker must stop a forward transaction"
+        );
         assert!(text.starts_with(
             "DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none apt-get install -y"
         ));
@@ -164,7 +172,7 @@ pub fn simulate(exact: &[(String, String)], purge: &[String], preferences: Optio
             format!("Dir::Etc::PreferencesParts={dir}"),
         ]);
     }
-    let install = install(exact, purge, true);
+    let install = install(exact, purge, false);
     // The same arguments as the real transaction, after "apt-get".
     cmd.args(install.args.into_iter().filter(|a| a != "-y"))
 }

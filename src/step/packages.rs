@@ -476,7 +476,7 @@ impl Step for Packages {
         }
         if !exact.is_empty() || !remove.is_empty() {
             commands.push(apt::update().display());
-            commands.push(apt::install(&exact, &remove, true).display());
+            commands.push(apt::install(&exact, &remove, false).display());
         }
         if !held.is_empty() {
             commands.push(apt::hold(&held).display());
@@ -558,7 +558,7 @@ impl Step for Packages {
             self.simulate(host, &exact, &remove, None, &installed)?;
             // Downgrades only of what the plan names (a flavour switch or an
             // exact older release); the pin keeps the rest of the set along.
-            run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, true))?;
+            run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, false))?;
         }
         let held: Vec<String> = self
             .desired

@@ -9,5 +9,6 @@ mod facts;
 mod fetch;
 mod invalid_plans;
 mod plans;
+mod real_driver;
 mod spine;
 mod validation;

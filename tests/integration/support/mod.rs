@@ -288,6 +288,14 @@ pub fn cuda_repo_section(url: &str) -> String {
     )
 }
 
+/// Upstream part of a Debian version: "535.309.01-0+deb12u1" -> "535.309.01".
+pub fn upstream(version: &str) -> &str {
+    let without_epoch = version.split_once(':').map_or(version, |(_, rest)| rest);
+    without_epoch
+        .rsplit_once('-')
+        .map_or(without_epoch, |(upstream, _)| upstream)
+}
+
 /// Writes a plan file into a temp dir and returns its path.
 pub fn plan_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
