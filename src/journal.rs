@@ -69,7 +69,14 @@ pub enum Status {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Undo {
     /// Put the file back as it was: `before` null means it did not exist.
-    File { path: String, before: Option<Saved> },
+    File {
+        path: String,
+        before: Option<Saved>,
+        /// Directories the change creates around a new file, removed with
+        /// it when they are empty again (deepest first).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        created_dirs: Vec<String>,
+    },
     /// Return the package database to this set of versions and holds.
     Packages {
         manager: String,
@@ -233,13 +240,33 @@ impl<'a> Journal<'a> {
         if already {
             return Ok(());
         }
+        let mut created_dirs = Vec::new();
+        if before.is_none() {
+            let mut dir = std::path::Path::new(path).parent();
+            while let Some(d) = dir {
+                let text = d.to_string_lossy();
+                if text == "/" || text.is_empty() || self.root.exists(d) {
+                    break;
+                }
+                created_dirs.push(text.into_owned());
+                dir = d.parent();
+            }
+        }
         self.record(
             step,
             Undo::File {
                 path: path.to_string(),
                 before,
+                created_dirs,
             },
         )
+    }
+
+    /// Removes directories a change created, if nothing else is in them.
+    pub fn remove_created_dirs(&self, dirs: &[String]) {
+        for dir in dirs {
+            let _ = std::fs::remove_dir(self.root.join(dir));
+        }
     }
 
     /// Saves the current state of `path` into the backups.
@@ -418,7 +445,7 @@ mod tests {
 
         let reopened = Journal::open(&root, journal.generation.id).unwrap();
         for entry in &reopened.generation.entries {
-            let Undo::File { path, before } = &entry.undo else {
+            let Undo::File { path, before, .. } = &entry.undo else {
                 panic!()
             };
             reopened.restore_file(path, before).unwrap();

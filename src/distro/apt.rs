@@ -173,8 +173,12 @@ pub fn simulate(exact: &[(String, String)], purge: &[String], preferences: Optio
         ]);
     }
     let install = install(exact, purge, false);
-    // The same arguments as the real transaction, after "apt-get".
+    // The same arguments as the real transaction, after "apt-get". Held
+    // packages may change here so that the simulation shows which ones
+    // would: the plan's own are unheld before the real transaction, any
+    // other one is a blocker the caller names.
     cmd.args(install.args.into_iter().filter(|a| a != "-y"))
+        .arg("--allow-change-held-packages")
 }
 
 /// Parses `apt-get -s` lines: "Inst name [old] (new ...)", "Remv name [v]",

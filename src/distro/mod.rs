@@ -2,6 +2,7 @@
 //! (from `catalog.toml`) and how the package manager installs them.
 
 pub mod apt;
+pub mod dnf;
 pub mod openpgp;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,13 @@ pub struct PackageSet {
     #[serde(default)]
     pub pin: Vec<String>,
     pub module: Option<String>,
+    /// dnf module carrying the driver streams (EL8/EL9: "nvidia-driver").
+    pub stream_module: Option<String>,
+    pub stream_open: Option<String>,
+    pub stream_proprietary: Option<String>,
+    /// Releases whose repository has module streams (EL10 has none).
+    #[serde(default)]
+    pub stream_releases: Vec<String>,
     pub sources: Vec<String>,
 }
 
@@ -106,6 +114,9 @@ pub enum VersionSpec {
     Driver(DriverTarget),
     /// A toolkit: upstream version starting with this prefix ("11.8").
     Prefix(String),
+    /// Exactly this version-release, any epoch (kernel-devel of an
+    /// installed kernel).
+    Exact(String),
 }
 
 impl VersionSpec {
@@ -117,6 +128,12 @@ impl VersionSpec {
             VersionSpec::Prefix(prefix) => {
                 upstream == prefix || upstream.starts_with(&format!("{prefix}."))
             }
+            VersionSpec::Exact(exact) => {
+                package_version
+                    .split_once(':')
+                    .map_or(package_version, |(_, v)| v)
+                    == exact
+            }
         }
     }
 
@@ -126,6 +143,7 @@ impl VersionSpec {
             VersionSpec::Driver(DriverTarget::Branch(branch)) => format!("{branch}.*"),
             VersionSpec::Driver(DriverTarget::Version(version)) => format!("{version}"),
             VersionSpec::Prefix(prefix) => format!("{prefix}.*"),
+            VersionSpec::Exact(exact) => exact.clone(),
         }
     }
 }
@@ -138,9 +156,20 @@ pub struct PackageSpec {
     pub hold: bool,
 }
 
+/// Which package manager installs a set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Manager {
+    #[default]
+    Apt,
+    Dnf,
+}
+
 /// The package state a plan asks for on this host.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
+    pub manager: Manager,
+    /// The dnf module stream the driver comes from: (module, stream).
+    pub stream: Option<(String, String)>,
     pub install: Vec<PackageSpec>,
     /// Packages that must not be installed (the other driver flavour).
     pub remove: Vec<String>,
@@ -222,8 +251,23 @@ pub fn desired(
     let fill = |name: &str| name.replace("{branch}", &branch);
     let mut desired = Desired {
         pin: set.pin.clone(),
+        manager: match set.manager.as_str() {
+            "dnf" => Manager::Dnf,
+            _ => Manager::Apt,
+        },
         ..Desired::default()
     };
+    if let Some(module) = &set.stream_module
+        && set.stream_releases.contains(&major_release)
+    {
+        let stream = match flavor {
+            Flavor::Proprietary => &set.stream_proprietary,
+            _ => &set.stream_open,
+        };
+        if let Some(stream) = stream {
+            desired.stream = Some((module.clone(), fill(stream)));
+        }
+    }
     for name in driver {
         desired.install.push(PackageSpec {
             name: fill(name),
@@ -237,7 +281,21 @@ pub fn desired(
         .filter(|name| !driver.iter().any(|d| fill(d) == *name))
         .collect();
     for name in &set.prerequisites {
-        if name.contains("{kernel}") {
+        if let Some((package, "{kernel}")) = name.split_once('@') {
+            // An rpm named once, installed per kernel (kernel-devel).
+            for kernel in &facts.os.kernels {
+                let release = &kernel.release;
+                let version = [".x86_64", ".aarch64", ".noarch"]
+                    .iter()
+                    .find_map(|arch| release.strip_suffix(arch))
+                    .unwrap_or(release);
+                desired.install.push(PackageSpec {
+                    name: package.to_string(),
+                    version: VersionSpec::Exact(version.to_string()),
+                    hold: false,
+                });
+            }
+        } else if name.contains("{kernel}") {
             for kernel in &facts.os.kernels {
                 desired.install.push(PackageSpec {
                     name: name.replace("{kernel}", &kernel.release),

@@ -293,11 +293,21 @@ pub fn undo_generation(host: &Host, journal: &mut Journal, progress: &dyn Progre
         }
         progress.step_started(&format!("undo {}", entry.step), "");
         let result: Result<(), String> = match &entry.undo {
-            Undo::File { path, before } => journal
+            Undo::File {
+                path,
+                before,
+                created_dirs,
+            } => journal
                 .restore_file(path, before)
+                .map(|()| journal.remove_created_dirs(created_dirs))
                 .map_err(|e| e.to_string()),
             Undo::Packages { manager, before } if manager == "apt" => {
                 step::packages::undo(host, before).map_err(|e| e.to_string())
+            }
+            Undo::Packages { manager, before } if manager == "dnf" => {
+                let release = crate::facts::os::version_id(&host.root);
+                step::packages::dnf::undo(host, release.as_deref(), before)
+                    .map_err(|e| e.to_string())
             }
             Undo::Packages { manager, .. } => Err(format!("unknown package manager {manager}")),
             Undo::Command { .. } => Ok(()),
@@ -383,7 +393,9 @@ pub fn rollback(host: &Host, progress: &dyn Progress, log_to: &dyn Fn(&std::path
 
 fn describe_undo(undo: &Undo) -> String {
     match undo {
-        Undo::File { path, before: None } => format!("remove {path}"),
+        Undo::File {
+            path, before: None, ..
+        } => format!("remove {path}"),
         Undo::File { path, .. } => format!("restore {path}"),
         Undo::Packages { before, .. } => format!(
             "return to the earlier package set ({} packages)",

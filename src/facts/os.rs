@@ -123,6 +123,15 @@ const MODULE_DIRS: &[&str] = &[
     "kernel/drivers/char/drm",
 ];
 
+/// VERSION_ID from the root's os-release.
+pub fn version_id(root: &crate::host::Root) -> Option<String> {
+    let text = root
+        .read_string("/etc/os-release")
+        .or_else(|_| root.read_string("/usr/lib/os-release"))
+        .ok()?;
+    parse_os_release(&text).get("VERSION_ID").cloned()
+}
+
 pub fn gather(host: &Host) -> Os {
     let root = &host.root;
     let mut os = Os::default();

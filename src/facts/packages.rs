@@ -191,10 +191,19 @@ fn versionlock_matches(entry: &str, name: &str) -> bool {
 }
 
 fn rpm_installed(host: &Host) -> Result<Vec<Package>, String> {
-    let output = host
-        .runner
-        .run(&rpm_query())
-        .map_err(|error| error.to_string())?;
+    // rpm --root from outside when the root carries a database but no rpm
+    // (an image built with dnf --installroot).
+    let query = if host.has_tool("rpm") {
+        rpm_query()
+    } else if has_rpm_database(&host.root) {
+        crate::distro::dnf::Dnf::for_host(host, None).rpm_query()
+    } else {
+        return Err(
+            "the root has neither rpm nor an rpm database (/var/lib/rpm, /usr/lib/sysimage/rpm)"
+                .into(),
+        );
+    };
+    let output = host.runner.run(&query).map_err(|error| error.to_string())?;
     if !output.success() {
         return Err(format!("`rpm -qa` failed: {}", output.tail));
     }
@@ -203,6 +212,14 @@ fn rpm_installed(host: &Host) -> Result<Vec<Package>, String> {
 }
 
 pub const VERSIONLOCK_LIST: &str = "/etc/dnf/plugins/versionlock.list";
+
+/// Where rpm keeps its database: RHEL 8/9, RHEL 10 and Fedora, and the
+/// per-user default of Debian's rpm (dnf --installroot from a Debian host).
+const RPM_DATABASES: &[&str] = &["/var/lib/rpm", "/usr/lib/sysimage/rpm", "/root/.rpmdb"];
+
+pub fn has_rpm_database(root: &Root) -> bool {
+    RPM_DATABASES.iter().any(|db| root.is_dir(db))
+}
 
 pub fn versionlocks(root: &Root) -> Vec<String> {
     root.read_string(VERSIONLOCK_LIST)
@@ -294,9 +311,7 @@ pub fn fill_origins(host: &Host, family: Option<Family>, packages: &mut Packages
     type Parser = fn(&str) -> BTreeMap<String, String>;
     let (cmd, parse): (Cmd, Parser) = match family {
         Some(Family::Rhel) => (
-            Cmd::read("dnf")
-                .args(["-q", "list", "--installed"])
-                .args(names),
+            crate::distro::dnf::Dnf::for_host(host, None).list_installed(&names),
             parse_dnf_installed,
         ),
         _ => (

@@ -13,3 +13,14 @@ pub struct Host {
     pub root: Root,
     pub runner: Box<dyn Runner>,
 }
+
+impl Host {
+    /// Whether the root carries `program` itself (else it must be driven
+    /// from outside, with the tool's own root option).
+    pub fn has_tool(&self, program: &str) -> bool {
+        self.root.is_host()
+            || ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+                .iter()
+                .any(|dir| self.root.exists(format!("{dir}/{program}")))
+    }
+}

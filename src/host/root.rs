@@ -228,7 +228,12 @@ impl Root {
     /// Removes the file or link at `p` (not what a link points to). Absent is fine.
     pub fn remove_file(&self, p: impl AsRef<Path>) -> io::Result<()> {
         let p = p.as_ref();
-        let parent = self.join_resolved(p.parent().unwrap_or(Path::new("/")))?;
+        let parent = match self.join_resolved(p.parent().unwrap_or(Path::new("/"))) {
+            Ok(parent) => parent,
+            // No directory, no file: already as wanted.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
         let real = parent.join(p.file_name().unwrap_or_default());
         match std::fs::remove_file(&real) {
             Ok(()) => Ok(()),

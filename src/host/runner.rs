@@ -38,6 +38,12 @@ pub struct Cmd {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<(String, String)>,
     pub effect: Effect,
+    /// Runs on the machine itself even under `--root`: the command is told
+    /// the root by its own option (`dnf --installroot`, `rpm --root`,
+    /// `ldconfig -r`), for roots that carry no such tool (an image being
+    /// built from outside).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outside: bool,
 }
 
 impl Cmd {
@@ -48,7 +54,14 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             effect: Effect::Read,
+            outside: false,
         }
+    }
+
+    /// Runs on the machine itself, not chrooted (see [`Cmd::outside`]).
+    pub fn outside(mut self) -> Cmd {
+        self.outside = true;
+        self
     }
 
     /// A command that changes the host.
@@ -262,7 +275,7 @@ impl SystemRunner {
         command.stdout(Stdio::piped());
         command.stderr(Stdio::piped());
         let mut placeholder = None;
-        if self.chroot {
+        if self.chroot && !cmd.outside {
             let mut plan = ChrootPlan::new(&self.root)?;
             if cmd.effect == Effect::Read {
                 // Only changing commands (apt-get update, a DKMS build)

@@ -18,8 +18,16 @@ pub struct Ldconfig {
 }
 
 impl Ldconfig {
-    fn command() -> Cmd {
-        Cmd::change("ldconfig")
+    /// `ldconfig` in the root, or `ldconfig -r ROOT` from outside for a
+    /// root that carries none (an image built with dnf --installroot).
+    fn command(host: &crate::host::Host) -> Cmd {
+        if host.has_tool("ldconfig") {
+            Cmd::change("ldconfig")
+        } else {
+            Cmd::change("ldconfig")
+                .outside()
+                .args(["-r".to_string(), host.root.path().display().to_string()])
+        }
     }
 
     /// Libraries in `dirs` whose soname links the cache lacks.
@@ -80,20 +88,26 @@ impl Step for Ldconfig {
             action: Action::Update,
             summary: "refresh the loader cache".into(),
             diff: Diff::Text(diff),
-            commands: vec![Self::command().display()],
+            commands: vec![Self::command(ctx.host).display()],
         }))
     }
 
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         // Undo: the configuration files are restored first (later entries
         // are undone first), then the cache is rebuilt from them.
-        journal.record(
-            ID,
-            Undo::Command {
-                cmd: Self::command(),
-            },
-        )?;
-        run_checked(ctx.host.runner.as_ref(), &Self::command())?;
+        if ctx.host.root.exists("/etc/ld.so.cache") {
+            journal.record(
+                ID,
+                Undo::Command {
+                    cmd: Self::command(ctx.host),
+                },
+            )?;
+        } else {
+            // A root without a loader cache (an image being built) gets
+            // none back.
+            journal.record_file(ID, "/etc/ld.so.cache")?;
+        }
+        run_checked(ctx.host.runner.as_ref(), &Self::command(ctx.host))?;
         Ok(())
     }
 }

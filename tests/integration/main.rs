@@ -10,5 +10,6 @@ mod fetch;
 mod invalid_plans;
 mod plans;
 mod real_driver;
+mod rhel;
 mod spine;
 mod validation;

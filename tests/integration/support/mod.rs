@@ -211,6 +211,11 @@ impl Rootfs {
     }
 }
 
+/// Adds the hashes of everything under `path` (keys relative to `base`).
+pub fn hash_tree_into(base: &Path, path: &Path, tree: &mut BTreeMap<String, String>) {
+    hash_tree(base, path, tree);
+}
+
 fn hash_tree(base: &Path, path: &Path, tree: &mut BTreeMap<String, String>) {
     let Ok(meta) = fs_err::symlink_metadata(path) else {
         return;

@@ -5,13 +5,18 @@
 use std::collections::BTreeMap;
 
 use super::{Action, Change, Check, Context, Diff, PackageChange, Step, StepError};
-use crate::distro::{Desired, PackageSpec, VersionSpec, apt};
+pub mod dnf;
+
+use crate::distro::{Desired, Manager, PackageSpec, VersionSpec, apt};
 use crate::facts::packages::{DPKG_STATUS, Package, parse_dpkg_status};
 use crate::host::{Host, run_checked};
 use crate::journal::{Journal, PackageState, Undo};
 use crate::version::{Dotted, dpkg_compare, upstream};
 
 pub const ID: &str = "packages";
+
+/// Exact `(name, version)`s to install, and the driver release they make.
+pub(crate) type Resolved = (Vec<(String, String)>, Option<String>);
 
 pub struct Packages {
     pub desired: Desired,
@@ -41,7 +46,14 @@ impl Packages {
         let mut install = Vec::new();
         let mut hold = Vec::new();
         for spec in &self.desired.install {
-            match now.get(spec.name.as_str()) {
+            let found = match &spec.version {
+                // One of several installed versions (kernel-devel per kernel).
+                VersionSpec::Exact(_) => installed
+                    .iter()
+                    .find(|p| p.name == spec.name && spec.version.accepts(&p.version)),
+                _ => now.get(spec.name.as_str()).copied(),
+            };
+            match found {
                 Some(package)
                     if spec.version.accepts(&package.version)
                         && (consistent || !matches!(spec.version, VersionSpec::Driver(_))) =>
@@ -65,13 +77,12 @@ impl Packages {
 
     /// Exact versions for `specs` from what the repositories offer, and the
     /// driver release the whole driver set takes.
-    #[allow(clippy::type_complexity)]
     fn resolve(
         &self,
         host: &Host,
         installed: &[Package],
         specs: &[&PackageSpec],
-    ) -> Result<(Vec<(String, String)>, Option<String>), String> {
+    ) -> Result<Resolved, String> {
         if specs.is_empty() {
             return Ok((Vec::new(), self.installed_driver(installed)));
         }
@@ -86,6 +97,30 @@ impl Packages {
             .run(&apt::madison(&names))
             .map_err(|e| e.to_string())?;
         let available = apt::parse_madison(&output.stdout);
+        self.choose(
+            &available,
+            installed,
+            specs,
+            dpkg_compare,
+            "apt-cache madison",
+        )
+    }
+
+    /// Picks exact versions for `specs` among `available` (every version
+    /// each package is offered at): one upstream release for the whole
+    /// driver set, the installed version wherever it still fits.
+    pub(crate) fn choose(
+        &self,
+        available: &BTreeMap<String, Vec<String>>,
+        installed: &[Package],
+        specs: &[&PackageSpec],
+        compare: fn(&str, &str) -> std::cmp::Ordering,
+        lister: &str,
+    ) -> Result<Resolved, String> {
+        if specs.is_empty() {
+            return Ok((Vec::new(), self.installed_driver(installed)));
+        }
+
         let now = by_name(installed);
         let driver_specs: Vec<&PackageSpec> = self
             .desired
@@ -175,7 +210,7 @@ impl Packages {
                     _ => true,
                 })
                 .collect();
-            fitting.sort_by(|a, b| dpkg_compare(b, a));
+            fitting.sort_by(|a, b| compare(b, a));
             let keep = now
                 .get(spec.name.as_str())
                 .map(|p| p.version.clone())
@@ -184,7 +219,7 @@ impl Packages {
                 Some(version) => exact.push((spec.name.clone(), version)),
                 None => {
                     return Err(format!(
-                        "the configured repositories offer no {} at {} (run `apt-cache madison {}` in the host to see what they have)",
+                        "the configured repositories offer no {} at {} (run `{lister} {}` on the host to see what they have)",
                         spec.name,
                         spec.version.describe(),
                         spec.name
@@ -294,6 +329,43 @@ impl Packages {
         }
         let tx = apt::parse_simulation(&output.stdout);
         let named = |name: &str| {
+            exact.iter().any(|(n, _)| n == name) || remove.iter().any(|n| n == name)
+        };
+        let blockers: Vec<&str> = tx
+            .install
+            .iter()
+            .map(|(name, _, _)| name.as_str())
+            .chain(tx.remove.iter().map(|(name, _)| name.as_str()))
+            .filter(|name| !named(name))
+            .filter(|name| installed.iter().any(|p| p.name == *name && p.held))
+            .collect();
+        if !blockers.is_empty() {
+            let held: Vec<&str> = installed
+                .iter()
+                .filter(|p| p.held)
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(StepError::Failed(format!(
+                "apt cannot do this transaction: it would change {}, which is held and not in the plan (held packages: {})",
+                blockers.join(", "),
+                held.join(", ")
+            )));
+        }
+        self.vet(&tx, exact, remove, dpkg_compare, "apt")?;
+        Ok(tx)
+    }
+
+    /// Refuses what provision must not do: remove packages the plan does
+    /// not name, or downgrade packages outside the driver set.
+    pub(crate) fn vet(
+        &self,
+        tx: &apt::Transaction,
+        exact: &[(String, String)],
+        remove: &[String],
+        compare: fn(&str, &str) -> std::cmp::Ordering,
+        manager: &str,
+    ) -> Result<(), StepError> {
+        let named = |name: &str| {
             exact.iter().any(|(n, _)| n == name)
                 || remove.iter().any(|n| n == name)
                 || self
@@ -310,7 +382,7 @@ impl Packages {
             .collect();
         if !unrelated.is_empty() {
             return Err(StepError::Failed(format!(
-                "apt would also remove {}: provision does not remove packages the plan does not name (remove them yourself, or resolve the conflict)",
+                "{manager} would also remove {}: provision does not remove packages the plan does not name (remove them yourself, or resolve the conflict)",
                 unrelated.join(", ")
             )));
         }
@@ -320,7 +392,7 @@ impl Packages {
             .filter(|(name, before, after)| {
                 before
                     .as_deref()
-                    .is_some_and(|b| dpkg_compare(after, b) == std::cmp::Ordering::Less)
+                    .is_some_and(|b| compare(after, b) == std::cmp::Ordering::Less)
                     && !named(name)
             })
             .map(|(name, before, after)| {
@@ -329,11 +401,11 @@ impl Packages {
             .collect();
         if !downgrades.is_empty() {
             return Err(StepError::Failed(format!(
-                "apt would downgrade {}, which the plan does not name: refusing",
+                "{manager} would downgrade {}, which the plan does not name: refusing",
                 downgrades.join(", ")
             )));
         }
-        Ok(tx)
+        Ok(())
     }
 
     fn pin_content(&self, upstream: &str) -> Option<String> {
@@ -355,6 +427,22 @@ impl Step for Packages {
     }
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
+        match self.desired.manager {
+            Manager::Dnf => dnf::check(self, ctx),
+            Manager::Apt => self.apt_check(ctx),
+        }
+    }
+
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+        match self.desired.manager {
+            Manager::Dnf => dnf::apply(self, ctx, journal),
+            Manager::Apt => self.apt_apply(ctx, journal),
+        }
+    }
+}
+
+impl Packages {
+    fn apt_check(&self, ctx: &Context) -> Result<Check, StepError> {
         let installed = &ctx.facts.all_packages;
         let (install, hold, remove) = self.pending(installed);
         let pin_now = ctx.host.root.read_string(apt::PIN_FILE).ok();
@@ -502,7 +590,7 @@ impl Step for Packages {
         }))
     }
 
-    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+    fn apt_apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         let host = ctx.host;
         let installed = installed_now(host)?;
         let before: BTreeMap<String, PackageState> = installed

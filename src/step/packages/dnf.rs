@@ -1,0 +1,573 @@
+//! The package set on the RHEL family: dnf module stream (EL8/EL9), exact
+//! versions through dnf, and `dnf versionlock` entries that keep them. The
+//! transaction is asked first (`dnf install --assumeno`) and vetted the
+//! same way as apt's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Packages, Resolved, by_name};
+use crate::distro::dnf::{
+    Dnf, Plugins, module_state_file, parse_available, parse_module_state, parse_transaction,
+    versionlock_list,
+};
+use crate::distro::{PackageSpec, apt};
+use crate::facts::os::Family;
+use crate::facts::packages::{VERSIONLOCK_LIST, installed};
+use crate::host::{Host, run_checked};
+use crate::journal::{Journal, PackageState, Undo};
+use crate::step::{Action, Change, Check, Context, Diff, PackageChange, StepError, io_error};
+use crate::version::rpm_compare;
+
+use super::ID;
+
+fn dnf_for(ctx: &Context) -> Dnf {
+    Dnf::for_host(ctx.host, ctx.facts.os.version_id.as_deref())
+}
+
+fn installed_now(host: &Host) -> Result<Vec<crate::facts::packages::Package>, StepError> {
+    if !host.has_tool("rpm") && !crate::facts::packages::has_rpm_database(&host.root) {
+        // An image root before its first package: nothing installed yet.
+        return Ok(Vec::new());
+    }
+    installed(host, Some(Family::Rhel)).map_err(StepError::Failed)
+}
+
+/// A versionlock entry names `name` ("name-epoch:version-release.*").
+fn entry_names(entry: &str, name: &str) -> bool {
+    entry
+        .trim_start_matches('!')
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+impl Packages {
+    fn held_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .desired
+            .install
+            .iter()
+            .filter(|s| s.hold)
+            .map(|s| s.name.as_str())
+            .collect();
+        names.dedup();
+        names
+    }
+
+    /// The versionlock list with provision's entries for `versions` (the
+    /// held packages at their versions) and every entry of someone else's
+    /// kept as it was.
+    fn lock_list(&self, existing: &str, versions: &[(String, String)]) -> String {
+        let held = self.held_names();
+        let mut text = versionlock_list(versions);
+        for line in existing.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if !held.iter().any(|name| entry_names(line, name)) {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// The existing list without entries for `changing` packages: what dnf
+    /// obeys while they move.
+    fn unlocked_list(existing: &str, changing: &[String]) -> String {
+        existing
+            .lines()
+            .filter(|line| !changing.iter().any(|name| entry_names(line.trim(), name)))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    /// The held packages' installed versions, when all are installed.
+    fn held_versions(
+        &self,
+        installed: &[crate::facts::packages::Package],
+    ) -> Vec<(String, String)> {
+        let now = by_name(installed);
+        self.held_names()
+            .into_iter()
+            .filter_map(|name| now.get(name).map(|p| (name.to_string(), p.version.clone())))
+            .collect()
+    }
+
+    fn stream_ok(&self, host: &Host) -> bool {
+        match &self.desired.stream {
+            None => true,
+            Some((module, stream)) => host
+                .root
+                .read_string(module_state_file(module))
+                .ok()
+                .and_then(|text| parse_module_state(&text))
+                .is_some_and(|(now, state)| &now == stream && state == "enabled"),
+        }
+    }
+
+    fn dnf_resolve(
+        &self,
+        host: &Host,
+        dnf: &Dnf,
+        plugins: Option<&Plugins>,
+        installed: &[crate::facts::packages::Package],
+        specs: &[&PackageSpec],
+    ) -> Result<Resolved, String> {
+        if specs.is_empty() {
+            return Ok((Vec::new(), self.installed_driver(installed)));
+        }
+        let mut names: Vec<String> = self
+            .desired
+            .install
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        names.dedup();
+        let output = host
+            .runner
+            .run(&dnf.available(&names, plugins))
+            .map_err(|e| e.to_string())?;
+        let available = parse_available(&output.stdout);
+        self.choose(
+            &available,
+            installed,
+            specs,
+            rpm_compare,
+            "dnf repoquery --showduplicates",
+        )
+    }
+
+    fn dnf_simulate(
+        &self,
+        host: &Host,
+        dnf: &Dnf,
+        plugins: Option<&Plugins>,
+        exact: &[(String, String)],
+        remove: &[String],
+        installed: &[crate::facts::packages::Package],
+    ) -> Result<apt::Transaction, StepError> {
+        let output = host.runner.run(&dnf.simulate(exact, plugins))?;
+        // --assumeno answers "no": exit 1 with "Operation aborted" is the
+        // normal end; a dependency problem prints "Error:".
+        let failed = output.stderr.contains("Error:") || output.stdout.contains("Error:");
+        let aborted = output.stderr.contains("Operation aborted")
+            || output.stdout.contains("Operation aborted");
+        if failed || (!output.success() && !aborted) {
+            let problems: Vec<&str> = output
+                .stderr
+                .lines()
+                .chain(output.stdout.lines())
+                .map(str::trim)
+                .filter(|l| {
+                    l.starts_with("Error:")
+                        || l.starts_with("Problem")
+                        || l.starts_with("- ")
+                        || l.starts_with("package ")
+                })
+                .collect();
+            let locked: Vec<&str> = installed
+                .iter()
+                .filter(|p| p.held)
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(StepError::Failed(format!(
+                "dnf cannot do this transaction: {}{}",
+                if problems.is_empty() {
+                    output.tail.trim().to_string()
+                } else {
+                    problems.join("; ")
+                },
+                if locked.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (version-locked packages: {})", locked.join(", "))
+                }
+            )));
+        }
+        let mut tx = parse_transaction(&output.stdout);
+        let now = by_name(installed);
+        for (name, before, _) in &mut tx.install {
+            *before = now.get(name.as_str()).map(|p| p.version.clone());
+        }
+        // Removals the plan names are done after the install, by name.
+        for name in remove {
+            if let Some(package) = now.get(name.as_str())
+                && !tx.remove.iter().any(|(n, _)| n == name)
+            {
+                tx.remove.push((name.clone(), package.version.clone()));
+            }
+        }
+        self.vet(&tx, exact, remove, rpm_compare, "dnf")?;
+        Ok(tx)
+    }
+}
+
+pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
+    let host = ctx.host;
+    let installed = &ctx.facts.all_packages;
+    let (install, hold, remove) = packages.pending(installed);
+    let lock_now = host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
+    let lock_ok = lock_now == packages.lock_list(&lock_now, &packages.held_versions(installed));
+    let stream_ok = packages.stream_ok(host);
+    if install.is_empty() && hold.is_empty() && remove.is_empty() && lock_ok && stream_ok {
+        return Ok(Check::Satisfied(format!(
+            "{} package(s) at the planned versions, version-locked",
+            packages.desired.install.len()
+        )));
+    }
+    let dnf = dnf_for(ctx);
+    let changing: Vec<String> = install.iter().map(|s| s.name.clone()).collect();
+    let plugins = dnf
+        .plugins(host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .map_err(io_error("dnf plugin configuration"))?;
+    // Exact versions when the cached metadata (and the enabled stream)
+    // already offer them; apply refreshes the metadata first.
+    let (resolved, _) = if stream_ok {
+        packages
+            .dnf_resolve(host, &dnf, plugins.as_ref(), installed, &install)
+            .unwrap_or_default()
+    } else {
+        (Vec::new(), None)
+    };
+    let now = by_name(installed);
+    let mut changes: Vec<PackageChange> = Vec::new();
+    let resolved_map: BTreeMap<&str, &str> = resolved
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    for spec in &install {
+        changes.push(PackageChange {
+            name: spec.name.clone(),
+            before: now.get(spec.name.as_str()).map(|p| p.version.clone()),
+            after: Some(
+                resolved_map
+                    .get(spec.name.as_str())
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| spec.version.describe()),
+            ),
+            hold: spec.hold,
+        });
+    }
+    for spec in &hold {
+        let version = now.get(spec.name.as_str()).map(|p| p.version.clone());
+        changes.push(PackageChange {
+            name: spec.name.clone(),
+            before: version.clone(),
+            after: version,
+            hold: true,
+        });
+    }
+    for name in &remove {
+        changes.push(PackageChange {
+            name: name.clone(),
+            before: now.get(name.as_str()).map(|p| p.version.clone()),
+            after: None,
+            hold: false,
+        });
+    }
+    let simulated = !resolved.is_empty() && resolved.len() == install.len();
+    if simulated {
+        let tx =
+            packages.dnf_simulate(host, &dnf, plugins.as_ref(), &resolved, &remove, installed)?;
+        for (name, before, after) in tx.install {
+            if !changes.iter().any(|c| c.name == name) {
+                changes.push(PackageChange {
+                    name,
+                    before,
+                    after: Some(after),
+                    hold: false,
+                });
+            }
+        }
+        for (name, version) in tx.remove {
+            if !changes.iter().any(|c| c.name == name) {
+                changes.push(PackageChange {
+                    name,
+                    before: Some(version),
+                    after: None,
+                    hold: false,
+                });
+            }
+        }
+    }
+    drop(plugins);
+    let mut commands = Vec::new();
+    if let (false, Some((module, stream))) = (stream_ok, &packages.desired.stream) {
+        commands.push(dnf.module_reset(module, None).display());
+        commands.push(dnf.module_enable(module, stream, None).display());
+    }
+    if !install.is_empty() || !remove.is_empty() {
+        commands.push(dnf.makecache(None).display());
+    }
+    if !install.is_empty() {
+        let exact: Vec<(String, String)> = install
+            .iter()
+            .map(|spec| {
+                let version = resolved_map
+                    .get(spec.name.as_str())
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                (spec.name.clone(), version)
+            })
+            .collect();
+        commands.push(dnf.install(&exact, None).display());
+    }
+    if !remove.is_empty() {
+        commands.push(dnf.remove(&remove, None).display());
+    }
+    if !lock_ok || !install.is_empty() || !hold.is_empty() {
+        commands.push(format!(
+            "write {VERSIONLOCK_LIST} (lock {})",
+            packages.held_names().join(", ")
+        ));
+    }
+    let action = if changes.is_empty() {
+        Action::Update
+    } else if changes.iter().all(|c| c.before.is_none()) {
+        Action::Create
+    } else if changes.iter().all(|c| c.after.is_none()) {
+        Action::Delete
+    } else {
+        Action::Update
+    };
+    let mut summary = format!(
+        "{} to install or change, {} to lock, {} to remove",
+        install.len(),
+        hold.len(),
+        remove.len()
+    );
+    if !stream_ok && let Some((module, stream)) = &packages.desired.stream {
+        summary.push_str(&format!("; enable module stream {module}:{stream}"));
+    }
+    if !simulated && !install.is_empty() {
+        summary
+            .push_str(" (exact versions and dependencies resolve at apply, after dnf makecache)");
+    }
+    Ok(Check::Pending(Change {
+        action,
+        summary,
+        diff: Diff::Packages(changes),
+        commands,
+    }))
+}
+
+pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+    let host = ctx.host;
+    let dnf = dnf_for(ctx);
+    let installed = installed_now(host)?;
+    let before = record_before(&installed);
+    for kernel in &ctx.facts.os.kernels {
+        if let Some(image) = &kernel.initramfs {
+            journal.record_file(ID, image)?;
+        }
+    }
+    journal.record(
+        ID,
+        Undo::Packages {
+            manager: "dnf".into(),
+            before,
+        },
+    )?;
+    let (install, _, remove) = packages.pending(&installed);
+    let lock_now = host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
+    // The packages that move are unlocked for this transaction only (a
+    // plugin configuration of its own); the list is rewritten after.
+    let changing: Vec<String> = install
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(remove.iter().cloned())
+        .collect();
+    let plugins = dnf
+        .plugins(host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .map_err(io_error("dnf plugin configuration"))?;
+    if let (false, Some((module, stream))) = (packages.stream_ok(host), &packages.desired.stream) {
+        journal.record_file(ID, &module_state_file(module))?;
+        run_checked(
+            host.runner.as_ref(),
+            &dnf.module_reset(module, plugins.as_ref()),
+        )?;
+        run_checked(
+            host.runner.as_ref(),
+            &dnf.module_enable(module, stream, plugins.as_ref()),
+        )?;
+    }
+    if !install.is_empty() || !remove.is_empty() {
+        run_checked(host.runner.as_ref(), &dnf.makecache(plugins.as_ref()))?;
+    }
+    if !install.is_empty() {
+        let (exact, _) = packages
+            .dnf_resolve(host, &dnf, plugins.as_ref(), &installed, &install)
+            .map_err(StepError::Failed)?;
+        packages.dnf_simulate(host, &dnf, plugins.as_ref(), &exact, &remove, &installed)?;
+        run_checked(host.runner.as_ref(), &dnf.install(&exact, plugins.as_ref()))?;
+    }
+    let after = installed_now(host)?;
+    let still: Vec<String> = remove
+        .iter()
+        .filter(|name| after.iter().any(|p| &p.name == *name))
+        .cloned()
+        .collect();
+    if !still.is_empty() {
+        run_checked(host.runner.as_ref(), &dnf.remove(&still, plugins.as_ref()))?;
+    }
+    let after = installed_now(host)?;
+    let lock = packages.lock_list(&lock_now, &packages.held_versions(&after));
+    if lock != lock_now {
+        journal.record_file(ID, VERSIONLOCK_LIST)?;
+        host.root
+            .write_atomic(VERSIONLOCK_LIST, lock.as_bytes(), 0o644)
+            .map_err(io_error(VERSIONLOCK_LIST))?;
+    }
+    Ok(())
+}
+
+/// The installed set as the journal keeps it: one entry per name, and
+/// "name=version" for the second and later versions of an installonly
+/// package (kernel-devel of several kernels).
+fn record_before(installed: &[crate::facts::packages::Package]) -> BTreeMap<String, PackageState> {
+    let mut before = BTreeMap::new();
+    for package in installed {
+        let key = if before.contains_key(&package.name) {
+            format!("{}={}", package.name, package.version)
+        } else {
+            package.name.clone()
+        };
+        before.insert(
+            key,
+            PackageState {
+                version: package.version.clone(),
+                held: package.held,
+            },
+        );
+    }
+    before
+}
+
+/// Returns the rpm database to `before`: removes what was added, puts back
+/// the recorded versions. Locks are files (restored by their own entries).
+pub fn undo(
+    host: &Host,
+    release: Option<&str>,
+    before: &BTreeMap<String, PackageState>,
+) -> Result<(), StepError> {
+    let dnf = Dnf::for_host(host, release);
+    let installed = installed_now(host)?;
+    let mut was: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (key, state) in before {
+        let name = key.split_once('=').map_or(key.as_str(), |(n, _)| n);
+        was.entry(name).or_default().insert(state.version.as_str());
+    }
+    let mut now: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for package in &installed {
+        now.entry(package.name.as_str())
+            .or_default()
+            .insert(package.version.as_str());
+    }
+    let mut remove: Vec<String> = Vec::new();
+    let mut restore: Vec<(String, String)> = Vec::new();
+    let empty = BTreeSet::new();
+    // Keys rpm imported from the repository this generation set up.
+    let keys: Vec<String> = now
+        .get("gpg-pubkey")
+        .into_iter()
+        .flatten()
+        .filter(|v| !was.get("gpg-pubkey").is_some_and(|w| w.contains(*v)))
+        .map(|v| format!("gpg-pubkey-{v}"))
+        .collect();
+    now.remove("gpg-pubkey");
+    was.remove("gpg-pubkey");
+    for (name, versions) in &now {
+        let previous = was.get(name).unwrap_or(&empty);
+        let extra: Vec<&&str> = versions.difference(previous).collect();
+        let missing: Vec<&&str> = previous.difference(versions).collect();
+        if previous.is_empty() {
+            remove.push(name.to_string());
+        } else if !extra.is_empty() && (missing.is_empty() || versions.len() > 1) {
+            remove.extend(extra.iter().map(|v| format!("{name}-{v}")));
+        }
+    }
+    for (name, versions) in &was {
+        let current = now.get(name).unwrap_or(&empty);
+        for version in versions.difference(current) {
+            restore.push((name.to_string(), version.to_string()));
+        }
+    }
+    // dnf obeys the lock list as it is now (restored by the file entries
+    // undone before this one), and needs none to exist.
+    let lock = host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
+    let plugins = dnf
+        .plugins(host, Some(&lock))
+        .map_err(io_error("dnf plugin configuration"))?;
+    if !remove.is_empty() {
+        run_checked(host.runner.as_ref(), &dnf.remove(&remove, plugins.as_ref()))?;
+    }
+    if !restore.is_empty() {
+        run_checked(
+            host.runner.as_ref(),
+            &dnf.install(&restore, plugins.as_ref()),
+        )?;
+    }
+    if !keys.is_empty() {
+        run_checked(host.runner.as_ref(), &dnf.rpm_erase(&keys))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distro::{Desired, Manager, VersionSpec};
+
+    fn packages() -> Packages {
+        let spec = |name: &str, hold| PackageSpec {
+            name: name.into(),
+            version: VersionSpec::Any,
+            hold,
+        };
+        Packages {
+            desired: Desired {
+                manager: Manager::Dnf,
+                install: vec![spec("nvidia-driver-cuda", true), spec("dkms", false)],
+                ..Desired::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_lock_list_keeps_other_entries_and_replaces_its_own() {
+        let existing =
+            "# site\nnvidia-driver-cuda-3:570.124.06-1.el9.*\nopenssl-1:3.0.7-27.el9.*\n";
+        let list = packages().lock_list(
+            existing,
+            &[("nvidia-driver-cuda".into(), "3:580.105.08-1.el9".into())],
+        );
+        assert!(list.contains("nvidia-driver-cuda-3:580.105.08-1.el9.*\n"));
+        assert!(!list.contains("570.124.06"), "{list}");
+        assert!(list.contains("openssl-1:3.0.7-27.el9.*\n"), "{list}");
+        let unlocked = Packages::unlocked_list(existing, &["nvidia-driver-cuda".into()]);
+        assert!(!unlocked.contains("nvidia-driver-cuda"));
+        assert!(unlocked.contains("openssl"));
+    }
+
+    #[test]
+    fn installonly_versions_are_kept_apart() {
+        let package = |name: &str, version: &str| crate::facts::packages::Package {
+            name: name.into(),
+            version: version.into(),
+            arch: None,
+            held: false,
+            source: None,
+            origin: None,
+        };
+        let before = record_before(&[
+            package("kernel-devel", "5.14.0-427.13.1.el9_4"),
+            package("kernel-devel", "5.14.0-503.11.1.el9_5"),
+        ]);
+        assert_eq!(before.len(), 2);
+        assert_eq!(
+            before["kernel-devel=5.14.0-503.11.1.el9_5"].version,
+            "5.14.0-503.11.1.el9_5"
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! The RHEL family with the real dnf and rpm: an image root built from
+//! outside (`dnf --installroot`, as Debian ships them), NVIDIA's rhel9
+//! repository stand-in (signed rpms, the nvidia-driver module streams)
+//! served on loopback.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::http::Server;
+use crate::support::{assert_same_tree, plan_file, provision, repo};
+
+const KERNEL: &str = "5.14.0-427.13.1.el9_4.x86_64";
+const TRACKED: &[&str] = &["etc", "usr/local", "usr/lib64"];
+
+/// A Rocky Linux 9 image root: os-release, one kernel, the loader
+/// configuration; no packages yet.
+struct ElRoot {
+    dir: tempfile::TempDir,
+    major: String,
+    _server: Server,
+    url: String,
+}
+
+impl ElRoot {
+    fn new() -> ElRoot {
+        ElRoot::release("9.4", "nvidia-rhel9")
+    }
+
+    /// Rocky Linux `version` served by the stand-in repository `repository`.
+    fn release(version: &str, repository: &str) -> ElRoot {
+        let repos = repo().join("target/test-repos");
+        assert!(
+            repos.join("nvidia-rhel9/repodata/repomd.xml").is_file(),
+            "run scripts/build-test-repos first"
+        );
+        let server = Server::serve(&repos);
+        let dir = tempfile::Builder::new()
+            .prefix("provision-elroot-")
+            .tempdir_in(repo().join("target"))
+            .unwrap();
+        let root = dir.path();
+        // What a minimal EL image's base packages (filesystem, dnf, kmod)
+        // own: the stand-in rpms own only their own directories.
+        for d in [
+            format!("lib/modules/{KERNEL}"),
+            "etc/ld.so.conf.d".into(),
+            "etc/dnf/modules.d".into(),
+            "etc/dnf/plugins".into(),
+            "etc/modprobe.d".into(),
+            "etc/profile.d".into(),
+            "etc/yum.repos.d".into(),
+            "etc/pki/rpm-gpg".into(),
+            "usr/bin".into(),
+            "usr/sbin".into(),
+            "usr/lib64".into(),
+            "usr/lib/modprobe.d".into(),
+            "usr/local".into(),
+            "usr/src/kernels".into(),
+            "var/log".into(),
+            "tmp".into(),
+        ] {
+            fs_err::create_dir_all(root.join(d)).unwrap();
+        }
+        fs_err::write(
+            root.join("etc/os-release"),
+            format!(
+                "NAME=\"Rocky Linux\"\nVERSION=\"{version}\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"{version}\"\nPLATFORM_ID=\"platform:el{major}\"\nPRETTY_NAME=\"Rocky Linux {version}\"\n",
+                major = version.split('.').next().unwrap()
+            ),
+        )
+        .unwrap();
+        fs_err::write(root.join("etc/ld.so.conf"), "include ld.so.conf.d/*.conf\n").unwrap();
+        fs_err::write(root.join("etc/ld.so.conf.d/lib64.conf"), "/usr/lib64\n").unwrap();
+        let url = server.url(&format!("{repository}/"));
+        ElRoot {
+            dir,
+            major: version.split('.').next().unwrap().to_string(),
+            _server: server,
+            url,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn arg(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    fn repositories(&self, key: &str) -> String {
+        let fingerprint =
+            fs_err::read_to_string(repo().join("target/test-repos/nvidia-rhel9.fpr")).unwrap();
+        format!(
+            "[repositories]\ncuda = \"{url}\"\ncuda_key = \"{url}{key}\"\ncuda_fingerprint = \"{}\"\n",
+            fingerprint.trim(),
+            url = self.url
+        )
+    }
+
+    /// name -> versions installed (rpm --root), imported keys left out.
+    fn rpms(&self) -> BTreeMap<String, Vec<String>> {
+        let output = Command::new("rpm")
+            .args([
+                "--root",
+                self.arg(),
+                "-qa",
+                "--qf",
+                "%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\n",
+            ])
+            .output()
+            .unwrap();
+        let mut rpms: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if let Some((name, version)) = line.split_once('\t')
+                && name != "gpg-pubkey"
+            {
+                let version = version.strip_prefix("0:").unwrap_or(version);
+                rpms.entry(name.into()).or_default().push(version.into());
+            }
+        }
+        rpms
+    }
+
+    /// dnf run by hand against the image, obeying the image's own lock
+    /// list (the way the booted host would).
+    fn dnf(&self, args: &[&str]) -> std::process::Output {
+        let root = self.arg();
+        let plugins = self.path().join("tmp/test-plugins");
+        fs_err::create_dir_all(&plugins).unwrap();
+        let mut list = self.path().join("etc/dnf/plugins/versionlock.list");
+        if !list.exists() {
+            list = plugins.join("versionlock.list");
+            fs_err::write(&list, "").unwrap();
+        }
+        fs_err::write(
+            plugins.join("versionlock.conf"),
+            format!("[main]\nenabled = 1\nlocklist = {}\n", list.display()),
+        )
+        .unwrap();
+        let output = Command::new("dnf")
+            .args([
+                "-y",
+                "--installroot",
+                root,
+                &format!("--setopt=reposdir={root}/etc/yum.repos.d"),
+                &format!("--setopt=cachedir={root}/var/cache/dnf"),
+                &format!("--setopt=logdir={root}/var/log"),
+                "--releasever",
+                &self.major,
+                &format!("--setopt=module_platform_id=platform:el{}", self.major),
+                &format!("--setopt=provision-cuda.gpgkey=file://{root}/etc/pki/rpm-gpg/RPM-GPG-KEY-provision-cuda"),
+                &format!("--setopt=pluginconfpath={}", plugins.display()),
+                "--disableplugin=*",
+                "--enableplugin=versionlock",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let _ = fs_err::remove_dir_all(&plugins);
+        output
+    }
+
+    fn run(&self, verb: &str, plan: Option<&Path>) -> serde_json::Value {
+        let mut args = vec![verb];
+        if let Some(plan) = plan {
+            args.push(plan.to_str().unwrap());
+        }
+        args.extend(["--root", self.arg(), "--json"]);
+        let run = provision(&args);
+        assert_eq!(run.code, 0, "{verb} failed: {run:?}");
+        run.json()
+    }
+
+    fn read(&self, path: &str) -> String {
+        fs_err::read_to_string(self.path().join(path.trim_start_matches('/'))).unwrap_or_default()
+    }
+
+    fn tree(&self) -> BTreeMap<String, String> {
+        let mut tree = BTreeMap::new();
+        for dir in TRACKED {
+            let path: PathBuf = self.path().join(dir);
+            if path.exists() {
+                crate::support::hash_tree_into(self.path(), &path, &mut tree);
+            }
+        }
+        tree
+    }
+}
+
+fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
+}
+
+fn shipped_plan(root: &ElRoot, dir: &Path, extra: &str) -> PathBuf {
+    let plan = fs_err::read_to_string(repo().join("plans/rhel-9-cuda-repo-580.toml")).unwrap();
+    plan_file(
+        dir,
+        "rhel9.toml",
+        &format!("{plan}{extra}\n{}", root.repositories("provision-test.pub")),
+    )
+}
+
+#[test]
+fn the_rhel_9_plan_converges_with_the_module_stream_locks_and_rolls_back() {
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&root, dir.path(), "");
+    let before = root.tree();
+
+    // plan: the repository, the stream to enable, the packages; nothing written.
+    let report = root.run("plan", Some(&plan));
+    assert_eq!(report["changed"], true, "{report:#}");
+    assert_eq!(step(&report, "repository:cuda")["action"], "create");
+    let packages = step(&report, "packages");
+    assert!(
+        packages["summary"]
+            .as_str()
+            .unwrap()
+            .contains("enable module stream nvidia-driver:580-open"),
+        "{packages:#}"
+    );
+    assert_same_tree(&before, &root.tree(), "plan");
+    assert!(root.rpms().is_empty());
+
+    // apply: signed rpms from the stream, the prerequisites, the toolkit.
+    let report = root.run("apply", Some(&plan));
+    assert_eq!(report["changed"], true);
+    let rpms = root.rpms();
+    for name in [
+        "nvidia-driver-cuda",
+        "kmod-nvidia-open-dkms",
+        "nvidia-driver-cuda-libs",
+        "nvidia-kmod-common",
+    ] {
+        assert_eq!(
+            rpms[name],
+            ["3:580.105.08-1.el9"],
+            "{name}: the newest 580, not 590"
+        );
+    }
+    assert_eq!(
+        rpms["kernel-devel"],
+        ["5.14.0-427.13.1.el9_4"],
+        "headers of the installed kernel"
+    );
+    assert!(rpms.contains_key("dkms") && rpms.contains_key("python3-dnf-plugin-versionlock"));
+    assert_eq!(rpms["cuda-toolkit-12-9"], ["12.9.1-1"]);
+    assert!(!rpms.contains_key("kmod-nvidia-latest-dkms"));
+    let state = root.read("/etc/dnf/modules.d/nvidia-driver.module");
+    assert!(
+        state.contains("stream=580-open") && state.contains("state=enabled"),
+        "{state}"
+    );
+    let locks = root.read("/etc/dnf/plugins/versionlock.list");
+    for entry in [
+        "nvidia-driver-cuda-3:580.105.08-1.el9.*",
+        "kmod-nvidia-open-dkms-3:580.105.08-1.el9.*",
+        "cuda-toolkit-12-9-0:12.9.1-1.*",
+    ] {
+        assert!(
+            locks.lines().any(|l| l == entry),
+            "{entry} missing from:\n{locks}"
+        );
+    }
+    // The environment: PATH for login shells, the loader cache (built with
+    // ldconfig -r from outside: the image has no ldconfig of its own).
+    assert!(
+        root.read("/etc/profile.d/provision-cuda.sh")
+            .contains("/usr/local/cuda-12.9/bin")
+    );
+    let cache = fs_err::read(root.path().join("etc/ld.so.cache")).unwrap();
+    let needle = b"/usr/local/cuda-12.9/targets/x86_64-linux/lib/libcudart.so.12";
+    assert!(
+        cache.windows(needle.len()).any(|w| w == needle),
+        "libcudart is in the image's loader cache"
+    );
+    let facts = provision(&["detect", "--root", root.arg(), "--json"]).json();
+    assert_eq!(
+        facts["user_driver"]["version"], "580.105.08",
+        "{:#}",
+        facts["user_driver"]
+    );
+    assert_eq!(
+        facts["toolkits"]["installed"][0]["path"],
+        "/usr/local/cuda-12.9"
+    );
+    let gpu_packages = facts["packages"]["gpu"].as_array().unwrap();
+    let driver = gpu_packages
+        .iter()
+        .find(|p| p["name"] == "nvidia-driver-cuda")
+        .expect("detect lists the driver rpm");
+    assert_eq!(driver["held"], true, "version-locked: {driver:#}");
+
+    // The stream and the locks hold: an upgrade moves nothing, the
+    // cuda-drivers meta package (newest: 590) resolves to the locked 580,
+    // and an older release cannot come in by hand.
+    let upgrade = root.dnf(&["upgrade"]);
+    assert!(
+        upgrade.status.success(),
+        "{}",
+        String::from_utf8_lossy(&upgrade.stderr)
+    );
+    let meta = root.dnf(&["install", "cuda-drivers"]);
+    assert!(
+        meta.status.success(),
+        "{}",
+        String::from_utf8_lossy(&meta.stderr)
+    );
+    let rpms = root.rpms();
+    assert_eq!(
+        rpms["cuda-drivers"],
+        ["580.105.08-1"],
+        "cuda-drivers resolved under the locks"
+    );
+    assert_eq!(rpms["nvidia-driver-cuda"], ["3:580.105.08-1.el9"]);
+    let downgrade = root.dnf(&["install", "nvidia-driver-cuda-3:580.95.05-1.el9"]);
+    assert!(
+        !downgrade.status.success(),
+        "the lock refuses another release"
+    );
+    assert_eq!(root.rpms()["nvidia-driver-cuda"], ["3:580.105.08-1.el9"]);
+    let removed = root.dnf(&["remove", "--noautoremove", "cuda-drivers"]);
+    assert!(removed.status.success());
+
+    // Re-apply: nothing to do, no changing command.
+    let again = root.run("apply", Some(&plan));
+    assert_eq!(again["changed"], false, "{again:#}");
+    let changing: Vec<&serde_json::Value> = again["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["effect"] == "change")
+        .collect();
+    assert!(
+        changing.is_empty(),
+        "re-apply changed something: {changing:#?}"
+    );
+
+    // Rollback: the image as it was, files byte for byte and no rpm left.
+    root.run("rollback", None);
+    assert_same_tree(&before, &root.tree(), "rollback");
+    assert!(root.rpms().is_empty(), "{:?}", root.rpms());
+}
+
+#[test]
+fn a_flavour_switch_resets_the_stream_and_moves_the_kernel_module() {
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let open = shipped_plan(&root, dir.path(), "");
+    root.run("apply", Some(&open));
+    let before = root.tree();
+    let before_rpms = root.rpms();
+
+    let text = fs_err::read_to_string(&open)
+        .unwrap()
+        .replace("flavor = \"open\"", "flavor = \"proprietary\"");
+    let proprietary = plan_file(dir.path(), "proprietary.toml", &text);
+    let report = root.run("plan", Some(&proprietary));
+    let summary = step(&report, "packages")["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(summary.contains("nvidia-driver:580-dkms"), "{summary}");
+    let commands = step(&report, "packages")["commands"].to_string();
+    assert!(
+        commands.contains("module reset nvidia-driver"),
+        "{commands}"
+    );
+
+    root.run("apply", Some(&proprietary));
+    let rpms = root.rpms();
+    assert_eq!(rpms["kmod-nvidia-latest-dkms"], ["3:580.105.08-1.el9"]);
+    assert!(
+        !rpms.contains_key("kmod-nvidia-open-dkms"),
+        "the open module is gone"
+    );
+    let state = root.read("/etc/dnf/modules.d/nvidia-driver.module");
+    assert!(state.contains("stream=580-dkms"), "{state}");
+
+    root.run("rollback", None);
+    assert_same_tree(&before, &root.tree(), "rollback to the open flavour");
+    assert_eq!(before_rpms, root.rpms());
+}
+
+#[test]
+fn dnf_refuses_to_erase_an_unrelated_package_and_the_image_is_left_as_it_was() {
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&root, dir.path(), "");
+    // A site package that conflicts with the driver, installed by hand
+    // from a repository of its own.
+    let repo_dir = root.path().join("etc/yum.repos.d");
+    fs_err::create_dir_all(&repo_dir).unwrap();
+    fs_err::write(
+        repo_dir.join("site.repo"),
+        format!(
+            "[site]\nname=site\nbaseurl={}\nenabled=1\ngpgcheck=0\n",
+            root.url
+        ),
+    )
+    .unwrap();
+    let installed = root.dnf(&["install", "gpu-burn-legacy"]);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let before = root.tree();
+    let before_rpms = root.rpms();
+
+    let run = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        root.arg(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("dnf would also remove gpu-burn-legacy"),
+        "{msg}"
+    );
+    assert_same_tree(&before, &root.tree(), "refused transaction");
+    assert_eq!(before_rpms, root.rpms());
+}
+
+#[test]
+fn a_repository_key_with_another_fingerprint_is_refused_on_rhel_too() {
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = fs_err::read_to_string(repo().join("plans/rhel-9-cuda-repo-580.toml")).unwrap();
+    let plan = plan_file(
+        dir.path(),
+        "impostor.toml",
+        &format!("{plan}\n{}", root.repositories("impostor.pub")),
+    );
+    let before = root.tree();
+    let run = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        root.arg(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.json()["msg"].as_str().unwrap().contains("refusing it"));
+    assert_same_tree(&before, &root.tree(), "refused key");
+}
+
+#[test]
+fn on_el10_plain_packages_and_the_locks_alone_keep_the_driver() {
+    let root = ElRoot::release("10.0", "nvidia-rhel10");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&root, dir.path(), "");
+    let before = root.tree();
+    let report = root.run("plan", Some(&plan));
+    let summary = step(&report, "packages")["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !summary.contains("module stream"),
+        "EL10 has no module streams: {summary}"
+    );
+
+    root.run("apply", Some(&plan));
+    let rpms = root.rpms();
+    assert_eq!(rpms["nvidia-driver-cuda"], ["3:580.105.08-1.el9"]);
+    assert_eq!(rpms["kmod-nvidia-open-dkms"], ["3:580.105.08-1.el9"]);
+    assert!(
+        !root
+            .path()
+            .join("etc/dnf/modules.d/nvidia-driver.module")
+            .exists()
+    );
+    // No stream to hold the branch: the version locks keep cuda-drivers
+    // (which follows 590) at the installed release.
+    let meta = root.dnf(&["install", "cuda-drivers"]);
+    assert!(
+        meta.status.success(),
+        "{}",
+        String::from_utf8_lossy(&meta.stderr)
+    );
+    assert_eq!(root.rpms()["cuda-drivers"], ["580.105.08-1"]);
+    assert_eq!(root.rpms()["nvidia-driver-cuda"], ["3:580.105.08-1.el9"]);
+    assert!(
+        root.dnf(&["remove", "--noautoremove", "cuda-drivers"])
+            .status
+            .success()
+    );
+
+    let again = root.run("apply", Some(&plan));
+    assert_eq!(again["changed"], false, "{again:#}");
+    root.run("rollback", None);
+    assert_same_tree(&before, &root.tree(), "rollback");
+    assert!(root.rpms().is_empty());
+}
