@@ -84,6 +84,14 @@ pub enum Undo {
     },
     /// Run a command (a cache refresh after files were restored).
     Command { cmd: Cmd },
+    /// Run a command in its place among the other undos (an uninstaller).
+    Run { cmd: Cmd },
+    /// Install this verified runfile again (the release it replaced).
+    Runfile {
+        url: String,
+        sha256: String,
+        args: Vec<String>,
+    },
 }
 
 /// A file's former state.

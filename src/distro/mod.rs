@@ -80,6 +80,9 @@ pub struct PackageSet {
     #[serde(default)]
     pub pin: Vec<String>,
     pub module: Option<String>,
+    /// Fabric Manager, at the driver's release, on hosts with NVSwitches.
+    #[serde(default)]
+    pub fabric_manager: Vec<String>,
     /// dnf module carrying the driver streams (EL8/EL9: "nvidia-driver").
     pub stream_module: Option<String>,
     pub stream_open: Option<String>,
@@ -280,7 +283,33 @@ pub fn desired(
         .map(|name| fill(name))
         .filter(|name| !driver.iter().any(|d| fill(d) == *name))
         .collect();
-    for name in &set.prerequisites {
+    // NVSwitch systems (HGX, DGX) need Fabric Manager at exactly the
+    // driver's release before their GPUs can run CUDA work.
+    if facts
+        .gpus
+        .iter()
+        .any(|g| g.kind == crate::facts::pci::Kind::Nvswitch)
+    {
+        if set.fabric_manager.is_empty() {
+            return Err(DistroError::Unsupported(format!(
+                "this host has NVSwitches, which need NVIDIA Fabric Manager, and {} does not carry it: use source = \"cuda-repo\"",
+                set.id
+            )));
+        }
+        for name in &set.fabric_manager {
+            desired.install.push(PackageSpec {
+                name: fill(name),
+                version: VersionSpec::Driver(plan.driver.target.clone()),
+                hold: true,
+            });
+        }
+    }
+    let prerequisites: &[String] = if plan.repositories.prerequisites {
+        &set.prerequisites
+    } else {
+        &[]
+    };
+    for name in prerequisites {
         if let Some((package, "{kernel}")) = name.split_once('@') {
             // An rpm named once, installed per kernel (kernel-devel).
             for kernel in &facts.os.kernels {

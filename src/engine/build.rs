@@ -74,8 +74,6 @@ pub fn build_steps(
         )));
     }
     let flavor = resolve_flavor(plan, facts)?;
-    let desired = distro::desired(plan, facts, flavor, validation.compat_package.as_deref())
-        .map_err(|e| PlanRefused::Refused(e.to_string()))?;
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
 
     // 1. nouveau out of the way (file now, initramfs after the packages).
@@ -98,14 +96,29 @@ pub fn build_steps(
         equivalent: equivalent.clone(),
     }));
 
-    // 2. the package source, then the packages.
-    if let Some(repository) = cuda_repository(plan, facts)? {
-        steps.push(Box::new(repository));
-    }
-    let toolkit_home = desired.toolkit_home.clone();
-    let compat_dir = desired.compat_dir.clone();
-    let toolkit_on_path = desired.toolkit_on_path;
-    steps.push(Box::new(step::packages::Packages { desired }));
+    // 2. the package source, then the packages (or the runfiles).
+    let (toolkit_home, compat_dir, toolkit_on_path) = if plan.driver.source == Source::Runfile {
+        runfile_steps(
+            plan,
+            facts,
+            flavor,
+            validation.compat_package.as_deref(),
+            &mut steps,
+        )?
+    } else {
+        let desired = distro::desired(plan, facts, flavor, validation.compat_package.as_deref())
+            .map_err(|e| PlanRefused::Refused(e.to_string()))?;
+        if let Some(repository) = cuda_repository(plan, facts)? {
+            steps.push(Box::new(repository));
+        }
+        let found = (
+            desired.toolkit_home.clone(),
+            desired.compat_dir.clone(),
+            desired.toolkit_on_path,
+        );
+        steps.push(Box::new(step::packages::Packages { desired }));
+        found
+    };
 
     // 3. environment of the default toolkit.
     let default_toolkit = plan.toolkit.as_ref().filter(|t| t.default);
@@ -204,6 +217,74 @@ pub fn build_steps(
         }));
     }
     Ok(steps)
+}
+
+/// The driver (and toolkit) from NVIDIA's runfiles; returns the toolkit's
+/// home for the environment steps.
+#[allow(clippy::type_complexity)]
+fn runfile_steps(
+    plan: &Plan,
+    facts: &Facts,
+    flavor: Flavor,
+    compat: Option<&str>,
+    steps: &mut Vec<Box<dyn Step>>,
+) -> Result<(Option<String>, Option<String>, bool), PlanRefused> {
+    use step::runfile::{Component, Runfile, driver_args, toolkit_args};
+    if let Some(package) = compat {
+        return Err(PlanRefused::Refused(format!(
+            "{package} comes from NVIDIA's CUDA repository, not a runfile: set [compat] package = \"none\" and a driver that runs the toolkit natively, or use source = \"cuda-repo\""
+        )));
+    }
+    let Some(download) = &plan.driver.runfile else {
+        return Err(PlanRefused::Refused(
+            "source = \"runfile\" needs [driver] runfile and sha256".into(),
+        ));
+    };
+    let crate::plan::DriverTarget::Version(version) = &plan.driver.target else {
+        return Err(PlanRefused::Refused(
+            "source = \"runfile\" needs an exact [driver] version".into(),
+        ));
+    };
+    // An image has no running kernel of its own: build for the one it has.
+    let kernel = match (&facts.os.running_kernel, facts.os.kernels.as_slice()) {
+        (Some(_), _) => None,
+        (None, [only]) => Some(only.release.as_str()),
+        _ => None,
+    };
+    let flavor = match flavor {
+        Flavor::Proprietary => "proprietary",
+        _ => "open",
+    };
+    steps.push(Box::new(Runfile {
+        url: download.url.clone(),
+        sha256: download.sha256.clone(),
+        args: driver_args(flavor, kernel),
+        component: Component::Driver {
+            version: version.to_string(),
+        },
+    }));
+    let mut home = None;
+    if let Some(toolkit) = &plan.toolkit
+        && let (Some(url), Some(sha256)) = (&toolkit.runfile, &toolkit.sha256)
+    {
+        let short = toolkit.version.short();
+        let path = format!("/usr/local/cuda-{short}");
+        let release = match toolkit.version.update {
+            Some(update) => format!("{short}.{update}"),
+            None => short.clone(),
+        };
+        steps.push(Box::new(Runfile {
+            url: url.0.clone(),
+            sha256: sha256.0.clone(),
+            args: toolkit_args(&path),
+            component: Component::Toolkit {
+                path: path.clone(),
+                release,
+            },
+        }));
+        home = Some(path);
+    }
+    Ok((home, None, false))
 }
 
 /// NVIDIA's CUDA repository for a `cuda-repo` plan: the plan's mirror or

@@ -310,6 +310,12 @@ pub fn undo_generation(host: &Host, journal: &mut Journal, progress: &dyn Progre
                     .map_err(|e| e.to_string())
             }
             Undo::Packages { manager, .. } => Err(format!("unknown package manager {manager}")),
+            Undo::Run { cmd } => crate::host::run_checked(host.runner.as_ref(), cmd)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Undo::Runfile { url, sha256, args } => {
+                step::runfile::install(host, url, sha256, args).map_err(|e| e.to_string())
+            }
             Undo::Command { .. } => Ok(()),
         };
         progress.step_finished(&format!("undo {}", entry.step), result.is_ok());
@@ -401,6 +407,7 @@ fn describe_undo(undo: &Undo) -> String {
             "return to the earlier package set ({} packages)",
             before.len()
         ),
-        Undo::Command { cmd } => format!("run {cmd}"),
+        Undo::Command { cmd } | Undo::Run { cmd } => format!("run {cmd}"),
+        Undo::Runfile { url, .. } => format!("install {url} again"),
     }
 }

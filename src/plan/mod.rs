@@ -49,6 +49,15 @@ pub struct Driver {
     pub target: DriverTarget,
     pub flavor: Flavor,
     pub source: Source,
+    /// `source = "runfile"`: where the installer is and its sha256.
+    pub runfile: Option<Download>,
+}
+
+/// A file provision downloads and verifies before use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Download {
+    pub url: String,
+    pub sha256: String,
 }
 
 /// Which driver release the plan asks for.
@@ -148,6 +157,58 @@ impl Plan {
                 ));
             }
         };
+        let runfile = match (driver.source, driver.runfile, driver.sha256) {
+            (Source::Runfile, Some(url), Some(sha256)) => {
+                if !matches!(target, DriverTarget::Version(_)) {
+                    return Err(invalid(
+                        driver_span.start,
+                        "source = \"runfile\" installs one release: set [driver] version (such as \"580.95.05\") instead of branch".into(),
+                    ));
+                }
+                Some(Download {
+                    url: url.0,
+                    sha256: sha256.0,
+                })
+            }
+            (Source::Runfile, _, _) => {
+                return Err(invalid(
+                    driver_span.start,
+                    "source = \"runfile\" needs [driver] runfile (its URL) and sha256 (nothing unverified is executed)".into(),
+                ));
+            }
+            (_, None, None) => None,
+            (source, _, _) => {
+                return Err(invalid(
+                    driver_span.start,
+                    format!(
+                        "[driver] runfile and sha256 go with source = \"runfile\", not \"{source}\""
+                    ),
+                ));
+            }
+        };
+        let toolkit_span = spec.toolkit.as_ref().map(|t| t.span());
+        let toolkit = spec.toolkit.map(|t| t.into_inner());
+        if let (Some(toolkit), Some(toolkit_span)) = (&toolkit, toolkit_span) {
+            let runfile_driver = runfile.is_some();
+            let has_runfile = toolkit.runfile.is_some() || toolkit.sha256.is_some();
+            let message = match (
+                runfile_driver,
+                toolkit.runfile.is_some(),
+                toolkit.sha256.is_some(),
+            ) {
+                (true, true, true) | (false, false, false) => None,
+                (true, _, _) => Some(
+                    "with a runfile driver, [toolkit] needs runfile (cuda_<version>_<driver>_linux.run) and sha256",
+                ),
+                (false, _, _) if has_runfile => Some(
+                    "[toolkit] runfile goes with [driver] source = \"runfile\"; other sources install the toolkit's packages",
+                ),
+                _ => None,
+            };
+            if let Some(message) = message {
+                return Err(invalid(toolkit_span.start, message.into()));
+            }
+        }
         Ok(Plan {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(bytes)),
@@ -155,8 +216,9 @@ impl Plan {
                 target,
                 flavor: driver.flavor,
                 source: driver.source,
+                runfile,
             },
-            toolkit: spec.toolkit,
+            toolkit,
             compat: spec.compat.package,
             nouveau: spec.nouveau,
             environment: spec.environment,

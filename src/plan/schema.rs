@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct PlanSpec {
     pub driver: toml::Spanned<DriverSpec>,
     #[serde(default)]
-    pub toolkit: Option<ToolkitSpec>,
+    pub toolkit: Option<toml::Spanned<ToolkitSpec>>,
     #[serde(default)]
     pub compat: CompatSpec,
     #[serde(default)]
@@ -80,6 +80,30 @@ impl<'de> Deserialize<'de> for Url {
     }
 }
 
+/// A sha256: 64 hexadecimal digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct Sha256Hex(pub String);
+
+impl From<Sha256Hex> for String {
+    fn from(hash: Sha256Hex) -> String {
+        hash.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let normalized = text.trim().to_ascii_lowercase();
+        if normalized.len() != 64 || !normalized.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid sha256 {text:?}: expected 64 hexadecimal digits"
+            )));
+        }
+        Ok(Sha256Hex(normalized))
+    }
+}
+
 /// An OpenPGP v4 fingerprint: 40 hexadecimal digits (spaces allowed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(into = "String")]
@@ -120,12 +144,20 @@ pub struct DriverSpec {
     pub flavor: Flavor,
     #[serde(default)]
     pub source: Source,
+    /// `source = "runfile"`: NVIDIA-Linux-<arch>-<version>.run's URL.
+    pub runfile: Option<Url>,
+    /// The runfile's sha256: nothing unverified is ever executed.
+    pub sha256: Option<Sha256Hex>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolkitSpec {
     pub version: ToolkitVersion,
+    /// With a runfile driver: cuda_<version>_<driver>_linux.run's URL,
+    /// installed with --toolkit only (never its bundled driver).
+    pub runfile: Option<Url>,
+    pub sha256: Option<Sha256Hex>,
     /// Owns /usr/local/cuda and the environment (PATH, loader path).
     #[serde(default = "yes")]
     pub default: bool,

@@ -7,6 +7,7 @@ pub mod initramfs;
 pub mod ldconfig;
 pub mod packages;
 pub mod repository;
+pub mod runfile;
 
 use serde::{Deserialize, Serialize};
 

@@ -25,6 +25,26 @@ const CASES: &[(&str, &[u8], &str)] = &[
     ),
     ("empty.toml", b"", ":1:1: the plan is empty"),
     (
+        "runfile-without-hash.toml",
+        b"[driver]\nversion = \"580.95.05\"\nsource = \"runfile\"\nrunfile = \"https://example.invalid/NVIDIA-Linux-x86_64-580.95.05.run\"\n",
+        ":1:1: source = \"runfile\" needs [driver] runfile (its URL) and sha256",
+    ),
+    (
+        "runfile-bad-hash.toml",
+        b"[driver]\nversion = \"580.95.05\"\nsource = \"runfile\"\nrunfile = \"https://example.invalid/x.run\"\nsha256 = \"abc\"\n",
+        ":5:10: invalid sha256 \"abc\": expected 64 hexadecimal digits",
+    ),
+    (
+        "runfile-branch.toml",
+        b"[driver]\nbranch = \"580\"\nsource = \"runfile\"\nrunfile = \"https://example.invalid/x.run\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+        ":1:1: source = \"runfile\" installs one release: set [driver] version",
+    ),
+    (
+        "toolkit-runfile-with-packages.toml",
+        b"[driver]\nbranch = \"580\"\n[toolkit]\nversion = \"12.8\"\nrunfile = \"https://example.invalid/cuda.run\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+        ":3:1: [toolkit] runfile goes with [driver] source = \"runfile\"",
+    ),
+    (
         "garbage.toml",
         b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\x00\x00",
         ":1:11: not a TOML plan: invalid UTF-8",

@@ -11,5 +11,6 @@ mod invalid_plans;
 mod plans;
 mod real_driver;
 mod rhel;
+mod runfile;
 mod spine;
 mod validation;

@@ -1034,3 +1034,61 @@ fn a_transaction_that_would_remove_or_fight_unrelated_packages_is_refused() {
         "535.247.01-1~deb12u1"
     );
 }
+
+/// Writes an NVSwitch (H100 generation, class 0x0680) into the rootfs's
+/// sysfs, the way an HGX board shows one.
+fn add_nvswitch(rootfs: &Rootfs) {
+    let dir = rootfs.path().join("sys/bus/pci/devices/0000:05:00.0");
+    fs_err::create_dir_all(&dir).unwrap();
+    for (file, value) in [
+        ("vendor", "0x10de"),
+        ("device", "0x22a3"),
+        ("class", "0x068000"),
+        ("numa_node", "0"),
+    ] {
+        fs_err::write(dir.join(file), format!("{value}\n")).unwrap();
+    }
+}
+
+#[test]
+fn an_nvswitch_host_gets_fabric_manager_at_the_driver_release_or_a_clear_refusal() {
+    let s = setup_nvidia_repo();
+    add_nvswitch(&s.rootfs);
+    let plan = plan_file(
+        s.dir.path(),
+        "cuda.toml",
+        &format!("{CUDA_REPO_PLAN}{}", s.repositories),
+    );
+    run("apply", Some(&plan), &s.rootfs);
+    let packages = s.rootfs.packages();
+    assert_eq!(
+        packages["nvidia-fabricmanager-580"],
+        ("580.105.08-1".to_string(), true),
+        "Fabric Manager at the driver's release, held"
+    );
+    assert_eq!(packages["nvidia-driver-cuda"].0, "580.105.08-1");
+    let again = run("apply", Some(&plan), &s.rootfs);
+    assert_eq!(again["changed"], false, "{again:#}");
+
+    // Debian's own archive has no Fabric Manager: refused, nothing touched.
+    let other = Rootfs::new();
+    add_nvswitch(&other);
+    let before = other.tree(TRACKED);
+    let refused = provision(&[
+        "plan",
+        repo()
+            .join("plans/debian-12-distro-535.toml")
+            .to_str()
+            .unwrap(),
+        "--root",
+        other.arg(),
+        "--json",
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let msg = refused.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("NVSwitches") && msg.contains("cuda-repo"),
+        "{msg}"
+    );
+    assert_same_tree(&before, &other.tree(TRACKED), "refused plan");
+}

@@ -328,9 +328,8 @@ impl Packages {
             )));
         }
         let tx = apt::parse_simulation(&output.stdout);
-        let named = |name: &str| {
-            exact.iter().any(|(n, _)| n == name) || remove.iter().any(|n| n == name)
-        };
+        let named =
+            |name: &str| exact.iter().any(|(n, _)| n == name) || remove.iter().any(|n| n == name);
         let blockers: Vec<&str> = tx
             .install
             .iter()
