@@ -90,6 +90,10 @@ pub struct PackageSet {
     /// Releases whose repository has module streams (EL10 has none).
     #[serde(default)]
     pub stream_releases: Vec<String>,
+    /// The package that enables EPEL (where dkms comes from) per
+    /// distribution; a distribution not listed gets a warning instead.
+    #[serde(default)]
+    pub epel: BTreeMap<String, String>,
     pub sources: Vec<String>,
 }
 
@@ -157,6 +161,9 @@ pub struct PackageSpec {
     pub version: VersionSpec,
     /// Held (`apt-mark hold`) once installed.
     pub hold: bool,
+    /// Packages that serve instead, in order, when `name` is not offered
+    /// (Ubuntu's precompiled kernel modules, else DKMS): (name, versions).
+    pub alternatives: Vec<(String, VersionSpec)>,
 }
 
 /// Which package manager installs a set.
@@ -184,6 +191,8 @@ pub struct Desired {
     pub pin: Vec<String>,
     /// The compat package's library directory, when one is installed.
     pub compat_dir: Option<String>,
+    /// What the user should know (EPEL they must enable themselves).
+    pub warnings: Vec<String>,
 }
 
 pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, DistroError> {
@@ -271,17 +280,57 @@ pub fn desired(
             desired.stream = Some((module.clone(), fill(stream)));
         }
     }
-    for name in driver {
+    // "{kernel}" in a driver package: built for one kernel (Ubuntu's
+    // precompiled modules), the running one or, in an image, the newest.
+    let kernel = facts.os.running_kernel.clone().or_else(|| {
+        facts
+            .os
+            .kernels
+            .iter()
+            .map(|k| k.release.clone())
+            .max_by(|a, b| crate::version::dpkg_compare(a, b))
+    });
+    let driver_version = |name: &str| {
+        if name.contains("{kernel}") {
+            // Versioned like the kernel it is built for.
+            VersionSpec::Any
+        } else {
+            VersionSpec::Driver(plan.driver.target.clone())
+        }
+    };
+    let fill_kernel = |name: &str| {
+        let name = fill(name);
+        match &kernel {
+            Some(kernel) => Some(name.replace("{kernel}", kernel)),
+            None if name.contains("{kernel}") => None,
+            None => Some(name),
+        }
+    };
+    for entry in driver {
+        // "a|b": the first one the repositories offer.
+        let mut choices = entry
+            .split('|')
+            .filter_map(|name| fill_kernel(name).map(|filled| (filled, driver_version(name))));
+        let Some((name, version)) = choices.next() else {
+            continue;
+        };
         desired.install.push(PackageSpec {
-            name: fill(name),
-            version: VersionSpec::Driver(plan.driver.target.clone()),
+            name,
+            version,
             hold: true,
+            alternatives: choices.collect(),
         });
     }
+    let ours: Vec<String> = driver
+        .iter()
+        .flat_map(|entry| entry.split('|'))
+        .filter_map(fill_kernel)
+        .collect();
     desired.remove = other
         .iter()
-        .map(|name| fill(name))
-        .filter(|name| !driver.iter().any(|d| fill(d) == *name))
+        .flat_map(|entry| entry.split('|'))
+        .filter_map(fill_kernel)
+        .filter(|name| !ours.contains(name))
         .collect();
     // NVSwitch systems (HGX, DGX) need Fabric Manager at exactly the
     // driver's release before their GPUs can run CUDA work.
@@ -301,6 +350,7 @@ pub fn desired(
                 name: fill(name),
                 version: VersionSpec::Driver(plan.driver.target.clone()),
                 hold: true,
+                alternatives: Vec::new(),
             });
         }
     }
@@ -309,6 +359,19 @@ pub fn desired(
     } else {
         &[]
     };
+    if plan.repositories.prerequisites && set.family == "rhel" {
+        match set.epel.get(facts.os.id.as_deref().unwrap_or("")) {
+            Some(package) => desired.install.push(PackageSpec {
+                name: package.replace("{major}", &major_release),
+                version: VersionSpec::Any,
+                hold: false,
+                alternatives: Vec::new(),
+            }),
+            None => desired.warnings.push(format!(
+                "dkms comes from EPEL: on RHEL enable codeready-builder and install epel-release-latest-{major_release}.noarch.rpm (or mirror it) before applying"
+            )),
+        }
+    }
     for name in prerequisites {
         if let Some((package, "{kernel}")) = name.split_once('@') {
             // An rpm named once, installed per kernel (kernel-devel).
@@ -322,6 +385,7 @@ pub fn desired(
                     name: package.to_string(),
                     version: VersionSpec::Exact(version.to_string()),
                     hold: false,
+                    alternatives: Vec::new(),
                 });
             }
         } else if name.contains("{kernel}") {
@@ -330,6 +394,7 @@ pub fn desired(
                     name: name.replace("{kernel}", &kernel.release),
                     version: VersionSpec::Any,
                     hold: false,
+                    alternatives: Vec::new(),
                 });
             }
         } else {
@@ -337,6 +402,7 @@ pub fn desired(
                 name: fill(name),
                 version: VersionSpec::Any,
                 hold: false,
+                alternatives: Vec::new(),
             });
         }
     }
@@ -352,6 +418,7 @@ pub fn desired(
                 name: name.replace("{dashed}", &dashed).replace("{short}", &short),
                 version: VersionSpec::Prefix(prefix.clone()),
                 hold: true,
+                alternatives: Vec::new(),
             });
         }
         desired.toolkit_home = set
@@ -370,6 +437,7 @@ pub fn desired(
             name: package.to_string(),
             version: VersionSpec::Any,
             hold: true,
+            alternatives: Vec::new(),
         });
         desired.compat_dir = Some(format!("/usr/local/cuda-{short}/compat"));
     }

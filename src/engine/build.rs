@@ -108,6 +108,7 @@ pub fn build_steps(
     } else {
         let desired = distro::desired(plan, facts, flavor, validation.compat_package.as_deref())
             .map_err(|e| PlanRefused::Refused(e.to_string()))?;
+        warnings.extend(desired.warnings.iter().cloned());
         if let Some(repository) = cuda_repository(plan, facts)? {
             steps.push(Box::new(repository));
         }

@@ -13,4 +13,5 @@ mod real_driver;
 mod rhel;
 mod runfile;
 mod spine;
+mod ubuntu;
 mod validation;

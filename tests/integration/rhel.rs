@@ -250,7 +250,9 @@ fn the_rhel_9_plan_converges_with_the_module_stream_locks_and_rolls_back() {
         ["5.14.0-427.13.1.el9_4"],
         "headers of the installed kernel"
     );
-    assert!(rpms.contains_key("dkms") && rpms.contains_key("python3-dnf-plugin-versionlock"));
+    for prerequisite in ["dkms", "python3-dnf-plugin-versionlock", "epel-release"] {
+        assert!(rpms.contains_key(prerequisite), "{prerequisite}: {rpms:?}");
+    }
     assert_eq!(rpms["cuda-toolkit-12-9"], ["12.9.1-1"]);
     assert!(!rpms.contains_key("kmod-nvidia-latest-dkms"));
     let state = root.read("/etc/dnf/modules.d/nvidia-driver.module");
@@ -502,4 +504,23 @@ fn on_el10_plain_packages_and_the_locks_alone_keep_the_driver() {
     root.run("rollback", None);
     assert_same_tree(&before, &root.tree(), "rollback");
     assert!(root.rpms().is_empty());
+}
+
+#[test]
+fn on_rhel_itself_the_plan_says_how_to_enable_epel() {
+    let root = ElRoot::new();
+    let release = root
+        .read("/etc/os-release")
+        .replace("ID=\"rocky\"", "ID=\"rhel\"");
+    fs_err::write(root.path().join("etc/os-release"), release).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&root, dir.path(), "");
+    let report = root.run("plan", Some(&plan));
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("epel-release-latest-9.noarch.rpm"),
+        "{warnings}"
+    );
+    let packages = step(&report, "packages")["diff"].to_string();
+    assert!(!packages.contains("epel-release\""), "{packages}");
 }

@@ -524,6 +524,7 @@ mod tests {
             name: name.into(),
             version: VersionSpec::Any,
             hold,
+            alternatives: Vec::new(),
         };
         Packages {
             desired: Desired {

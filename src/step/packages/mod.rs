@@ -28,6 +28,52 @@ fn by_name(packages: &[Package]) -> BTreeMap<&str, &Package> {
 }
 
 impl Packages {
+    /// The specs with every alternative settled: the one installed, else
+    /// the first the repositories offer (precompiled modules before DKMS),
+    /// else the first.
+    fn settle(&self, host: &Host, installed: &[Package]) -> Packages {
+        let mut desired = self.desired.clone();
+        if !desired.install.iter().any(|s| !s.alternatives.is_empty()) {
+            return Packages { desired };
+        }
+        let names: Vec<String> = desired
+            .install
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.name.clone()).chain(s.alternatives.iter().map(|(n, _)| n.clone()))
+            })
+            .collect();
+        let available = host
+            .runner
+            .run(&apt::madison(&names))
+            .map(|output| apt::parse_madison(&output.stdout))
+            .unwrap_or_default();
+        for spec in &mut desired.install {
+            if spec.alternatives.is_empty() {
+                continue;
+            }
+            let choices: Vec<(String, VersionSpec)> =
+                std::iter::once((spec.name.clone(), spec.version.clone()))
+                    .chain(spec.alternatives.drain(..))
+                    .collect();
+            let installed_choice = choices.iter().find(|(name, version)| {
+                installed
+                    .iter()
+                    .any(|p| &p.name == name && version.accepts(&p.version))
+            });
+            let offered = choices.iter().find(|(name, version)| {
+                available
+                    .get(name)
+                    .is_some_and(|versions| versions.iter().any(|v| version.accepts(v)))
+            });
+            if let Some((name, version)) = installed_choice.or(offered).or(choices.first()) {
+                spec.name = name.clone();
+                spec.version = version.clone();
+            }
+        }
+        Packages { desired }
+    }
+
     /// Specs whose installed state differs (absent, wrong version, not held),
     /// plus removals still installed.
     fn pending(
@@ -428,14 +474,34 @@ impl Step for Packages {
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
         match self.desired.manager {
             Manager::Dnf => dnf::check(self, ctx),
-            Manager::Apt => self.apt_check(ctx),
+            Manager::Apt => self
+                .settle(ctx.host, &ctx.facts.all_packages)
+                .apt_check(ctx),
         }
     }
 
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         match self.desired.manager {
             Manager::Dnf => dnf::apply(self, ctx, journal),
-            Manager::Apt => self.apt_apply(ctx, journal),
+            Manager::Apt => {
+                let installed = installed_now(ctx.host)?;
+                let alternatives = self
+                    .desired
+                    .install
+                    .iter()
+                    .any(|s| !s.alternatives.is_empty());
+                if alternatives
+                    && !self
+                        .settle(ctx.host, &installed)
+                        .pending(&installed)
+                        .0
+                        .is_empty()
+                {
+                    // Which alternative is offered is known after a refresh.
+                    run_checked(ctx.host.runner.as_ref(), &apt::update())?;
+                }
+                self.settle(ctx.host, &installed).apt_apply(ctx, journal)
+            }
         }
     }
 }

@@ -1,0 +1,117 @@
+//! `source = "distro"` on Ubuntu: the archive's -server compute set, with
+//! Canonical's precompiled kernel module when the archive has one for the
+//! kernel and DKMS otherwise (real apt in the rootfs, its os-release made
+//! Ubuntu 24.04's; the repository has Ubuntu's names and dependency shapes).
+
+use crate::support::http::Server;
+use crate::support::{Rootfs, assert_same_tree, plan_file, provision, repo};
+
+const TRACKED: &[&str] = &["etc", "boot"];
+
+const PLAN: &str = "[driver]\nbranch = \"580\"\nflavor = \"open\"\nsource = \"distro\"\n";
+
+fn ubuntu_rootfs(server: &Server, repository: &str) -> Rootfs {
+    let rootfs = Rootfs::new();
+    fs_err::write(
+        rootfs.path().join("etc/os-release"),
+        "PRETTY_NAME=\"Ubuntu 24.04.3 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"24.04\"\nVERSION_CODENAME=noble\nID=ubuntu\nID_LIKE=debian\n",
+    )
+    .unwrap();
+    rootfs.use_apt_repo(&server.url(repository));
+    rootfs
+}
+
+fn kernel(rootfs: &Rootfs) -> String {
+    fs_err::read_dir(rootfs.path().join("lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn apply(rootfs: &Rootfs, plan: &std::path::Path) -> serde_json::Value {
+    let run = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    run.json()
+}
+
+#[test]
+fn ubuntu_takes_the_precompiled_module_when_the_archive_has_it_for_the_kernel() {
+    let server = Server::serve(&repo().join("target/test-repos"));
+    let rootfs = ubuntu_rootfs(&server, "ubuntu-noble");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_file(dir.path(), "ubuntu.toml", PLAN);
+    let before = rootfs.tree(TRACKED);
+    let before_packages = rootfs.packages();
+
+    apply(&rootfs, &plan);
+    let packages = rootfs.packages();
+    let module = format!("linux-modules-nvidia-580-server-open-{}", kernel(&rootfs));
+    assert_eq!(
+        packages[&module],
+        ("6.1.0.1+2".to_string(), true),
+        "the precompiled module built for 580.105.08, held"
+    );
+    assert!(
+        !packages.contains_key("nvidia-dkms-580-server-open"),
+        "no DKMS build"
+    );
+    for name in [
+        "nvidia-headless-no-dkms-580-server-open",
+        "nvidia-utils-580-server",
+        "libnvidia-compute-580-server",
+    ] {
+        assert_eq!(
+            packages[name],
+            ("580.105.08-0ubuntu0.24.04.1".to_string(), true),
+            "{name}"
+        );
+    }
+    assert!(
+        rootfs
+            .path()
+            .join(format!(
+                "lib/modules/{}/kernel/nvidia-580srv-open/nvidia.ko",
+                kernel(&rootfs)
+            ))
+            .is_file()
+    );
+    let again = apply(&rootfs, &plan);
+    assert_eq!(again["changed"], false, "{again:#}");
+
+    let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback");
+    assert_eq!(before_packages, rootfs.packages());
+}
+
+#[test]
+fn ubuntu_builds_with_dkms_when_no_precompiled_module_exists_for_the_kernel() {
+    let server = Server::serve(&repo().join("target/test-repos"));
+    let rootfs = ubuntu_rootfs(&server, "ubuntu-noble-dkms");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_file(dir.path(), "ubuntu.toml", PLAN);
+    apply(&rootfs, &plan);
+    let packages = rootfs.packages();
+    assert_eq!(
+        packages["nvidia-dkms-580-server-open"],
+        ("580.105.08-0ubuntu0.24.04.1".to_string(), true)
+    );
+    assert!(
+        !packages
+            .keys()
+            .any(|name| name.starts_with("linux-modules-nvidia")),
+        "{packages:?}"
+    );
+    let again = apply(&rootfs, &plan);
+    assert_eq!(again["changed"], false, "{again:#}");
+}
