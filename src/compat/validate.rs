@@ -58,6 +58,28 @@ pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
     };
     let gpus = gpus(facts);
     let mut reported: Vec<String> = Vec::new();
+
+    // A container whose driver is the machine's underneath: a driver
+    // installed here can never load, and its libraries would not match the
+    // module that runs ("Driver/library version mismatch").
+    let host_libcuda = facts
+        .user_driver
+        .libcuda
+        .as_deref()
+        .is_some_and(|p| p.starts_with("/usr/local/nvidia/"));
+    if let (Some(container), Some(module)) = (&facts.os.container, &facts.kernel_driver.version)
+        && (host_libcuda || !facts.os.read_only_driver_mounts.is_empty())
+    {
+        let mounted = if facts.os.read_only_driver_mounts.is_empty() {
+            "/usr/local/nvidia".to_string()
+        } else {
+            facts.os.read_only_driver_mounts.join(", ")
+        };
+        v.problems.push(format!(
+            "this is a {container} container whose NVIDIA driver comes from the machine underneath (kernel module {module}, libraries mounted at {mounted}): \
+             a driver installed here cannot load and would not match that module; apply the plan to the machine itself (or `--root` at its root)"
+        ));
+    }
     let unknown_gpus: Vec<&str> = facts
         .gpus
         .iter()

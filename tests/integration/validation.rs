@@ -281,3 +281,46 @@ fn an_explicit_compat_package_must_make_sense() {
         &["not in NVIDIA's forward-compatibility matrix"],
     );
 }
+
+#[test]
+fn a_container_whose_driver_is_the_machines_own_is_refused_a_driver() {
+    // The real H200 snapshot's driver lives in /usr/local/nvidia, mounted
+    // from the machine; with the container's marker it is a Docker container.
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture("ubuntu-24.04-h200-580-open"))
+        .arg(dir.path().join("root"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = dir.path().join("root");
+    let plan = crate::support::repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    let plain = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        plain.code, 0,
+        "not a container: planned as usual: {plain:?}"
+    );
+
+    fs_err::write(root.join(".dockerenv"), "").unwrap();
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("docker container whose NVIDIA driver comes from the machine underneath"),
+        "{msg}"
+    );
+    assert!(msg.contains("kernel module 580.159.04"), "{msg}");
+}
