@@ -240,14 +240,7 @@ fn nouveau_in_a_real_initramfs_and_persistence_off_from_nvidia_smi() {
 
     // The plan blacklists nouveau and rebuilds the image: the finding goes.
     let plan = repo().join("plans/debian-12-distro-535.toml");
-    let run = provision(&[
-        "apply",
-        plan.to_str().unwrap(),
-        "--root",
-        rootfs.arg(),
-        "--json",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    crate::support::apply_ok(&plan, rootfs.arg());
     let (_, report) = doctor(rootfs.path());
     assert!(
         !findings(&report)

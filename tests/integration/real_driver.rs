@@ -5,30 +5,18 @@
 //! with the CUDA 11.8 toolkit, and the module build): ignored by a plain
 //! `cargo test`, run by `scripts/test` (CI).
 
-use crate::support::{Rootfs, assert_same_tree, mounts_under, provision, repo};
+use crate::support::{Rootfs, apply_ok, assert_same_tree, mounts_under, provision, repo};
 
 #[test]
 #[ignore = "downloads 1.8 GB and builds the real module (about 5 minutes): scripts/test runs it"]
 fn debian_12_real_535_driver_with_dkms() {
     let rootfs = Rootfs::new();
     let plan = repo().join("plans/debian-12-distro-535.toml");
-    let kernel = fs_err::read_dir(rootfs.path().join("lib/modules"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .next()
-        .unwrap();
+    let kernel = rootfs.kernel();
     let before_tree = rootfs.tree(&["etc", "boot"]);
     let before_packages = rootfs.packages();
 
-    let run = provision(&[
-        "apply",
-        plan.to_str().unwrap(),
-        "--root",
-        rootfs.arg(),
-        "--json",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let report = run.json();
+    let report = apply_ok(&plan, rootfs.arg());
     assert_eq!(report["changed"], true);
     assert!(
         mounts_under(rootfs.path()).is_empty(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::http::Server;
-use crate::support::{assert_same_tree, plan_file, provision, repo};
+use crate::support::{assert_same_tree, plan_file, provision, repo, step};
 
 const KERNEL: &str = "5.14.0-427.13.1.el9_4.x86_64";
 const TRACKED: &[&str] = &["etc", "usr/local", "usr/lib64"];
@@ -173,6 +173,19 @@ impl ElRoot {
         run.json()
     }
 
+    /// `apply` that must be refused: its message.
+    fn refused(&self, plan: &Path) -> String {
+        let run = provision(&[
+            "apply",
+            plan.to_str().unwrap(),
+            "--root",
+            self.arg(),
+            "--json",
+        ]);
+        assert_eq!(run.code, 1, "{run:?}");
+        run.json()["msg"].as_str().unwrap().to_string()
+    }
+
     fn read(&self, path: &str) -> String {
         fs_err::read_to_string(self.path().join(path.trim_start_matches('/'))).unwrap_or_default()
     }
@@ -187,15 +200,6 @@ impl ElRoot {
         }
         tree
     }
-}
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
 }
 
 fn shipped_plan(root: &ElRoot, dir: &Path, extra: &str) -> PathBuf {
@@ -417,15 +421,7 @@ fn dnf_refuses_to_erase_an_unrelated_package_and_the_image_is_left_as_it_was() {
     let before = root.tree();
     let before_rpms = root.rpms();
 
-    let run = provision(&[
-        "apply",
-        plan.to_str().unwrap(),
-        "--root",
-        root.arg(),
-        "--json",
-    ]);
-    assert_eq!(run.code, 1, "{run:?}");
-    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    let msg = root.refused(&plan);
     assert!(
         msg.contains("dnf would also remove gpu-burn-legacy"),
         "{msg}"
@@ -445,15 +441,7 @@ fn a_repository_key_with_another_fingerprint_is_refused_on_rhel_too() {
         &format!("{plan}\n{}", root.repositories("impostor.pub")),
     );
     let before = root.tree();
-    let run = provision(&[
-        "apply",
-        plan.to_str().unwrap(),
-        "--root",
-        root.arg(),
-        "--json",
-    ]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.json()["msg"].as_str().unwrap().contains("refusing it"));
+    assert!(root.refused(&plan).contains("refusing it"));
     assert_same_tree(&before, &root.tree(), "refused key");
 }
 

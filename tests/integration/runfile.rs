@@ -182,17 +182,12 @@ fn runfiles_install_verified_with_the_plans_flags_reapply_is_a_no_op_and_rollbac
     ]);
     assert_eq!(applied.code, 0, "{applied:?}");
     let args = rootfs.read("/var/log/nvidia-installer-args.log");
-    let kernel = fs_err::read_dir(rootfs.path().join("lib/modules"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
+    let kernel = rootfs.kernel();
     assert_eq!(
         args.trim(),
         format!(
             "--silent --dkms --kernel-module-type=open --kernel-name={}",
-            kernel.to_string_lossy()
+            kernel
         ),
         "an image's own kernel, not the build machine's"
     );

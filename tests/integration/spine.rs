@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::support::http::Server;
 use crate::support::{
-    Rootfs, assert_same_tree, cuda_repo_section, mounts_under, plan_file, provision, repo,
+    Rootfs, assert_same_tree, cuda_repo_section, mounts_under, plan_file, provision, repo, step,
 };
 
 const TRACKED: &[&str] = &["etc", "boot"];
@@ -50,15 +50,6 @@ fn run(verb: &str, plan: Option<&Path>, rootfs: &Rootfs) -> serde_json::Value {
     assert_eq!(run.code, 0, "{verb} failed: {run:?}");
     assert_eq!(report["failed"], false, "{run:?}");
     report
-}
-
-fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
 }
 
 fn changing_commands(report: &serde_json::Value) -> Vec<String> {

@@ -4,7 +4,7 @@
 //! Ubuntu 24.04's; the repository has Ubuntu's names and dependency shapes).
 
 use crate::support::http::Server;
-use crate::support::{Rootfs, assert_same_tree, plan_file, provision, repo};
+use crate::support::{Rootfs, apply_ok, assert_same_tree, plan_file, provision, repo};
 
 const TRACKED: &[&str] = &["etc", "boot"];
 
@@ -21,29 +21,6 @@ fn ubuntu_rootfs(server: &Server, repository: &str) -> Rootfs {
     rootfs
 }
 
-fn kernel(rootfs: &Rootfs) -> String {
-    fs_err::read_dir(rootfs.path().join("lib/modules"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn apply(rootfs: &Rootfs, plan: &std::path::Path) -> serde_json::Value {
-    let run = provision(&[
-        "apply",
-        plan.to_str().unwrap(),
-        "--root",
-        rootfs.arg(),
-        "--json",
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    run.json()
-}
-
 #[test]
 fn ubuntu_takes_the_precompiled_module_when_the_archive_has_it_for_the_kernel() {
     let server = Server::serve(&repo().join("target/test-repos"));
@@ -53,9 +30,9 @@ fn ubuntu_takes_the_precompiled_module_when_the_archive_has_it_for_the_kernel() 
     let before = rootfs.tree(TRACKED);
     let before_packages = rootfs.packages();
 
-    apply(&rootfs, &plan);
+    apply_ok(&plan, rootfs.arg());
     let packages = rootfs.packages();
-    let module = format!("linux-modules-nvidia-580-server-open-{}", kernel(&rootfs));
+    let module = format!("linux-modules-nvidia-580-server-open-{}", rootfs.kernel());
     assert_eq!(
         packages[&module],
         ("6.1.0.1+2".to_string(), true),
@@ -81,11 +58,11 @@ fn ubuntu_takes_the_precompiled_module_when_the_archive_has_it_for_the_kernel() 
             .path()
             .join(format!(
                 "lib/modules/{}/kernel/nvidia-580srv-open/nvidia.ko",
-                kernel(&rootfs)
+                rootfs.kernel()
             ))
             .is_file()
     );
-    let again = apply(&rootfs, &plan);
+    let again = apply_ok(&plan, rootfs.arg());
     assert_eq!(again["changed"], false, "{again:#}");
 
     let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
@@ -100,7 +77,7 @@ fn ubuntu_builds_with_dkms_when_no_precompiled_module_exists_for_the_kernel() {
     let rootfs = ubuntu_rootfs(&server, "ubuntu-noble-dkms");
     let dir = tempfile::tempdir().unwrap();
     let plan = plan_file(dir.path(), "ubuntu.toml", PLAN);
-    apply(&rootfs, &plan);
+    apply_ok(&plan, rootfs.arg());
     let packages = rootfs.packages();
     assert_eq!(
         packages["nvidia-dkms-580-server-open"],
@@ -112,6 +89,6 @@ fn ubuntu_builds_with_dkms_when_no_precompiled_module_exists_for_the_kernel() {
             .any(|name| name.starts_with("linux-modules-nvidia")),
         "{packages:?}"
     );
-    let again = apply(&rootfs, &plan);
+    let again = apply_ok(&plan, rootfs.arg());
     assert_eq!(again["changed"], false, "{again:#}");
 }

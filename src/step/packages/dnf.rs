@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Packages, Resolved, by_name};
+use super::{Packages, Resolved, action_of, add_transaction, by_name, planned_changes};
 use crate::distro::dnf::{
     Dnf, Plugins, module_state_file, parse_available, parse_module_state, parse_transaction,
     versionlock_list,
@@ -14,8 +14,8 @@ use crate::distro::{PackageSpec, apt};
 use crate::facts::os::Family;
 use crate::facts::packages::{VERSIONLOCK_LIST, installed};
 use crate::host::{Host, run_checked};
-use crate::journal::{Journal, PackageState, Undo};
-use crate::step::{Action, Change, Check, Context, Diff, PackageChange, StepError, io_error};
+use crate::journal::{Journal, PackageState};
+use crate::step::{Change, Check, Context, Diff, StepError, io_error};
 use crate::version::rpm_compare;
 
 use super::ID;
@@ -42,18 +42,6 @@ fn entry_names(entry: &str, name: &str) -> bool {
 }
 
 impl Packages {
-    fn held_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .desired
-            .install
-            .iter()
-            .filter(|s| s.hold)
-            .map(|s| s.name.as_str())
-            .collect();
-        names.dedup();
-        names
-    }
-
     /// The versionlock list with provision's entries for `versions` (the
     /// held packages at their versions) and every entry of someone else's
     /// kept as it was.
@@ -230,66 +218,13 @@ pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
     } else {
         (Vec::new(), None)
     };
-    let now = by_name(installed);
-    let mut changes: Vec<PackageChange> = Vec::new();
-    let resolved_map: BTreeMap<&str, &str> = resolved
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    for spec in &install {
-        changes.push(PackageChange {
-            name: spec.name.clone(),
-            before: now.get(spec.name.as_str()).map(|p| p.version.clone()),
-            after: Some(
-                resolved_map
-                    .get(spec.name.as_str())
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| spec.version.describe()),
-            ),
-            hold: spec.hold,
-        });
-    }
-    for spec in &hold {
-        let version = now.get(spec.name.as_str()).map(|p| p.version.clone());
-        changes.push(PackageChange {
-            name: spec.name.clone(),
-            before: version.clone(),
-            after: version,
-            hold: true,
-        });
-    }
-    for name in &remove {
-        changes.push(PackageChange {
-            name: name.clone(),
-            before: now.get(name.as_str()).map(|p| p.version.clone()),
-            after: None,
-            hold: false,
-        });
-    }
+    let resolved_map: BTreeMap<String, String> = resolved.iter().cloned().collect();
+    let mut changes = planned_changes(installed, &install, &hold, &remove, &resolved_map);
     let simulated = !resolved.is_empty() && resolved.len() == install.len();
     if simulated {
         let tx =
             packages.dnf_simulate(host, &dnf, plugins.as_ref(), &resolved, &remove, installed)?;
-        for (name, before, after) in tx.install {
-            if !changes.iter().any(|c| c.name == name) {
-                changes.push(PackageChange {
-                    name,
-                    before,
-                    after: Some(after),
-                    hold: false,
-                });
-            }
-        }
-        for (name, version) in tx.remove {
-            if !changes.iter().any(|c| c.name == name) {
-                changes.push(PackageChange {
-                    name,
-                    before: Some(version),
-                    after: None,
-                    hold: false,
-                });
-            }
-        }
+        add_transaction(&mut changes, tx);
     }
     drop(plugins);
     let mut commands = Vec::new();
@@ -322,15 +257,7 @@ pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
             packages.held_names().join(", ")
         ));
     }
-    let action = if changes.is_empty() {
-        Action::Update
-    } else if changes.iter().all(|c| c.before.is_none()) {
-        Action::Create
-    } else if changes.iter().all(|c| c.after.is_none()) {
-        Action::Delete
-    } else {
-        Action::Update
-    };
+    let action = action_of(&changes);
     let mut summary = format!(
         "{} to install or change, {} to lock, {} to remove",
         install.len(),
@@ -356,19 +283,7 @@ pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Resul
     let host = ctx.host;
     let dnf = dnf_for(ctx);
     let installed = installed_now(host)?;
-    let before = record_before(&installed);
-    for kernel in &ctx.facts.os.kernels {
-        if let Some(image) = &kernel.initramfs {
-            journal.record_file(ID, image)?;
-        }
-    }
-    journal.record(
-        ID,
-        Undo::Packages {
-            manager: "dnf".into(),
-            before,
-        },
-    )?;
+    super::record_before(ctx, journal, "dnf", versions_before(&installed))?;
     let (install, _, remove) = packages.pending(&installed);
     let lock_now = host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
     // The packages that move are unlocked for this transaction only (a
@@ -425,7 +340,9 @@ pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Resul
 /// The installed set as the journal keeps it: one entry per name, and
 /// "name=version" for the second and later versions of an installonly
 /// package (kernel-devel of several kernels).
-fn record_before(installed: &[crate::facts::packages::Package]) -> BTreeMap<String, PackageState> {
+fn versions_before(
+    installed: &[crate::facts::packages::Package],
+) -> BTreeMap<String, PackageState> {
     let mut before = BTreeMap::new();
     for package in installed {
         let key = if before.contains_key(&package.name) {
@@ -561,7 +478,7 @@ mod tests {
             source: None,
             origin: None,
         };
-        let before = record_before(&[
+        let before = versions_before(&[
             package("kernel-devel", "5.14.0-427.13.1.el9_4"),
             package("kernel-devel", "5.14.0-503.11.1.el9_5"),
         ]);

@@ -28,6 +28,17 @@ fn by_name(packages: &[Package]) -> BTreeMap<&str, &Package> {
 }
 
 impl Packages {
+    /// The packages the plan holds (version-locks), each once.
+    fn held_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for spec in self.desired.install.iter().filter(|s| s.hold) {
+            if !names.contains(&spec.name.as_str()) {
+                names.push(&spec.name);
+            }
+        }
+        names
+    }
+
     /// The specs with every alternative settled: the one installed, else
     /// the first the repositories offer (precompiled modules before DKMS),
     /// else the first.
@@ -466,6 +477,107 @@ fn installed_now(host: &Host) -> Result<Vec<Package>, StepError> {
     Ok(parse_dpkg_status(&text))
 }
 
+/// What a package check shows: the specs to install or change (at their
+/// resolved versions where known), those only to hold, the removals.
+fn planned_changes(
+    installed: &[Package],
+    install: &[&PackageSpec],
+    hold: &[&PackageSpec],
+    remove: &[String],
+    resolved: &BTreeMap<String, String>,
+) -> Vec<PackageChange> {
+    let now = by_name(installed);
+    let before = |name: &str| now.get(name).map(|p| p.version.clone());
+    let mut changes: Vec<PackageChange> = install
+        .iter()
+        .map(|spec| PackageChange {
+            name: spec.name.clone(),
+            before: before(&spec.name),
+            after: Some(
+                resolved
+                    .get(&spec.name)
+                    .cloned()
+                    .unwrap_or_else(|| spec.version.describe()),
+            ),
+            hold: spec.hold,
+        })
+        .collect();
+    changes.extend(hold.iter().map(|spec| PackageChange {
+        name: spec.name.clone(),
+        before: before(&spec.name),
+        after: before(&spec.name),
+        hold: true,
+    }));
+    changes.extend(remove.iter().map(|name| PackageChange {
+        name: name.clone(),
+        before: before(name),
+        after: None,
+        hold: false,
+    }));
+    changes
+}
+
+/// Adds what the package manager's simulation would also change
+/// (dependencies, conflicts) to the planned changes.
+fn add_transaction(changes: &mut Vec<PackageChange>, tx: apt::Transaction) {
+    for (name, before, after) in tx.install {
+        if !changes.iter().any(|c| c.name == name) {
+            changes.push(PackageChange {
+                name,
+                before,
+                after: Some(after),
+                hold: false,
+            });
+        }
+    }
+    for (name, version) in tx.remove {
+        if !changes.iter().any(|c| c.name == name) {
+            changes.push(PackageChange {
+                name,
+                before: Some(version),
+                after: None,
+                hold: false,
+            });
+        }
+    }
+}
+
+/// Journals the package set to return to, and the initramfs images first:
+/// package scripts (dpkg triggers, kernel-install) regenerate them, and a
+/// rollback restores them byte for byte.
+fn record_before(
+    ctx: &Context,
+    journal: &mut Journal,
+    manager: &str,
+    before: BTreeMap<String, PackageState>,
+) -> Result<(), StepError> {
+    for kernel in &ctx.facts.os.kernels {
+        if let Some(image) = &kernel.initramfs {
+            journal.record_file(ID, image)?;
+        }
+    }
+    journal.record(
+        ID,
+        Undo::Packages {
+            manager: manager.into(),
+            before,
+        },
+    )?;
+    Ok(())
+}
+
+fn action_of(changes: &[PackageChange]) -> Action {
+    if changes.is_empty() {
+        Action::Update
+    } else if changes.iter().all(|c| c.before.is_none()) {
+        Action::Create
+    } else if changes.iter().all(|c| c.after.is_none()) {
+        Action::Delete
+    } else {
+        Action::Update
+    }
+}
+
 impl Step for Packages {
     fn id(&self) -> String {
         ID.to_string()
@@ -535,38 +647,7 @@ impl Packages {
             ),
             Err(_) => (BTreeMap::new(), None),
         };
-        let now = by_name(installed);
-        let mut changes: Vec<PackageChange> = Vec::new();
-        for spec in &install {
-            changes.push(PackageChange {
-                name: spec.name.clone(),
-                before: now.get(spec.name.as_str()).map(|p| p.version.clone()),
-                after: Some(
-                    resolved
-                        .get(&spec.name)
-                        .cloned()
-                        .unwrap_or_else(|| spec.version.describe()),
-                ),
-                hold: spec.hold,
-            });
-        }
-        for spec in &hold {
-            let version = now.get(spec.name.as_str()).map(|p| p.version.clone());
-            changes.push(PackageChange {
-                name: spec.name.clone(),
-                before: version.clone(),
-                after: version,
-                hold: true,
-            });
-        }
-        for name in &remove {
-            changes.push(PackageChange {
-                name: name.clone(),
-                before: now.get(name.as_str()).map(|p| p.version.clone()),
-                after: None,
-                hold: false,
-            });
-        }
+        let mut changes = planned_changes(installed, &install, &hold, &remove, &resolved);
         // What apt would really do, dependencies included, with the pin the
         // plan writes: shown, and refused here if provision would refuse it.
         let mut simulated = false;
@@ -574,35 +655,10 @@ impl Packages {
             let exact: Vec<(String, String)> = resolved.clone().into_iter().collect();
             let pin = release.as_deref().and_then(|r| self.pin_content(r));
             let tx = self.simulate(ctx.host, &exact, &remove, pin.as_deref(), installed)?;
-            for (name, before, after) in tx.install {
-                if !changes.iter().any(|c| c.name == name) {
-                    changes.push(PackageChange {
-                        name,
-                        before,
-                        after: Some(after),
-                        hold: false,
-                    });
-                }
-            }
-            for (name, version) in tx.remove {
-                if !changes.iter().any(|c| c.name == name) {
-                    changes.push(PackageChange {
-                        name,
-                        before: Some(version),
-                        after: None,
-                        hold: false,
-                    });
-                }
-            }
+            add_transaction(&mut changes, tx);
             simulated = true;
         }
-        let action = if changes.iter().all(|c| c.before.is_none()) {
-            Action::Create
-        } else if changes.iter().all(|c| c.after.is_none()) {
-            Action::Delete
-        } else {
-            Action::Update
-        };
+        let action = action_of(&changes);
         // Unresolved specs show as bare names: apt resolves them after
         // `apt-get update`, under the pin.
         let exact: Vec<(String, String)> = install
@@ -612,13 +668,7 @@ impl Packages {
                 (spec.name.clone(), version)
             })
             .collect();
-        let held: Vec<String> = self
-            .desired
-            .install
-            .iter()
-            .filter(|s| s.hold)
-            .map(|s| s.name.clone())
-            .collect();
+        let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
         let mut commands = Vec::new();
         if !pin_ok {
             let release = release.unwrap_or_else(|| "<release>".into());
@@ -670,20 +720,7 @@ impl Packages {
                 )
             })
             .collect();
-        // Package scripts and dpkg triggers regenerate initramfs images:
-        // keep the current ones so a rollback restores them byte for byte.
-        for kernel in &ctx.facts.os.kernels {
-            if let Some(image) = &kernel.initramfs {
-                journal.record_file(ID, image)?;
-            }
-        }
-        journal.record(
-            ID,
-            Undo::Packages {
-                manager: "apt".into(),
-                before,
-            },
-        )?;
+        record_before(ctx, journal, "apt", before)?;
         let (install, _, remove) = self.pending(&installed);
         if !install.is_empty() || !remove.is_empty() {
             run_checked(host.runner.as_ref(), &apt::update())?;
@@ -713,13 +750,7 @@ impl Packages {
             // exact older release); the pin keeps the rest of the set along.
             run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, false))?;
         }
-        let held: Vec<String> = self
-            .desired
-            .install
-            .iter()
-            .filter(|s| s.hold)
-            .map(|s| s.name.clone())
-            .collect();
+        let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
         if !held.is_empty() {
             run_checked(host.runner.as_ref(), &apt::hold(&held))?;
         }

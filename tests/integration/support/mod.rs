@@ -133,6 +133,15 @@ impl Rootfs {
         .unwrap();
     }
 
+    /// The release of the rootfs's (only) kernel.
+    pub fn kernel(&self) -> String {
+        fs_err::read_dir(self.merged.join("lib/modules"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .next()
+            .expect("a kernel in lib/modules")
+    }
+
     pub fn read(&self, path: &str) -> String {
         fs_err::read_to_string(self.merged.join(path.trim_start_matches('/'))).unwrap()
     }
@@ -299,6 +308,23 @@ pub fn upstream(version: &str) -> &str {
     without_epoch
         .rsplit_once('-')
         .map_or(without_epoch, |(upstream, _)| upstream)
+}
+
+/// The step `id` of a plan/apply report.
+pub fn step<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report:#}"))
+}
+
+/// `provision apply PLAN --root ROOT --json`, which must succeed.
+pub fn apply_ok(plan: &Path, root: &str) -> serde_json::Value {
+    let run = provision(&["apply", plan.to_str().unwrap(), "--root", root, "--json"]);
+    assert_eq!(run.code, 0, "apply failed: {run:?}");
+    run.json()
 }
 
 /// Writes a plan file into a temp dir and returns its path.
