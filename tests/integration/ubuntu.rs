@@ -92,3 +92,80 @@ fn ubuntu_builds_with_dkms_when_no_precompiled_module_exists_for_the_kernel() {
     let again = apply_ok(&plan, rootfs.arg());
     assert_eq!(again["changed"], false, "{again:#}");
 }
+
+#[test]
+fn the_ubuntu_24_04_cuda_repo_plan_converges_holds_against_cuda_drivers_and_rolls_back() {
+    let server = Server::serve(&repo().join("target/test-repos"));
+    let rootfs = ubuntu_rootfs(&server, "ubuntu-noble");
+    rootfs.no_apt_sources();
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        fs_err::read_to_string(repo().join("plans/ubuntu-24.04-cuda-repo-580.toml")).unwrap();
+    let plan = plan_file(
+        dir.path(),
+        "ubuntu-cuda.toml",
+        &format!(
+            "{shipped}\n{}",
+            crate::support::cuda_repo_section(&server.url("nvidia-ubuntu2404/"))
+        ),
+    );
+    let before = rootfs.tree(TRACKED);
+    let before_packages = rootfs.packages();
+
+    apply_ok(&plan, rootfs.arg());
+    let packages = rootfs.packages();
+    for name in [
+        "nvidia-headless-580-open",
+        "nvidia-utils-580",
+        "libnvidia-compute-580",
+    ] {
+        assert_eq!(
+            packages[name],
+            ("580.105.08-0ubuntu1".to_string(), true),
+            "{name}"
+        );
+    }
+    assert_eq!(packages["nvidia-dkms-580-open"].0, "580.105.08-0ubuntu1");
+    assert_eq!(
+        packages["cuda-toolkit-13-0"],
+        ("13.0.2-1".to_string(), true)
+    );
+    assert!(
+        !packages.contains_key("cuda-compat-13-0"),
+        "580 runs 13.0 natively"
+    );
+    assert!(
+        rootfs
+            .read("/etc/apt/sources.list.d/provision-cuda.list")
+            .contains("signed-by=")
+    );
+
+    // cuda-drivers follows 590 in the repository: under the pin it takes 580.
+    rootfs.chroot(&["apt-get", "-y", "-q", "upgrade"]);
+    rootfs.chroot(&[
+        "apt-get",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "install",
+        "cuda-drivers",
+    ]);
+    let after = rootfs.packages();
+    assert_eq!(after["cuda-drivers"].0, "580.105.08-0ubuntu1");
+    for name in [
+        "nvidia-headless-580-open",
+        "nvidia-dkms-580-open",
+        "libnvidia-compute-580",
+    ] {
+        assert_eq!(after[name].0, "580.105.08-0ubuntu1", "{name} moved");
+    }
+    assert!(!after.keys().any(|name| name.contains("590")), "{after:?}");
+    rootfs.chroot(&["apt-get", "-y", "-q", "purge", "cuda-drivers"]);
+
+    let again = apply_ok(&plan, rootfs.arg());
+    assert_eq!(again["changed"], false, "{again:#}");
+    let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback");
+    assert_eq!(before_packages, rootfs.packages());
+}
