@@ -75,6 +75,18 @@ pub struct Fetched {
 
 const CHUNK: usize = 1 << 20;
 
+/// The HTTP client for `url`: `builder`'s timeouts plus a connect timeout.
+fn client(url: &str, builder: reqwest::ClientBuilder) -> Result<reqwest::Client, FetchError> {
+    builder
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| FetchError::Transfer {
+            url: url.to_string(),
+            message: e.to_string(),
+            attempts: 0,
+        })
+}
+
 /// sha256 of a file, streaming.
 pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut file = std::fs::File::open(path)?;
@@ -164,15 +176,11 @@ impl Fetcher {
             }
             Err(_) => (Sha256::new(), 0),
         };
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| FetchError::Transfer {
-                url: url.to_string(),
-                message: e.to_string(),
-                attempts: 0,
-            })?;
+        // Large files: no overall limit, but a stalled read fails.
+        let client = client(
+            url,
+            reqwest::Client::builder().read_timeout(Duration::from_secs(60)),
+        )?;
         let mut attempt = 0;
         let mut resumed = 0;
         let mut last_error = String::new();
@@ -307,15 +315,10 @@ pub fn fetch_small(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
         .build()
         .map_err(io(Path::new(url)))?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| FetchError::Transfer {
-                url: url.to_string(),
-                message: e.to_string(),
-                attempts: 0,
-            })?;
+        let client = client(
+            url,
+            reqwest::Client::builder().timeout(Duration::from_secs(120)),
+        )?;
         let mut last = String::new();
         for attempt in 1..=4u32 {
             if attempt > 1 {

@@ -217,19 +217,28 @@ fn apply_converges_reapply_is_a_no_op_and_rollback_restores_the_tree() {
     );
 }
 
+/// Plans for bookworm's older and current 535 releases (proprietary,
+/// nouveau left alone, so only the packages move).
+fn release_plans(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let plan = |name: &str, version: &str| {
+        plan_file(
+            dir,
+            name,
+            &format!(
+                "[driver]\nversion = \"{version}\"\nflavor = \"proprietary\"\nsource = \"distro\"\n[nouveau]\ndisable = false\n"
+            ),
+        )
+    };
+    (
+        plan("old.toml", "535.216.03"),
+        plan("new.toml", "535.247.01"),
+    )
+}
+
 #[test]
 fn an_exact_version_upgrades_in_place_and_rollback_returns_to_it() {
     let s = setup();
-    let old = plan_file(
-        s.dir.path(),
-        "old.toml",
-        "[driver]\nversion = \"535.216.03\"\nflavor = \"proprietary\"\nsource = \"distro\"\n[nouveau]\ndisable = false\n",
-    );
-    let new = plan_file(
-        s.dir.path(),
-        "new.toml",
-        "[driver]\nversion = \"535.247.01\"\nflavor = \"proprietary\"\nsource = \"distro\"\n[nouveau]\ndisable = false\n",
-    );
+    let (old, new) = release_plans(s.dir.path());
     run("apply", Some(&old), &s.rootfs);
     assert_eq!(
         s.rootfs.packages()["nvidia-smi"],
@@ -687,16 +696,7 @@ fn repo_without(drop: &str) -> (tempfile::TempDir, Server) {
 #[test]
 fn an_undo_that_cannot_finish_exits_3_and_rollback_finishes_it_later() {
     let s = setup();
-    let old = plan_file(
-        s.dir.path(),
-        "old.toml",
-        "[driver]\nversion = \"535.216.03\"\nflavor = \"proprietary\"\n[nouveau]\ndisable = false\n",
-    );
-    let new = plan_file(
-        s.dir.path(),
-        "new.toml",
-        "[driver]\nversion = \"535.247.01\"\nflavor = \"proprietary\"\n[nouveau]\ndisable = false\n",
-    );
+    let (old, new) = release_plans(s.dir.path());
     run("apply", Some(&old), &s.rootfs);
     let at_old = s.rootfs.packages();
     let tree_at_old = s.rootfs.tree(TRACKED);
