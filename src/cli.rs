@@ -63,14 +63,31 @@ pub enum Command {
         #[arg(long)]
         detailed_exitcode: bool,
     },
-    /// Make the host match the plan, journaling every change.
+    /// Make the host match the plan, journaling every change. When the
+    /// plan replaces the driver under a loaded module, the maintenance
+    /// window ([upgrade]) drains the node, swaps the module live or leaves
+    /// it to a reboot, and verifies. After that reboot the same apply (or
+    /// provision-resume.service) finishes the generation.
     Apply {
         plan: PathBuf,
         #[command(flatten)]
         common: Common,
+        /// Wait up to SECONDS for another run's lock (0: fail at once).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
     },
-    /// Undo the most recent applied generation.
+    /// Undo the most recent applied generation (a driver swapped back is
+    /// reloaded, or left to a reboot).
     Rollback {
+        #[command(flatten)]
+        common: Common,
+        /// Wait up to SECONDS for another run's lock (0: fail at once).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
+    },
+    /// List the generations: state (applied, awaiting-reboot, failed,
+    /// rolled-back), plan and its hash, times.
+    History {
         #[command(flatten)]
         common: Common,
     },

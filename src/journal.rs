@@ -55,6 +55,9 @@ pub enum Status {
     /// Changes are being made (or the run was interrupted).
     Applying,
     Applied,
+    /// The driver swap waits for a reboot; the next apply of the same plan
+    /// after it (or provision-resume.service) finishes the generation.
+    AwaitingReboot,
     /// Failed and undone automatically.
     Failed,
     /// Failed and the automatic undo could not restore everything.
@@ -92,6 +95,17 @@ pub enum Undo {
         sha256: String,
         args: Vec<String>,
     },
+    /// Start these services again, in order: the window stopped them.
+    StartUnits { units: Vec<String> },
+    /// Stop these services, in order: the change started them.
+    StopUnits { units: Vec<String> },
+    /// Reload systemd and restart these services if they run: their unit
+    /// files were restored.
+    RestartUnits { units: Vec<String> },
+    /// Load these kernel modules again, in order: the window unloaded them.
+    LoadModules { modules: Vec<String> },
+    /// Unload these kernel modules, in order: the change loaded them.
+    UnloadModules { modules: Vec<String> },
 }
 
 /// A file's former state.
@@ -129,6 +143,28 @@ pub struct Generation {
     /// Log of every command's output for this generation.
     pub log: String,
     pub entries: Vec<Entry>,
+    /// The boot the generation was applied in.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The plan's `[upgrade]` policy: a rollback that swaps the driver
+    /// back drains the node the same way.
+    #[serde(default)]
+    pub upgrade: Option<crate::plan::UpgradeSpec>,
+    /// Set while the generation waits for a reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Awaiting>,
+}
+
+/// What a generation waiting for a reboot still has to do after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    pub reason: String,
+    /// The boot that must end first.
+    pub boot_id: Option<String>,
+    /// Services the window stopped, to start after the reboot.
+    pub start: Vec<String>,
+    /// Where the plan was kept for provision-resume.service.
+    pub plan: Option<String>,
 }
 
 /// The exclusive lock; released when dropped.
@@ -174,6 +210,22 @@ impl Lock {
     }
 }
 
+impl Lock {
+    /// Like [`Lock::acquire`], retrying for up to `timeout` while another
+    /// run holds the lock (zero: fail at once, naming it).
+    pub fn acquire_waiting(root: &Root, timeout: std::time::Duration) -> Result<Lock, JournalError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match Lock::acquire(root) {
+                Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// An open generation being written.
 pub struct Journal<'a> {
     root: &'a Root,
@@ -195,6 +247,12 @@ impl<'a> Journal<'a> {
             reboot_required: false,
             log: format!("{LOG_DIR}/{id:04}.log"),
             entries: Vec::new(),
+            boot_id: root
+                .read_trimmed("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .flatten(),
+            upgrade: None,
+            awaiting: None,
         };
         let journal = Journal { root, generation };
         journal.save()?;
@@ -352,6 +410,17 @@ impl<'a> Journal<'a> {
         self.generation.reboot_required = required;
         self.save()
     }
+
+    pub fn set_upgrade(&mut self, upgrade: &crate::plan::UpgradeSpec) -> Result<(), JournalError> {
+        self.generation.upgrade = Some(upgrade.clone());
+        self.save()
+    }
+
+    /// Marks the generation as waiting for a reboot (or done waiting).
+    pub fn set_awaiting(&mut self, awaiting: Option<Awaiting>) -> Result<(), JournalError> {
+        self.generation.awaiting = awaiting;
+        self.save()
+    }
 }
 
 fn generation_path(id: u64) -> String {
@@ -390,6 +459,7 @@ pub fn latest_undoable(root: &Root) -> Result<Option<Generation>, JournalError> 
         let generation = load(root, id)?;
         match generation.status {
             Status::Applied
+            | Status::AwaitingReboot
             | Status::Applying
             | Status::RollbackIncomplete
             | Status::FailedIncomplete => {
@@ -399,6 +469,34 @@ pub fn latest_undoable(root: &Root) -> Result<Option<Generation>, JournalError> 
         }
     }
     Ok(None)
+}
+
+/// The newest generation, when it waits for a reboot.
+pub fn awaiting_reboot(root: &Root) -> Result<Option<Generation>, JournalError> {
+    match list(root)?.last() {
+        Some(&id) => {
+            let generation = load(root, id)?;
+            Ok((generation.status == Status::AwaitingReboot).then_some(generation))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The newest generation, when a run was interrupted while applying it
+/// (its process is gone: the caller holds the lock).
+pub fn interrupted(root: &Root) -> Result<Option<Generation>, JournalError> {
+    match list(root)?.last() {
+        Some(&id) => {
+            let generation = load(root, id)?;
+            Ok((generation.status == Status::Applying).then_some(generation))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Every generation, oldest first.
+pub fn all(root: &Root) -> Result<Vec<Generation>, JournalError> {
+    list(root)?.into_iter().map(|id| load(root, id)).collect()
 }
 
 /// Path of the per-generation log (host path).

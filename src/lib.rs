@@ -14,4 +14,5 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod step;
+pub mod upgrade;
 pub mod version;

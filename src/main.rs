@@ -139,7 +139,11 @@ fn run(cli: Cli) -> Exit {
                 Exit::Success
             }
         }
-        Command::Apply { plan, common } => {
+        Command::Apply {
+            plan,
+            common,
+            lock_timeout,
+        } => {
             let plan = match load_plan(&plan, "apply", &common) {
                 Ok(plan) => plan,
                 Err(exit) => return exit,
@@ -154,7 +158,13 @@ fn run(cli: Cli) -> Exit {
                     progress.warn(&format!("cannot write the log {}: {error}", path.display()));
                 }
             };
-            let report = engine::apply(&host, &plan, progress.as_ref(), &log_to);
+            let report = engine::apply(
+                &host,
+                &plan,
+                progress.as_ref(),
+                &log_to,
+                std::time::Duration::from_secs(lock_timeout),
+            );
             print_report(&report, "apply", &common);
             report.exit
         }
@@ -227,7 +237,27 @@ fn run(cli: Cli) -> Exit {
                 Exit::Success
             }
         }
-        Command::Rollback { common } => {
+        Command::History { common } => {
+            let (host, _) = match host(&common, Arc::new(Silent), false) {
+                Ok(host) => host,
+                Err(message) => return fail(message, "history", &common),
+            };
+            let history = engine::history(&host);
+            if common.json {
+                println!("{}", output::json(&history));
+            } else {
+                print!("{}", output::history_human(&history, Style::for_stdout()));
+            }
+            if history.failed {
+                Exit::Failure
+            } else {
+                Exit::Success
+            }
+        }
+        Command::Rollback {
+            common,
+            lock_timeout,
+        } => {
             let progress = progress_for(&common);
             let (host, runner) = match host(&common, progress.clone(), true) {
                 Ok(host) => host,
@@ -238,7 +268,12 @@ fn run(cli: Cli) -> Exit {
                     progress.warn(&format!("cannot write the log {}: {error}", path.display()));
                 }
             };
-            let report = engine::rollback(&host, progress.as_ref(), &log_to);
+            let report = engine::rollback(
+                &host,
+                progress.as_ref(),
+                &log_to,
+                std::time::Duration::from_secs(lock_timeout),
+            );
             print_report(&report, "rollback", &common);
             report.exit
         }

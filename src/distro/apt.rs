@@ -74,6 +74,19 @@ pub fn install(exact: &[(String, String)], purge: &[String], restore: bool) -> C
     .args(purge.iter().map(|name| format!("{name}-")))
 }
 
+/// Downloads the archives of exact versions into apt's cache, installing
+/// nothing: what the transaction will need, fetched ahead of it.
+pub fn download(exact: &[(String, String)]) -> Cmd {
+    apt_get()
+        .args(["install", "-y", "-q", "--download-only", "--no-install-recommends"])
+        .arg("--allow-downgrades")
+        .arg("--allow-change-held-packages")
+        .args(exact.iter().map(|(name, version)| match version.as_str() {
+            "" => name.clone(),
+            version => format!("{name}={version}"),
+        }))
+}
+
 /// Purges packages (and nothing else).
 pub fn purge(names: &[String]) -> Cmd {
     apt_get()

@@ -207,6 +207,20 @@ impl Dnf {
             .args(exact.iter().map(|(name, evr)| spec(name, evr)))
     }
 
+    /// Downloads every package of the [`Dnf::install`] transaction into
+    /// dnf's cache, installing nothing.
+    pub fn download(&self, exact: &[(String, String)], plugins: Option<&Plugins>) -> Cmd {
+        self.dnf(true, plugins)
+            .args([
+                "install",
+                "--downloadonly",
+                "--allowerasing",
+                "--setopt=install_weak_deps=False",
+                "--setopt=keepcache=True",
+            ])
+            .args(exact.iter().map(|(name, evr)| spec(name, evr)))
+    }
+
     /// Removes exactly these packages (and what needs them), nothing else.
     pub fn remove(&self, names: &[String], plugins: Option<&Plugins>) -> Cmd {
         self.dnf(true, plugins)

@@ -8,6 +8,7 @@ use crate::plan::{Flavor, Loader, Plan, Source};
 use crate::step::file::{ManagedFile, header};
 use crate::step::initramfs::Initramfs;
 use crate::step::ldconfig::Ldconfig;
+use crate::step::persistence::Persistence;
 use crate::step::repository::CudaRepository;
 use crate::step::{self, Step};
 
@@ -54,7 +55,8 @@ pub fn resolve_flavor(plan: &Plan, facts: &Facts) -> Result<Flavor, PlanRefused>
     }
 }
 
-/// The steps of `plan` on this host, in apply order.
+/// The steps of `plan` on this host, in apply order (the maintenance
+/// window is added around them by the engine, see `engine::steps`).
 pub fn build_steps(
     plan: &Plan,
     facts: &Facts,
@@ -77,27 +79,10 @@ pub fn build_steps(
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
 
     // 1. nouveau out of the way (file now, initramfs after the packages).
-    let blacklist = format!(
-        "{}blacklist nouveau\noptions nouveau modeset=0\n",
-        header("keep nouveau from binding NVIDIA GPUs")
-    );
-    let equivalent = facts
-        .nouveau
-        .files
-        .iter()
-        .filter(|f| f.path != NOUVEAU_CONF)
-        .find(|f| (f.blacklist || f.install_disabled) && f.modeset_off)
-        .map(|f| f.path.clone());
-    steps.push(Box::new(ManagedFile {
-        id: "nouveau:blacklist".into(),
-        path: NOUVEAU_CONF.into(),
-        content: plan.nouveau.disable.then(|| blacklist.clone()),
-        mode: 0o644,
-        equivalent: equivalent.clone(),
-    }));
+    let (blacklist, equivalent) = nouveau_blacklist(plan, facts, &mut steps);
 
     // 2. the package source, then the packages (or the runfiles).
-    let (toolkit_home, compat_dir, toolkit_on_path) = if plan.driver.source == Source::Runfile {
+    let found = if plan.driver.source == Source::Runfile {
         runfile_steps(
             plan,
             facts,
@@ -117,11 +102,70 @@ pub fn build_steps(
             desired.compat_dir.clone(),
             desired.toolkit_on_path,
         );
-        steps.push(Box::new(step::packages::Packages { desired }));
+        steps.push(Box::new(step::packages::Packages::new(desired)));
         found
     };
 
     // 3. environment of the default toolkit.
+    environment_steps(plan, found, &mut steps);
+
+    // 4. initramfs images carry the blacklist.
+    if plan.nouveau.disable {
+        // provision's own file counts when it writes one (no equivalent, or
+        // it owns one already); a vendor's equivalent file counts as it is.
+        let ours = equivalent.is_none() || facts_has(facts, NOUVEAU_CONF);
+        let mut blacklist_files = vec![NOUVEAU_CONF.to_string()];
+        blacklist_files.extend(equivalent);
+        steps.push(Box::new(Initramfs {
+            blacklist_files,
+            blacklist: ours.then(|| (NOUVEAU_CONF.to_string(), blacklist)),
+            family: facts.os.family,
+        }));
+    }
+
+    // 5. persistence mode, once the daemon can run.
+    steps.push(Box::new(Persistence {
+        enabled: plan.driver.persistence,
+        installing: facts.user_driver.version.is_none(),
+    }));
+    Ok(steps)
+}
+
+/// The nouveau blacklist file step; returns its content and the vendor
+/// file that already does the job, if any.
+fn nouveau_blacklist(
+    plan: &Plan,
+    facts: &Facts,
+    steps: &mut Vec<Box<dyn Step>>,
+) -> (String, Option<String>) {
+    let blacklist = format!(
+        "{}blacklist nouveau\noptions nouveau modeset=0\n",
+        header("keep nouveau from binding NVIDIA GPUs")
+    );
+    let equivalent = facts
+        .nouveau
+        .files
+        .iter()
+        .filter(|f| f.path != NOUVEAU_CONF)
+        .find(|f| (f.blacklist || f.install_disabled) && f.modeset_off)
+        .map(|f| f.path.clone());
+    steps.push(Box::new(ManagedFile {
+        id: "nouveau:blacklist".into(),
+        path: NOUVEAU_CONF.into(),
+        content: plan.nouveau.disable.then(|| blacklist.clone()),
+        mode: 0o644,
+        equivalent: equivalent.clone(),
+    }));
+    (blacklist, equivalent)
+}
+
+/// PATH and the loader path for the default toolkit, and the compat
+/// library first on the loader path: files, then ldconfig.
+fn environment_steps(
+    plan: &Plan,
+    (toolkit_home, compat_dir, toolkit_on_path): (Option<String>, Option<String>, bool),
+    steps: &mut Vec<Box<dyn Step>>,
+) {
     let default_toolkit = plan.toolkit.as_ref().filter(|t| t.default);
     let home = default_toolkit.and(toolkit_home);
     let needs_env = home.is_some() && !toolkit_on_path;
@@ -132,20 +176,7 @@ pub fn build_steps(
         (Some(home), true)
             if plan.environment.path || plan.environment.loader == Loader::Profile =>
         {
-            let mut text = header("CUDA toolkit environment for login shells");
-            if plan.environment.path {
-                text.push_str(&format!(
-                    "export CUDA_HOME={home}\ncase \":${{PATH}}:\" in\n  *\":{home}/bin:\"*) ;;\n  *) export PATH=\"{home}/bin${{PATH:+:${{PATH}}}}\" ;;\nesac\n"
-                ));
-            }
-            if plan.environment.loader == Loader::Profile
-                && let Some(lib) = &lib_dir
-            {
-                text.push_str(&format!(
-                    "case \":${{LD_LIBRARY_PATH}}:\" in\n  *\":{lib}:\"*) ;;\n  *) export LD_LIBRARY_PATH=\"{lib}${{LD_LIBRARY_PATH:+:${{LD_LIBRARY_PATH}}}}\" ;;\nesac\n"
-                ));
-            }
-            Some(text)
+            Some(profile_script(plan, home, lib_dir.as_deref()))
         }
         _ => None,
     };
@@ -203,21 +234,25 @@ pub fn build_steps(
             (COMPAT_CONF.into(), compat_conf),
         ],
     }));
+}
 
-    // 4. initramfs images carry the blacklist.
-    if plan.nouveau.disable {
-        // provision's own file counts when it writes one (no equivalent, or
-        // it owns one already); a vendor's equivalent file counts as it is.
-        let ours = equivalent.is_none() || facts_has(facts, NOUVEAU_CONF);
-        let mut blacklist_files = vec![NOUVEAU_CONF.to_string()];
-        blacklist_files.extend(equivalent);
-        steps.push(Box::new(Initramfs {
-            blacklist_files,
-            blacklist: ours.then(|| (NOUVEAU_CONF.to_string(), blacklist)),
-            family: facts.os.family,
-        }));
+/// /etc/profile.d: CUDA_HOME and PATH, and LD_LIBRARY_PATH when the plan
+/// asks for the loader path of login shells.
+fn profile_script(plan: &Plan, home: &str, lib_dir: Option<&str>) -> String {
+    let mut text = header("CUDA toolkit environment for login shells");
+    if plan.environment.path {
+        text.push_str(&format!(
+            "export CUDA_HOME={home}\ncase \":${{PATH}}:\" in\n  *\":{home}/bin:\"*) ;;\n  *) export PATH=\"{home}/bin${{PATH:+:${{PATH}}}}\" ;;\nesac\n"
+        ));
     }
-    Ok(steps)
+    if plan.environment.loader == Loader::Profile
+        && let Some(lib) = lib_dir
+    {
+        text.push_str(&format!(
+            "case \":${{LD_LIBRARY_PATH}}:\" in\n  *\":{lib}:\"*) ;;\n  *) export LD_LIBRARY_PATH=\"{lib}${{LD_LIBRARY_PATH:+:${{LD_LIBRARY_PATH}}}}\" ;;\nesac\n"
+        ));
+    }
+    text
 }
 
 /// The driver (and toolkit) from NVIDIA's runfiles; returns the toolkit's

@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use crate::host::{CommandRecord, Host};
+use crate::step::verify::Verification;
 use crate::step::{self, Action, Diff};
+use crate::upgrade::Window;
 
 /// The process exit codes (documented in `--help`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,6 +36,11 @@ pub struct Report {
     pub commands: Vec<CommandRecord>,
     /// Ansible's `--diff` form.
     pub diff: AnsibleDiff,
+    /// The maintenance window, when the driver is swapped under a loaded
+    /// module (or loaded after a fresh install).
+    pub window: Option<Window>,
+    /// The checks run after the driver changed.
+    pub verify: Option<Verification>,
     #[serde(skip)]
     pub exit: Exit,
 }
@@ -66,6 +73,8 @@ impl Report {
             log: None,
             commands: Vec::new(),
             diff: AnsibleDiff::default(),
+            window: None,
+            verify: None,
             exit: Exit::Success,
         }
     }

@@ -35,8 +35,12 @@ pub struct KernelDriver {
 pub struct NvidiaModule {
     pub name: String,
     pub version: Option<String>,
+    /// Module references: dependent modules plus open files.
     pub refcount: Option<u32>,
     pub used_by: Vec<String>,
+    /// Modules that depend on this one (`/sys/module/<name>/holders`).
+    #[serde(default)]
+    pub holders: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -174,11 +178,15 @@ pub fn gather_kernel(
                     .read_trimmed(format!("/sys/module/{}/version", module.name))
                     .ok()
                     .flatten();
+                let holders = root
+                    .read_dir(format!("/sys/module/{}/holders", module.name))
+                    .unwrap_or_default();
                 driver.modules.push(NvidiaModule {
                     name: module.name,
                     version,
                     refcount: module.refcount,
                     used_by: module.used_by,
+                    holders,
                 });
             }
         }

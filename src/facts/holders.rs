@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::Unknown;
 use crate::host::Root;
 
-/// Daemons that hold the GPU by design: (process name, service).
+/// Daemons that hold the GPU by design: (program name, service). The
+/// kernel keeps 15 characters of a name (`comm`): "nvidia-persiste".
 const GPU_SERVICES: &[(&str, &str)] = &[
     ("nvidia-persistenced", "nvidia-persistenced"),
     ("nv-fabricmanager", "nvidia-fabricmanager"),
@@ -37,6 +38,9 @@ pub struct Holder {
     pub cmdline: String,
     /// Device files held, each once ("/dev/nvidia0", "/dev/nvidiactl").
     pub devices: Vec<String>,
+    /// Open files on those devices (each holds a module reference).
+    #[serde(default)]
+    pub fds: usize,
     /// systemd unit from the cgroup path ("nvidia-persistenced.service").
     pub unit: Option<String>,
     /// Container id from the cgroup path.
@@ -74,6 +78,44 @@ pub fn parse_cgroup(text: &str) -> (Option<String>, Option<String>) {
     (unit, container)
 }
 
+/// The GPU service a process is, by its program name: `comm` (which the
+/// kernel cuts at 15 characters) or the first word of its command line.
+fn gpu_service(command: &str, cmdline: &str) -> Option<&'static str> {
+    let program = cmdline
+        .split_whitespace()
+        .next()
+        .and_then(|word| word.rsplit('/').next())
+        .unwrap_or("");
+    GPU_SERVICES
+        .iter()
+        .find(|(name, _)| {
+            *name == program || *name == command || (command.len() == 15 && name.starts_with(command))
+        })
+        .map(|(_, service)| *service)
+}
+
+/// The pids of process `pid` and its parents up to pid 1, from
+/// `/proc/<pid>/stat` (`pid (comm) state ppid ...`).
+pub fn ancestry(root: &Root, pid: u32) -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut current = pid;
+    while current > 0 && !chain.contains(&current) && chain.len() < 4096 {
+        chain.push(current);
+        let Ok(stat) = root.read_string(format!("/proc/{current}/stat")) else {
+            break;
+        };
+        current = parse_ppid(&stat).unwrap_or(0);
+    }
+    chain
+}
+
+/// The parent pid in `/proc/<pid>/stat`; the command (in parentheses) may
+/// itself hold spaces and parentheses, so the fields after the last `)`.
+pub fn parse_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn is_container_id(text: &str) -> bool {
     text.len() >= 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -106,13 +148,17 @@ pub fn gather(root: &Root) -> Holders {
             }
         };
         let mut devices: Vec<String> = Vec::new();
+        let mut open = 0;
         for fd in fds {
             let Ok(target) = root.read_link(format!("{dir}/fd/{fd}")) else {
                 continue;
             };
             let target = target.to_string_lossy();
-            if target.starts_with("/dev/nvidia") && !devices.iter().any(|d| d == &*target) {
-                devices.push(target.into_owned());
+            if target.starts_with("/dev/nvidia") {
+                open += 1;
+                if !devices.iter().any(|d| d == &*target) {
+                    devices.push(target.into_owned());
+                }
             }
         }
         if devices.is_empty() {
@@ -126,12 +172,6 @@ pub fn gather(root: &Root) -> Holders {
             .ok()
             .flatten()
             .unwrap_or_default();
-        if let Some((_, service)) = GPU_SERVICES.iter().find(|(name, _)| *name == command) {
-            holders.services.push(Service {
-                name: service.to_string(),
-                pid,
-            });
-        }
         let cmdline = root
             .read_bytes(format!("{dir}/cmdline"))
             .map(|bytes| {
@@ -146,11 +186,18 @@ pub fn gather(root: &Root) -> Holders {
             .read_string(format!("{dir}/cgroup"))
             .map(|text| parse_cgroup(&text))
             .unwrap_or((None, None));
+        if let Some(service) = gpu_service(&command, &cmdline) {
+            holders.services.push(Service {
+                name: service.to_string(),
+                pid,
+            });
+        }
         holders.processes.push(Holder {
             pid,
             command,
             cmdline,
             devices,
+            fds: open,
             unit,
             container,
         });
@@ -170,6 +217,31 @@ pub fn gather(root: &Root) -> Holders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_services_by_cut_name_or_program() {
+        // The kernel keeps 15 characters of a process name.
+        assert_eq!(
+            gpu_service("nvidia-persiste", "/usr/bin/nvidia-persistenced --user x"),
+            Some("nvidia-persistenced")
+        );
+        assert_eq!(
+            gpu_service("nvidia-persiste", ""),
+            Some("nvidia-persistenced")
+        );
+        assert_eq!(
+            gpu_service("nv-hostengine", "/usr/bin/nv-hostengine -n"),
+            Some("nvidia-dcgm")
+        );
+        assert_eq!(gpu_service("python", "python train.py"), None);
+    }
+
+    #[test]
+    fn parent_pid_after_the_last_parenthesis() {
+        assert_eq!(parse_ppid("1310 (nvidia-persiste) S 1 1310 1310 0"), Some(1));
+        assert_eq!(parse_ppid("42 (a) b) (c) R 7 42"), Some(7));
+        assert_eq!(parse_ppid("garbage"), None);
+    }
 
     #[test]
     fn cgroup_units_and_containers() {

@@ -12,6 +12,7 @@ pub mod nouveau;
 pub mod os;
 pub mod packages;
 pub mod pci;
+pub mod services;
 pub mod toolkit;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ pub struct Facts {
     pub toolkits: toolkit::Toolkits,
     pub environment: environment::Environment,
     pub holders: holders::Holders,
+    #[serde(default)]
+    pub services: services::Services,
     pub packages: packages::Packages,
     /// Whole-host notes: sections that could not be read at all.
     pub unknown: Unknown,
@@ -145,6 +148,7 @@ impl Facts {
             Vec::new()
         };
         let nouveau = nouveau::gather(host, os.family, bound, &kernels);
+        let services = services::gather(root, os.systemd);
         let holders = holders.join().unwrap_or_else(|_| {
             let mut holders = holders::Holders::default();
             holders.unknown.note("processes", "the /proc scan failed");
@@ -161,6 +165,7 @@ impl Facts {
             toolkits,
             environment,
             holders,
+            services,
             packages,
             unknown,
             all_packages,

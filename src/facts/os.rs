@@ -25,6 +25,10 @@ pub struct Os {
     pub family: Option<Family>,
     /// `uname -r` of the running kernel (from `proc/sys/kernel/osrelease`).
     pub running_kernel: Option<String>,
+    /// This boot's id (`proc/sys/kernel/random/boot_id`): a generation that
+    /// waits for a reboot knows the reboot happened when it changes.
+    #[serde(default)]
+    pub boot_id: Option<String>,
     pub kernels: Vec<Kernel>,
     /// `true`/`false`, or null with the reason in `unknown`.
     pub secure_boot: Option<bool>,
@@ -42,6 +46,15 @@ pub struct Os {
     /// or VM image whose driver comes from the host).
     pub read_only_driver_mounts: Vec<String>,
     pub unknown: Unknown,
+}
+
+impl Os {
+    /// Whether this root is the running system: its kernel is the one
+    /// running (a chroot of another release, an image or a snapshot
+    /// without /proc is not, and no module is ever loaded into it).
+    pub fn booted(&self) -> bool {
+        self.kernels.iter().any(|k| k.running)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +196,11 @@ pub fn gather(host: &Host) -> Os {
         Err(error) => os.unknown.note("running_kernel", error.to_string()),
     }
 
+    os.boot_id = root
+        .read_trimmed("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .flatten()
+        .filter(|id| !id.is_empty());
     os.kernels = installed_kernels(root, os.running_kernel.as_deref());
     secure_boot(host, &mut os);
     init_and_container(root, &mut os);

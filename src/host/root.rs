@@ -225,6 +225,24 @@ impl Root {
         Ok(())
     }
 
+    /// Makes `p` a symbolic link to `target`, atomically: a link made
+    /// beside it, renamed over whatever is there (never followed).
+    pub fn symlink_atomic(&self, p: impl AsRef<Path>, target: impl AsRef<Path>) -> io::Result<()> {
+        let p = p.as_ref();
+        let parent = self.join_resolved(p.parent().unwrap_or(Path::new("/")))?;
+        fs_err::create_dir_all(&parent)?;
+        let name = p
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+        let real = parent.join(name);
+        let temp = parent.join(format!(".provision-link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&temp);
+        std::os::unix::fs::symlink(target.as_ref(), &temp).map_err(|e| annotate(e, &temp))?;
+        std::fs::rename(&temp, &real).map_err(|e| annotate(e, &real))?;
+        fs_err::File::open(&parent)?.sync_all()?;
+        Ok(())
+    }
+
     /// Removes the file or link at `p` (not what a link points to). Absent is fine.
     pub fn remove_file(&self, p: impl AsRef<Path>) -> io::Result<()> {
         let p = p.as_ref();

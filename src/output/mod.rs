@@ -168,8 +168,23 @@ pub fn human(report: &Report, verb: &str, style: Style) -> String {
         };
         let _ = writeln!(out, "{}", style.paint("1", &summary));
     }
+    if let Some(window) = &report.window {
+        out.push_str(&window::window(window, style));
+    }
+    if let Some(verification) = &report.verify {
+        out.push_str(&window::verification(verification, style));
+    }
     if report.reboot_required {
-        let _ = writeln!(out, "{}", style.paint("33", "A reboot is required for the change to take effect (nouveau or an older module is loaded)."));
+        let why = report
+            .window
+            .as_ref()
+            .and_then(|w| w.reboot_reason.clone())
+            .unwrap_or_else(|| "nouveau or an older module is loaded".into());
+        let _ = writeln!(
+            out,
+            "{}",
+            style.paint("33", &format!("A reboot is required for the change to take effect ({why}).")),
+        );
     }
     if let Some(log) = &report.log {
         let _ = writeln!(out, "Log: {log}");
@@ -303,6 +318,8 @@ impl Progress for TerminalProgress {
 mod compat;
 mod doctor;
 mod facts;
+mod window;
 pub use compat::{compat_host_human, compat_human, compat_sentence};
 pub use doctor::doctor_human;
 pub use facts::facts_human;
+pub use window::history as history_human;

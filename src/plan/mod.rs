@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use schema::{
-    Branch, CompatPackage, DriverVersion, EnvironmentSpec, Flavor, Loader, NouveauSpec,
-    RepositoriesSpec, Source, ToolkitSpec, ToolkitVersion,
+    Branch, CompatPackage, DriverVersion, EnvironmentSpec, Flavor, HolderPolicy, Loader,
+    NouveauSpec, Reload, RepositoriesSpec, Source, StopTimeout, ToolkitSpec, ToolkitVersion,
+    UnitName, UpgradeSpec,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +37,17 @@ pub struct Plan {
     pub path: PathBuf,
     /// sha256 of the plan file, recorded in the journal.
     pub sha256: String,
+    /// The plan file as read (kept beside the journal while a generation
+    /// waits for a reboot).
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
     pub driver: Driver,
     pub toolkit: Option<ToolkitSpec>,
     pub compat: CompatPackage,
     pub nouveau: NouveauSpec,
     pub environment: EnvironmentSpec,
     pub repositories: RepositoriesSpec,
+    pub upgrade: UpgradeSpec,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,6 +57,8 @@ pub struct Driver {
     pub source: Source,
     /// `source = "runfile"`: where the installer is and its sha256.
     pub runfile: Option<Download>,
+    /// nvidia-persistenced in persistence mode.
+    pub persistence: bool,
 }
 
 /// A file provision downloads and verifies before use.
@@ -212,17 +220,20 @@ impl Plan {
         Ok(Plan {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(bytes)),
+            bytes: bytes.to_vec(),
             driver: Driver {
                 target,
                 flavor: driver.flavor,
                 source: driver.source,
                 runfile,
+                persistence: driver.persistence,
             },
             toolkit,
             compat: spec.compat.package,
             nouveau: spec.nouveau,
             environment: spec.environment,
             repositories: spec.repositories,
+            upgrade: spec.upgrade,
         })
     }
 }

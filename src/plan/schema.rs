@@ -20,6 +20,157 @@ pub struct PlanSpec {
     pub environment: EnvironmentSpec,
     #[serde(default)]
     pub repositories: RepositoriesSpec,
+    #[serde(default)]
+    pub upgrade: UpgradeSpec,
+}
+
+/// `[upgrade]`: what an upgrade may do to a node that is running work.
+/// The defaults touch nothing running: any holder blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSpec {
+    #[serde(default)]
+    pub holders: HolderPolicy,
+    /// GPU services stopped in this order (and started in reverse) around
+    /// a driver swap.
+    #[serde(default = "default_services")]
+    pub services: Vec<UnitName>,
+    /// Seconds each service or process gets to stop.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: StopTimeout,
+    #[serde(default)]
+    pub reload: Reload,
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        UpgradeSpec {
+            holders: HolderPolicy::default(),
+            services: default_services(),
+            stop_timeout: default_stop_timeout(),
+            reload: Reload::default(),
+        }
+    }
+}
+
+/// The services that hold the GPU by design (NVIDIA's persistence daemon,
+/// Fabric Manager, DCGM's host engine and exporter).
+fn default_services() -> Vec<UnitName> {
+    [
+        "nvidia-persistenced",
+        "nvidia-fabricmanager",
+        "nvidia-dcgm",
+        "dcgm",
+        "dcgm-exporter",
+    ]
+    .iter()
+    .map(|name| UnitName(name.to_string()))
+    .collect()
+}
+
+fn default_stop_timeout() -> StopTimeout {
+    StopTimeout(30)
+}
+
+/// What happens to processes holding `/dev/nvidia*` when the driver must
+/// be swapped under them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HolderPolicy {
+    /// Any holder blocks the upgrade.
+    #[default]
+    Refuse,
+    /// The listed services are stopped and started again; any other holder
+    /// blocks.
+    StopServices,
+    /// Services are stopped and started again; any other holder gets
+    /// SIGTERM, then SIGKILL after `stop_timeout`.
+    Terminate,
+}
+
+impl fmt::Display for HolderPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HolderPolicy::Refuse => "refuse",
+            HolderPolicy::StopServices => "stop-services",
+            HolderPolicy::Terminate => "terminate",
+        })
+    }
+}
+
+/// How a new kernel module replaces the loaded one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reload {
+    /// Swap the module live when nothing blocks it, else wait for a reboot.
+    #[default]
+    Auto,
+    /// Always leave the swap to a reboot.
+    Never,
+}
+
+/// A systemd service name ("nvidia-persistenced" or "nvidia-dcgm.service").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct UnitName(pub String);
+
+impl From<UnitName> for String {
+    fn from(unit: UnitName) -> String {
+        unit.0
+    }
+}
+
+impl UnitName {
+    /// The full unit name, "nvidia-persistenced.service".
+    pub fn unit(&self) -> String {
+        if self.0.contains('.') {
+            self.0.clone()
+        } else {
+            format!("{}.service", self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UnitName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let valid = !text.is_empty()
+            && text.len() <= 255
+            && !text.starts_with('-')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@:\\".contains(&b));
+        let unit = UnitName(text.clone());
+        if !valid || !unit.unit().ends_with(".service") {
+            return Err(serde::de::Error::custom(format!(
+                "invalid service {text:?}: expected a systemd service name such as \"nvidia-persistenced\""
+            )));
+        }
+        Ok(unit)
+    }
+}
+
+/// Seconds a service or process gets to stop: 1 to 3600.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u64")]
+pub struct StopTimeout(pub u64);
+
+impl From<StopTimeout> for u64 {
+    fn from(timeout: StopTimeout) -> u64 {
+        timeout.0
+    }
+}
+
+impl<'de> Deserialize<'de> for StopTimeout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let seconds = i64::deserialize(deserializer)?;
+        if !(1..=3600).contains(&seconds) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid stop_timeout {seconds}: expected seconds from 1 to 3600"
+            )));
+        }
+        Ok(StopTimeout(seconds as u64))
+    }
 }
 
 /// Where packages come from: NVIDIA's CUDA repository (or an internal
@@ -148,6 +299,9 @@ pub struct DriverSpec {
     pub runfile: Option<Url>,
     /// The runfile's sha256: nothing unverified is ever executed.
     pub sha256: Option<Sha256Hex>,
+    /// nvidia-persistenced enabled and running in persistence mode.
+    #[serde(default = "yes")]
+    pub persistence: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -6,8 +6,11 @@ pub mod file;
 pub mod initramfs;
 pub mod ldconfig;
 pub mod packages;
+pub mod persistence;
 pub mod repository;
 pub mod runfile;
+pub mod verify;
+pub mod window;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +37,43 @@ pub trait Step {
     fn check(&self, ctx: &Context) -> Result<Check, StepError>;
     /// Makes the change, journaling its undo first.
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError>;
+
+    /// What `plan` shows before anything changed. Most steps show their
+    /// check; the window's steps show what the window will do (services
+    /// still run at plan time, yet they will be started again).
+    fn preview(&self, ctx: &Context) -> Result<Check, StepError> {
+        self.check(ctx)
+    }
+
+    /// Read-only: the driver release this step moves the host to, when it
+    /// changes the driver (the set of driver packages, or a runfile). The
+    /// engine builds the maintenance window around such a step.
+    fn driver_change(&self, _ctx: &Context) -> Result<Option<DriverChange>, StepError> {
+        Ok(None)
+    }
+
+    /// A step that fetches, before the window opens, everything this step
+    /// will need (nothing is downloaded while the GPU is out of service).
+    fn downloader(&self) -> Option<Box<dyn Step>> {
+        None
+    }
+
+    /// The window's steps change state for the length of the apply only
+    /// (services stopped, then started again): they are not checked for
+    /// convergence afterwards; verify checks what they leave.
+    fn transient(&self) -> bool {
+        false
+    }
+}
+
+/// A change of the installed driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverChange {
+    /// The installed release, if any.
+    pub before: Option<String>,
+    /// The release after ("580.105.08"), or the accepted range ("580.*")
+    /// while the package lists do not say which.
+    pub after: String,
 }
 
 #[derive(Debug, Clone)]

@@ -191,6 +191,63 @@ impl Packages {
     }
 }
 
+/// The exact versions and release the plan's driver set resolves to from
+/// the cached metadata (for the window's `after`), when dnf knows them.
+pub(super) fn resolve_for_plan(
+    packages: &Packages,
+    ctx: &Context,
+    install: &[&PackageSpec],
+) -> Option<Resolved> {
+    if !packages.stream_ok(ctx.host) {
+        return None;
+    }
+    let dnf = dnf_for(ctx);
+    let lock_now = ctx.host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
+    let changing: Vec<String> = install.iter().map(|s| s.name.clone()).collect();
+    let plugins = dnf
+        .plugins(ctx.host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .ok()?;
+    packages
+        .dnf_resolve(ctx.host, &dnf, plugins.as_ref(), &ctx.facts.all_packages, install)
+        .ok()
+}
+
+pub(super) fn describe_download(ctx: &Context) -> Vec<String> {
+    let dnf = dnf_for(ctx);
+    vec![
+        dnf.makecache(None).display(),
+        dnf.download(&[], None).display() + " <the driver set>",
+    ]
+}
+
+/// The window's download: fresh metadata, the stream, and every package
+/// of the transaction in dnf's cache before the first holder stops.
+pub(super) fn prefetch(packages: &Packages, ctx: &Context) -> Result<(), StepError> {
+    let host = ctx.host;
+    let dnf = dnf_for(ctx);
+    let installed = installed_now(host)?;
+    let (install, _, _) = packages.pending(&installed);
+    let lock_now = host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
+    let changing: Vec<String> = install.iter().map(|s| s.name.clone()).collect();
+    let plugins = dnf
+        .plugins(host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .map_err(io_error("dnf plugin configuration"))?;
+    run_checked(host.runner.as_ref(), &dnf.makecache(plugins.as_ref()))?;
+    let (exact, release) = if packages.stream_ok(host) {
+        packages
+            .dnf_resolve(host, &dnf, plugins.as_ref(), &installed, &install)
+            .map_err(StepError::Failed)?
+    } else {
+        // The stream changes inside the transaction: dnf resolves then.
+        (Vec::new(), None)
+    };
+    if !exact.is_empty() {
+        run_checked(host.runner.as_ref(), &dnf.download(&exact, plugins.as_ref()))?;
+    }
+    let _ = packages.prepared.set(super::Prepared { exact, release });
+    Ok(())
+}
+
 pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
     let host = ctx.host;
     let installed = &ctx.facts.all_packages;
@@ -307,15 +364,28 @@ pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Resul
             &dnf.module_enable(module, stream, plugins.as_ref()),
         )?;
     }
-    if !install.is_empty() || !remove.is_empty() {
+    // Inside the window the metadata and packages are in dnf's cache
+    // already (the download step): the transaction runs from it (-C).
+    let prepared = packages.prepared().filter(|p| !p.exact.is_empty());
+    if prepared.is_none() && (!install.is_empty() || !remove.is_empty()) {
         run_checked(host.runner.as_ref(), &dnf.makecache(plugins.as_ref()))?;
     }
     if !install.is_empty() {
-        let (exact, _) = packages
-            .dnf_resolve(host, &dnf, plugins.as_ref(), &installed, &install)
-            .map_err(StepError::Failed)?;
+        let exact = match prepared {
+            Some(prepared) => prepared.exact.clone(),
+            None => {
+                packages
+                    .dnf_resolve(host, &dnf, plugins.as_ref(), &installed, &install)
+                    .map_err(StepError::Failed)?
+                    .0
+            }
+        };
         packages.dnf_simulate(host, &dnf, plugins.as_ref(), &exact, &remove, &installed)?;
-        run_checked(host.runner.as_ref(), &dnf.install(&exact, plugins.as_ref()))?;
+        let mut cmd = dnf.install(&exact, plugins.as_ref());
+        if prepared.is_some() {
+            cmd = cmd.arg("--cacheonly");
+        }
+        run_checked(host.runner.as_ref(), &cmd)?;
     }
     let after = installed_now(host)?;
     let still: Vec<String> = remove
@@ -443,13 +513,11 @@ mod tests {
             hold,
             alternatives: Vec::new(),
         };
-        Packages {
-            desired: Desired {
-                manager: Manager::Dnf,
-                install: vec![spec("nvidia-driver-cuda", true), spec("dkms", false)],
-                ..Desired::default()
-            },
-        }
+        Packages::new(Desired {
+            manager: Manager::Dnf,
+            install: vec![spec("nvidia-driver-cuda", true), spec("dkms", false)],
+            ..Desired::default()
+        })
     }
 
     #[test]

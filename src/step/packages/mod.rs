@@ -3,8 +3,10 @@
 //! module, and return to the recorded set on rollback.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
-use super::{Action, Change, Check, Context, Diff, PackageChange, Step, StepError};
+use super::window::download::{Download, Prefetch};
+use super::{Action, Change, Check, Context, Diff, DriverChange, PackageChange, Step, StepError};
 pub mod dnf;
 
 use crate::distro::{Desired, Manager, PackageSpec, VersionSpec, apt};
@@ -18,8 +20,19 @@ pub const ID: &str = "packages";
 /// Exact `(name, version)`s to install, and the driver release they make.
 pub(crate) type Resolved = (Vec<(String, String)>, Option<String>);
 
+#[derive(Clone)]
 pub struct Packages {
     pub desired: Desired,
+    /// Filled by the window's download step: the lists are fresh and the
+    /// archives of these exact versions are downloaded.
+    prepared: Arc<OnceLock<Prepared>>,
+}
+
+/// What the download step resolved and fetched ahead of the window.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub exact: Vec<(String, String)>,
+    pub release: Option<String>,
 }
 
 /// Installed packages by name.
@@ -28,6 +41,17 @@ fn by_name(packages: &[Package]) -> BTreeMap<&str, &Package> {
 }
 
 impl Packages {
+    pub fn new(desired: Desired) -> Packages {
+        Packages {
+            desired,
+            prepared: Arc::default(),
+        }
+    }
+
+    pub(crate) fn prepared(&self) -> Option<&Prepared> {
+        self.prepared.get()
+    }
+
     /// The packages the plan holds (version-locks), each once.
     fn held_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
@@ -45,7 +69,7 @@ impl Packages {
     fn settle(&self, host: &Host, installed: &[Package]) -> Packages {
         let mut desired = self.desired.clone();
         if !desired.install.iter().any(|s| !s.alternatives.is_empty()) {
-            return Packages { desired };
+            return self.clone();
         }
         let names: Vec<String> = desired
             .install
@@ -82,7 +106,10 @@ impl Packages {
                 spec.version = version.clone();
             }
         }
-        Packages { desired }
+        Packages {
+            desired,
+            prepared: self.prepared.clone(),
+        }
     }
 
     /// Specs whose installed state differs (absent, wrong version, not held),
@@ -319,47 +346,20 @@ impl Packages {
         pin: Option<&str>,
         installed: &[Package],
     ) -> Result<apt::Transaction, StepError> {
-        let mut temporary = None;
-        if let Some(pin) = pin
-            && host.root.read_string(apt::PIN_FILE).ok().as_deref() != Some(pin)
-        {
-            let dir = format!("/tmp/provision-plan-{}", std::process::id());
-            let mut ok = true;
-            for name in host
-                .root
-                .read_dir("/etc/apt/preferences.d")
-                .unwrap_or_default()
-            {
-                let from = format!("/etc/apt/preferences.d/{name}");
-                if name != "provision-nvidia-driver.pref"
-                    && let Ok(bytes) = host.root.read_bytes(&from)
-                {
-                    ok &= host
-                        .root
-                        .write_atomic(format!("{dir}/{name}"), &bytes, 0o644)
-                        .is_ok();
+        let preferences = match pin {
+            Some(pin) if host.root.read_string(apt::PIN_FILE).ok().as_deref() != Some(pin) => {
+                match FuturePreferences::new(host, pin) {
+                    Some(dir) => Some(dir),
+                    None => return Ok(apt::Transaction::default()),
                 }
             }
-            ok &= host
-                .root
-                .write_atomic(
-                    format!("{dir}/provision-nvidia-driver.pref"),
-                    pin.as_bytes(),
-                    0o644,
-                )
-                .is_ok();
-            if !ok {
-                let _ = std::fs::remove_dir_all(host.root.join(&dir));
-                return Ok(apt::Transaction::default());
-            }
-            temporary = Some(dir);
-        }
+            _ => None,
+        };
+        let temporary = preferences.as_ref().map(|p| p.dir.clone());
         let result = host
             .runner
             .run(&apt::simulate(exact, remove, temporary.as_deref()));
-        if let Some(dir) = &temporary {
-            let _ = std::fs::remove_dir_all(host.root.join(dir));
-        }
+        drop(preferences);
         let output = result?;
         if !output.success() {
             let held: Vec<&str> = installed
@@ -466,6 +466,56 @@ impl Packages {
 
     fn pin_content(&self, upstream: &str) -> Option<String> {
         (!self.desired.pin.is_empty()).then(|| apt::pin_file(&self.desired.pin, upstream))
+    }
+}
+
+/// apt's preferences as they will be once the plan's pin is written: a
+/// copy of the other preference files and the pin, in a directory under
+/// the root's /tmp that goes when this does (apt is pointed at it with
+/// `Dir::Etc::PreferencesParts`).
+struct FuturePreferences<'a> {
+    host: &'a Host,
+    dir: String,
+}
+
+impl<'a> FuturePreferences<'a> {
+    fn new(host: &'a Host, pin: &str) -> Option<FuturePreferences<'a>> {
+        let dir = format!("/tmp/provision-plan-{}", std::process::id());
+        let made = FuturePreferences {
+            host,
+            dir: dir.clone(),
+        };
+        let mut ok = true;
+        for name in host
+            .root
+            .read_dir("/etc/apt/preferences.d")
+            .unwrap_or_default()
+        {
+            let from = format!("/etc/apt/preferences.d/{name}");
+            if name != "provision-nvidia-driver.pref"
+                && let Ok(bytes) = host.root.read_bytes(&from)
+            {
+                ok &= host
+                    .root
+                    .write_atomic(format!("{dir}/{name}"), &bytes, 0o644)
+                    .is_ok();
+            }
+        }
+        ok &= host
+            .root
+            .write_atomic(
+                format!("{dir}/provision-nvidia-driver.pref"),
+                pin.as_bytes(),
+                0o644,
+            )
+            .is_ok();
+        ok.then_some(made)
+    }
+}
+
+impl Drop for FuturePreferences<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.host.root.join(&self.dir));
     }
 }
 
@@ -603,6 +653,7 @@ impl Step for Packages {
                     .iter()
                     .any(|s| !s.alternatives.is_empty());
                 if alternatives
+                    && self.prepared().is_none()
                     && !self
                         .settle(ctx.host, &installed)
                         .pending(&installed)
@@ -615,6 +666,102 @@ impl Step for Packages {
                 self.settle(ctx.host, &installed).apt_apply(ctx, journal)
             }
         }
+    }
+
+    fn driver_change(&self, ctx: &Context) -> Result<Option<DriverChange>, StepError> {
+        let installed = &ctx.facts.all_packages;
+        let settled = match self.desired.manager {
+            Manager::Apt => self.settle(ctx.host, installed),
+            Manager::Dnf => self.clone(),
+        };
+        let (install, _, remove) = settled.pending(installed);
+        let moves = install
+            .iter()
+            .any(|s| matches!(s.version, VersionSpec::Driver(_)))
+            || !remove.is_empty();
+        if !moves {
+            return Ok(None);
+        }
+        let before = settled.installed_driver(installed).or_else(|| {
+            // A partial or mixed set: the release its main package has.
+            settled
+                .desired
+                .install
+                .iter()
+                .filter(|s| matches!(s.version, VersionSpec::Driver(_)))
+                .find_map(|s| {
+                    installed
+                        .iter()
+                        .find(|p| p.name == s.name)
+                        .map(|p| upstream(&p.version).to_string())
+                })
+        });
+        let resolved = match self.desired.manager {
+            Manager::Apt => settled.resolve(ctx.host, installed, &install).ok(),
+            Manager::Dnf => dnf::resolve_for_plan(&settled, ctx, &install),
+        };
+        let after = resolved
+            .and_then(|(_, release)| release)
+            .unwrap_or_else(|| self.driver_range());
+        Ok(Some(DriverChange { before, after }))
+    }
+
+    fn downloader(&self) -> Option<Box<dyn Step>> {
+        Some(Box::new(Download {
+            source: Arc::new(self.clone()),
+        }))
+    }
+}
+
+impl Packages {
+    /// What the plan accepts for the driver set ("580.*", "580.105.08").
+    fn driver_range(&self) -> String {
+        self.desired
+            .install
+            .iter()
+            .find(|s| matches!(s.version, VersionSpec::Driver(_)))
+            .map(|s| s.version.describe())
+            .unwrap_or_default()
+    }
+}
+
+impl Prefetch for Packages {
+    fn describe(&self, ctx: &Context) -> Result<Vec<String>, StepError> {
+        Ok(match self.desired.manager {
+            Manager::Apt => vec![
+                apt::update().display(),
+                apt::download(&[]).display() + " <the driver set>",
+            ],
+            Manager::Dnf => dnf::describe_download(ctx),
+        })
+    }
+
+    fn prefetch(&self, ctx: &Context) -> Result<(), StepError> {
+        if self.desired.manager == Manager::Dnf {
+            return dnf::prefetch(self, ctx);
+        }
+        let host = ctx.host;
+        let installed = installed_now(host)?;
+        run_checked(host.runner.as_ref(), &apt::update())?;
+        let settled = self.settle(host, &installed);
+        let (install, _, _) = settled.pending(&installed);
+        let (exact, release) = settled
+            .resolve(host, &installed, &install)
+            .map_err(StepError::Failed)?;
+        if !exact.is_empty() {
+            let pin = release.as_deref().and_then(|r| settled.pin_content(r));
+            let preferences = pin.as_deref().and_then(|pin| FuturePreferences::new(host, pin));
+            let mut cmd = apt::download(&exact);
+            if let Some(dir) = &preferences {
+                cmd = cmd.args([
+                    "-o".to_string(),
+                    format!("Dir::Etc::PreferencesParts={}", dir.dir),
+                ]);
+            }
+            run_checked(host.runner.as_ref(), &cmd)?;
+        }
+        let _ = self.prepared.set(Prepared { exact, release });
+        Ok(())
     }
 }
 
@@ -722,12 +869,18 @@ impl Packages {
             .collect();
         record_before(ctx, journal, "apt", before)?;
         let (install, _, remove) = self.pending(&installed);
-        if !install.is_empty() || !remove.is_empty() {
-            run_checked(host.runner.as_ref(), &apt::update())?;
-        }
-        let (exact, release) = self
-            .resolve(host, &installed, &install)
-            .map_err(StepError::Failed)?;
+        // Inside the window the lists are already fresh and the archives
+        // downloaded: nothing is fetched while the GPU is out of service.
+        let (exact, release) = match self.prepared() {
+            Some(prepared) => (prepared.exact.clone(), prepared.release.clone()),
+            None => {
+                if !install.is_empty() || !remove.is_empty() {
+                    run_checked(host.runner.as_ref(), &apt::update())?;
+                }
+                self.resolve(host, &installed, &install)
+                    .map_err(StepError::Failed)?
+            }
+        };
         if let Some(content) = release.as_deref().and_then(|r| self.pin_content(r)) {
             journal.record_file(ID, apt::PIN_FILE)?;
             host.root

@@ -1,0 +1,267 @@
+//! The whole step list of one run: the plan's steps (`build`), and around
+//! the step that replaces the driver under a loaded module, the
+//! maintenance window (`upgrade::policy` decides, this splices): drain
+//! before it, restore after the host files and before persistence, verify
+//! at the end, or the reboot that finishes it.
+
+use std::sync::{Arc, Mutex};
+
+use super::build::{PlanRefused, build_steps};
+use crate::facts::Facts;
+use crate::host::Host;
+use crate::journal::Generation;
+use crate::plan::{DriverTarget, HolderPolicy, Plan};
+use crate::progress::Silent;
+use crate::step::window::modules::{Load, Unload};
+use crate::step::window::processes::{Target, Terminate};
+use crate::step::window::reboot::{Reboot, Resumed};
+use crate::step::window::units::{StartUnits, StopUnits};
+use crate::step::{Context, DriverChange, Step, persistence, verify};
+use crate::upgrade::{self, HolderAction, Swap, Window};
+
+/// The steps of one run and what `plan` shows about the window.
+pub struct Steps {
+    pub steps: Vec<Box<dyn Step>>,
+    pub window: Option<Window>,
+    /// Filled by the verify step, when there is one.
+    pub verification: Arc<Mutex<Option<verify::Verification>>>,
+}
+
+/// Why the steps could not be built: the plan is refused, or a holder
+/// blocks the window (which is shown all the same).
+pub struct Refusal {
+    pub message: String,
+    pub window: Option<Window>,
+}
+
+impl From<PlanRefused> for Refusal {
+    fn from(refused: PlanRefused) -> Refusal {
+        Refusal {
+            message: refused.to_string(),
+            window: None,
+        }
+    }
+}
+
+/// Every step of `plan` on this host, the window included. `resuming`: a
+/// generation that waited for a reboot and now finishes.
+pub fn steps(
+    host: &Host,
+    plan: &Plan,
+    facts: &Facts,
+    resuming: Option<&Generation>,
+    warnings: &mut Vec<String>,
+) -> Result<Steps, Refusal> {
+    let mut steps = build_steps(plan, facts, warnings)?;
+    if plan.driver.persistence && !host.has_tool("systemctl") {
+        warnings.push(
+            "no systemd in this root: [driver] persistence is not set up (start nvidia-persistenced some other way)".into(),
+        );
+    }
+    let verification = Arc::new(Mutex::new(None));
+    let verify_step = || -> Box<dyn Step> {
+        Box::new(verify::Verify {
+            target: plan.driver.target.clone(),
+            persistence: plan.driver.persistence,
+            result: verification.clone(),
+        })
+    };
+    if let Some(generation) = resuming {
+        let restore = resume_steps(plan, facts, generation);
+        insert_before_persistence(&mut steps, restore);
+        steps.push(verify_step());
+        steps.push(Box::new(Resumed {
+            plan_sha256: plan.sha256.clone(),
+        }));
+        return Ok(Steps {
+            steps,
+            window: None,
+            verification,
+        });
+    }
+    let ctx = Context {
+        host,
+        facts,
+        progress: &Silent,
+        writable: false,
+    };
+    let change = driver_change(&steps, &ctx).map_err(|message| Refusal {
+        message,
+        window: None,
+    })?;
+    let Some((index, change)) = change else {
+        return Ok(Steps {
+            steps,
+            window: None,
+            verification,
+        });
+    };
+    if !facts.os.booted() {
+        // An image: nothing runs, nothing to drain; verify what it holds.
+        steps.push(verify_step());
+        return Ok(Steps {
+            steps,
+            window: None,
+            verification,
+        });
+    }
+    let swap = Swap {
+        before: facts.kernel_driver.version.clone(),
+        after: change.after.clone(),
+    };
+    let own = upgrade::ancestry_of_self(&host.root);
+    let window = upgrade::window(facts, &plan.upgrade, &swap, &own);
+    let blockers = window.blockers();
+    if !blockers.is_empty() {
+        return Err(Refusal {
+            message: format!(
+                "the driver swap ({} -> {}) is blocked by processes holding the GPU:\n  - {}",
+                swap.before.as_deref().unwrap_or("none"),
+                swap.after,
+                blockers.join("\n  - ")
+            ),
+            window: Some(window),
+        });
+    }
+    splice(&mut steps, index, &window, plan, verify_step);
+    Ok(Steps {
+        steps,
+        window: Some(window),
+        verification,
+    })
+}
+
+/// The step that changes the driver and how, or for a host whose module
+/// and user space already differ (an unattended upgrade), the reload that
+/// makes them agree.
+fn driver_change(
+    steps: &[Box<dyn Step>],
+    ctx: &Context,
+) -> Result<Option<(usize, DriverChange)>, String> {
+    for (index, step) in steps.iter().enumerate() {
+        if let Some(change) = step
+            .driver_change(ctx)
+            .map_err(|e| format!("{}: {e}", step.id()))?
+        {
+            return Ok(Some((index, change)));
+        }
+    }
+    let driver = &ctx.facts.kernel_driver;
+    if let (Some(_), Some(userspace)) = (&driver.mismatch, &driver.userspace) {
+        let index = position(steps, persistence::ID).unwrap_or(steps.len());
+        return Ok(Some((
+            index,
+            DriverChange {
+                before: Some(userspace.clone()),
+                after: userspace.clone(),
+            },
+        )));
+    }
+    Ok(None)
+}
+
+fn position(steps: &[Box<dyn Step>], id: &str) -> Option<usize> {
+    steps.iter().position(|s| s.id() == id)
+}
+
+fn insert_before_persistence(steps: &mut Vec<Box<dyn Step>>, restore: Vec<Box<dyn Step>>) {
+    let at = position(steps, persistence::ID).unwrap_or(steps.len());
+    for (offset, step) in restore.into_iter().enumerate() {
+        steps.insert(at + offset, step);
+    }
+}
+
+/// Drain before step `index`, restore after the host files, verify at the
+/// end; or, when the module waits for a boot, the reboot step last.
+fn splice(
+    steps: &mut Vec<Box<dyn Step>>,
+    index: usize,
+    window: &Window,
+    plan: &Plan,
+    verify_step: impl Fn() -> Box<dyn Step>,
+) {
+    let timeout = std::time::Duration::from_secs(plan.upgrade.stop_timeout.0);
+    let mut drain: Vec<Box<dyn Step>> = Vec::new();
+    if window.module.before.is_some() {
+        if let Some(download) = steps.get(index).and_then(|s| s.downloader()) {
+            drain.push(download);
+        }
+        if !window.stop.is_empty() {
+            drain.push(Box::new(StopUnits {
+                units: window.stop.clone(),
+                timeout,
+                kill: plan.upgrade.holders == HolderPolicy::Terminate,
+            }));
+        }
+        let targets: Vec<Target> = window
+            .holders
+            .iter()
+            .filter(|h| h.action == HolderAction::Terminate)
+            .map(|h| Target {
+                pid: h.pid,
+                comm: h.comm.clone(),
+                what: match &h.container {
+                    Some(container) => format!("{} in container {container}", h.comm),
+                    None => h.comm.clone(),
+                },
+            })
+            .collect();
+        if !targets.is_empty() {
+            drain.push(Box::new(Terminate { targets, timeout }));
+        }
+        if !window.unload.is_empty() {
+            drain.push(Box::new(Unload {
+                modules: window.unload.clone(),
+                version: window.module.before.clone(),
+            }));
+        }
+    }
+    for (offset, step) in drain.into_iter().enumerate() {
+        steps.insert(index + offset, step);
+    }
+    if !window.live {
+        steps.push(Box::new(Reboot {
+            reason: window.reboot_reason.clone().unwrap_or_default(),
+            plan_bytes: plan.bytes.clone(),
+            plan_sha256: plan.sha256.clone(),
+        }));
+        return;
+    }
+    let mut restore: Vec<Box<dyn Step>> = vec![Box::new(Load {
+        modules: window.load.clone(),
+        after: window.module.after.clone(),
+    })];
+    if !window.start.is_empty() {
+        restore.push(Box::new(StartUnits {
+            units: window.start.clone(),
+        }));
+    }
+    insert_before_persistence(steps, restore);
+    steps.push(verify_step());
+}
+
+/// After the reboot a generation waited for: the module loaded (udev or
+/// modules-load.d usually did it at boot), the services it stopped
+/// started again.
+fn resume_steps(plan: &Plan, facts: &Facts, generation: &Generation) -> Vec<Box<dyn Step>> {
+    let after = match &plan.driver.target {
+        DriverTarget::Version(version) => version.to_string(),
+        DriverTarget::Branch(branch) => format!("{branch}.*"),
+    };
+    let mut restore: Vec<Box<dyn Step>> = Vec::new();
+    if facts.os.booted() {
+        restore.push(Box::new(Load {
+            modules: vec!["nvidia".into()],
+            after,
+        }));
+    }
+    let start = generation
+        .awaiting
+        .as_ref()
+        .map(|a| a.start.clone())
+        .unwrap_or_default();
+    if !start.is_empty() {
+        restore.push(Box::new(StartUnits { units: start }));
+    }
+    restore
+}

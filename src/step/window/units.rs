@@ -1,0 +1,211 @@
+//! Stopping the GPU services before the swap, starting them after.
+
+use std::time::Duration;
+
+use super::{running_system, wait_until};
+use crate::facts::services;
+use crate::host::{Cmd, Host, run_checked};
+use crate::journal::{Journal, Undo};
+use crate::step::{Action, Change, Check, Context, Diff, Step, StepError};
+
+pub const STOP: &str = "window:stop";
+pub const START: &str = "window:start";
+
+fn systemctl(args: &[&str]) -> Cmd {
+    Cmd::change("systemctl").args(args.iter().copied())
+}
+
+/// Whether `unit` has processes now (its cgroup exists).
+fn active(host: &Host, unit: &str) -> bool {
+    services::gather(&host.root, None).is_active(unit)
+}
+
+/// Stops `units` in order, each within `timeout`; `kill`: SIGKILL what
+/// does not stop in time (holders = "terminate"), else give up.
+pub fn stop(host: &Host, units: &[String], timeout: Duration, kill: bool) -> Result<(), StepError> {
+    for unit in units {
+        run_checked(host.runner.as_ref(), &systemctl(&["stop", "--no-block", unit]))?;
+        if wait_until(timeout, || !active(host, unit)) {
+            continue;
+        }
+        if !kill {
+            return Err(StepError::Failed(format!(
+                "{unit} did not stop within {} s (holders = \"stop-services\" gives up; \"terminate\" kills it, or raise [upgrade] stop_timeout)",
+                timeout.as_secs()
+            )));
+        }
+        run_checked(
+            host.runner.as_ref(),
+            &systemctl(&["kill", "--signal=SIGKILL", unit]),
+        )?;
+        if !wait_until(Duration::from_secs(10), || !active(host, unit)) {
+            return Err(StepError::Failed(format!(
+                "{unit} survived SIGKILL for 10 s"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Starts `units` in order (a daemon-reload first: unit files may have
+/// changed with the packages).
+pub fn start(host: &Host, units: &[String]) -> Result<(), StepError> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    run_checked(host.runner.as_ref(), &systemctl(&["daemon-reload"]))?;
+    for unit in units {
+        run_checked(host.runner.as_ref(), &systemctl(&["start", unit]))?;
+    }
+    Ok(())
+}
+
+fn listing(units: &[String]) -> String {
+    units.join(", ")
+}
+
+pub struct StopUnits {
+    pub units: Vec<String>,
+    pub timeout: Duration,
+    pub kill: bool,
+}
+
+impl Step for StopUnits {
+    fn id(&self) -> String {
+        STOP.into()
+    }
+
+    fn check(&self, ctx: &Context) -> Result<Check, StepError> {
+        let running: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| {
+                ctx.facts.services.is_active(u)
+                    || ctx
+                        .facts
+                        .holders
+                        .processes
+                        .iter()
+                        .any(|h| h.unit.as_deref() == Some(u.as_str()))
+            })
+            .cloned()
+            .collect();
+        if running.is_empty() {
+            return Ok(Check::Satisfied(format!(
+                "{} stopped",
+                listing(&self.units)
+            )));
+        }
+        Ok(Check::Pending(Change {
+            action: Action::Update,
+            summary: format!("stop {}", listing(&running)),
+            diff: Diff::None,
+            commands: running
+                .iter()
+                .map(|u| systemctl(&["stop", u]).display())
+                .collect(),
+        }))
+    }
+
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+        running_system(ctx, "stopping services")?;
+        let running: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| active(ctx.host, u))
+            .cloned()
+            .collect();
+        journal.record(
+            STOP,
+            Undo::StartUnits {
+                units: running.iter().rev().cloned().collect(),
+            },
+        )?;
+        stop(ctx.host, &running, self.timeout, self.kill)
+    }
+
+    fn preview(&self, _ctx: &Context) -> Result<Check, StepError> {
+        Ok(Check::Pending(Change {
+            action: Action::Update,
+            summary: format!("stop {}", listing(&self.units)),
+            diff: Diff::None,
+            commands: self
+                .units
+                .iter()
+                .map(|u| systemctl(&["stop", u]).display())
+                .collect(),
+        }))
+    }
+
+    fn transient(&self) -> bool {
+        true
+    }
+}
+
+pub struct StartUnits {
+    pub units: Vec<String>,
+}
+
+impl Step for StartUnits {
+    fn id(&self) -> String {
+        START.into()
+    }
+
+    fn check(&self, ctx: &Context) -> Result<Check, StepError> {
+        let stopped: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| !ctx.facts.services.is_active(u))
+            .cloned()
+            .collect();
+        if stopped.is_empty() {
+            return Ok(Check::Satisfied(format!(
+                "{} running",
+                listing(&self.units)
+            )));
+        }
+        Ok(Check::Pending(Change {
+            action: Action::Update,
+            summary: format!("start {}", listing(&stopped)),
+            diff: Diff::None,
+            commands: stopped
+                .iter()
+                .map(|u| systemctl(&["start", u]).display())
+                .collect(),
+        }))
+    }
+
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+        running_system(ctx, "starting services")?;
+        let stopped: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| !active(ctx.host, u))
+            .cloned()
+            .collect();
+        journal.record(
+            START,
+            Undo::StopUnits {
+                units: stopped.iter().rev().cloned().collect(),
+            },
+        )?;
+        start(ctx.host, &stopped)
+    }
+
+    fn preview(&self, _ctx: &Context) -> Result<Check, StepError> {
+        Ok(Check::Pending(Change {
+            action: Action::Update,
+            summary: format!("start {} again", listing(&self.units)),
+            diff: Diff::None,
+            commands: self
+                .units
+                .iter()
+                .map(|u| systemctl(&["start", u]).display())
+                .collect(),
+        }))
+    }
+
+    fn transient(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,108 @@
+//! The maintenance window: what replacing the driver under a running node
+//! does to it. A [`Window`] is plain data computed from the facts, the
+//! plan's `[upgrade]` policy and the swap the plan makes ([`policy::window`]);
+//! `plan` prints it, and the engine turns it into ordinary steps (drain:
+//! download, stop, terminate, unload; restore: load, start; or a reboot).
+
+pub mod policy;
+
+use serde::{Deserialize, Serialize};
+
+pub use policy::{ancestry_of_self, window};
+
+/// The driver the host runs now and the one the plan leaves it with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swap {
+    /// The loaded `nvidia` module's version; `None` on a fresh install.
+    pub before: Option<String>,
+    /// The release after the plan ("580.105.08"), or what the plan accepts
+    /// ("580.*") while the package lists do not yet say which.
+    pub after: String,
+}
+
+/// What happens to one process holding `/dev/nvidia*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HolderAction {
+    /// Its systemd service is stopped and started again afterwards.
+    StopUnit,
+    /// SIGTERM, then SIGKILL after `stop_timeout`.
+    Terminate,
+    /// The upgrade cannot go on while it runs.
+    Block,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowHolder {
+    pub pid: u32,
+    pub comm: String,
+    pub unit: Option<String>,
+    pub container: Option<String>,
+    pub devices: Vec<String>,
+    pub action: HolderAction,
+    /// Why it blocks, and the setting that would let it through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleVersions {
+    pub before: Option<String>,
+    pub after: String,
+}
+
+/// The maintenance window of one apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub module: ModuleVersions,
+    /// The new module is loaded by provision (true) or by a reboot (false).
+    pub live: bool,
+    /// Why the swap waits for a reboot.
+    pub reboot_reason: Option<String>,
+    pub holders: Vec<WindowHolder>,
+    /// Services stopped, in this order.
+    pub stop: Vec<String>,
+    /// Modules unloaded, in this order (dependents first).
+    pub unload: Vec<String>,
+    /// Modules loaded after the change, in this order.
+    pub load: Vec<String>,
+    /// Services started again, in this order.
+    pub start: Vec<String>,
+    /// `apply`: seconds spent in each phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
+    /// `apply`: from the first holder stopped to services back and
+    /// verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub phase: String,
+    pub seconds: f64,
+}
+
+impl Window {
+    /// One line per blocking holder: the pid, what it is, and what would
+    /// let it through.
+    pub fn blockers(&self) -> Vec<String> {
+        self.holders
+            .iter()
+            .filter(|h| h.action == HolderAction::Block)
+            .map(|h| {
+                let mut what = format!("pid {} ({})", h.pid, h.comm);
+                if let Some(container) = &h.container {
+                    what.push_str(&format!(" in container {container}"));
+                } else if let Some(unit) = &h.unit {
+                    what.push_str(&format!(" in {unit}"));
+                }
+                format!(
+                    "{what} holds {}: {}",
+                    h.devices.join(", "),
+                    h.reason.as_deref().unwrap_or("it blocks the upgrade")
+                )
+            })
+            .collect()
+    }
+}
