@@ -25,9 +25,22 @@ pub(super) struct Apply<'a> {
 
 /// When each step of the window began and ended (seconds since the loop
 /// started).
-#[derive(Default)]
 struct Clock {
+    /// The loop's start as Unix time.
+    epoch: f64,
     phases: Vec<(String, f64, f64)>,
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock {
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            phases: Vec::new(),
+        }
+    }
 }
 
 impl Apply<'_> {
@@ -226,7 +239,11 @@ impl Clock {
         window.phases = self.phases[first..=last]
             .iter()
             .map(|(id, began, ended)| Phase {
-                phase: id.trim_start_matches("window:").to_string(),
+                phase: id
+                    .trim_start_matches("window:")
+                    .trim_start_matches("driver:")
+                    .to_string(),
+                at: round(self.epoch + began),
                 seconds: round(ended - began),
             })
             .collect();

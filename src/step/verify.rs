@@ -147,9 +147,17 @@ fn persistenced(host: &Host, facts: &Facts, wanted: bool) -> VerifyCheck {
     if !facts.services.systemd || !host.has_tool("systemctl") {
         return check("persistence", None, "no systemd on this host");
     }
-    let process = facts
-        .holders
-        .processes
+    // A daemon just (re)started may not have opened the devices yet.
+    let mut holders = facts.holders.processes.clone();
+    let started = std::time::Instant::now();
+    while facts.services.is_active(PERSISTENCED)
+        && !holders.iter().any(|p| p.unit.as_deref() == Some(PERSISTENCED))
+        && started.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        holders = crate::facts::holders::gather(&host.root).processes;
+    }
+    let process = holders
         .iter()
         .find(|p| p.unit.as_deref() == Some(PERSISTENCED));
     match process {

@@ -80,6 +80,8 @@ pub struct Window {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
     pub phase: String,
+    /// When it began (Unix time, seconds).
+    pub at: f64,
     pub seconds: f64,
 }
 

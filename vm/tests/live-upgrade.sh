@@ -1,0 +1,70 @@
+# The upgrade window on a booted system, live: a fresh install of 570, then
+# the upgrade to 580 while nvidia-persistenced and a user process hold the
+# GPU, under each [upgrade] holders policy; re-apply; rollback.
+. /vm/tests/lib.sh
+
+install_570
+expect_eq "persistence mode" Enabled "$(cat /run/nvidia-persistenced/persistence-mode)"
+expect_eq "nvidia-persistenced" active "$(active nvidia-persistenced)"
+run_json again570 apply /vm/plans/stand-in-570.toml
+expect_eq "re-apply of 570 changed" false "$(json $OUT/again570.json 'd["changed"]')"
+
+start_holder
+before=$(tree_hash)
+persistenced=$(systemctl show -p MainPID --value nvidia-persistenced)
+
+# Default policy (no [upgrade]): any holder blocks, before any change.
+run_json refuse apply /vm/plans/stand-in-580.toml
+expect_eq "default policy exit" 1 "$(cat $OUT/refuse.exit)"
+grep -q "pid $HOLDER (sleep)" $OUT/refuse.json || fail "the refusal does not name the holder $HOLDER"
+grep -q "pid $persistenced (nvidia-persiste)" $OUT/refuse.json || fail "the refusal does not name nvidia-persistenced"
+grep -q 'holders = \\"terminate\\"' $OUT/refuse.json || fail "the refusal does not name the setting"
+expect_eq "plan's window matches: blocked holders" 2 "$(json $OUT/refuse.json 'len([h for h in d["window"]["holders"] if h["action"]=="block"])')"
+expect_eq "module after the refusal" 570.124.06 "$(loaded_version)"
+expect_eq "tree after the refusal" "$before" "$(tree_hash)"
+[ -d /proc/$HOLDER ] || fail "the holder was touched"
+
+# stop-services: persistenced would be stopped, the user process blocks.
+stop=$(plan_with stop-services 580 '[upgrade]' 'holders = "stop-services"')
+run_json stopsvc apply "$stop"
+expect_eq "stop-services exit" 1 "$(cat $OUT/stopsvc.exit)"
+expect_eq "stop-services blocks only the user process" "[$HOLDER]" "$(json $OUT/stopsvc.json '[h["pid"] for h in d["window"]["holders"] if h["action"]=="block"]')"
+expect_eq "stop-services stops persistenced" '["nvidia-persistenced.service"]' "$(json $OUT/stopsvc.json 'd["window"]["stop"]')"
+expect_eq "tree after stop-services" "$before" "$(tree_hash)"
+[ -d /proc/$HOLDER ] || fail "the holder was touched"
+
+# terminate: the user process ends, persistenced stops and starts again.
+term=$(plan_with terminate 580 '[upgrade]' 'holders = "terminate"' 'stop_timeout = 10')
+run_json planterm plan "$term"
+expect_eq "plan terminate exit" 0 "$(cat $OUT/planterm.exit)"
+expect_eq "plan predicts no reboot" false "$(json $OUT/planterm.json 'd["reboot_required"]')"
+expect_eq "plan: unload order" '["nvidia"]' "$(json $OUT/planterm.json 'd["window"]["unload"]')"
+run_json term apply "$term"
+expect_eq "terminate exit" 0 "$(cat $OUT/term.exit)"
+expect_eq "apply's reboot_required equals plan's" false "$(json $OUT/term.json 'd["reboot_required"]')"
+[ ! -d /proc/$HOLDER ] || fail "the holder $HOLDER still runs"
+expect_eq "module after the upgrade" 580.105.08 "$(loaded_version)"
+expect_eq "nvidia-persistenced after the upgrade" active "$(active nvidia-persistenced)"
+[ "$(systemctl show -p MainPID --value nvidia-persistenced)" != "$persistenced" ] || fail "nvidia-persistenced was not restarted"
+expect_eq "nvidia-driver-cuda" 580.105.08-1 "$(installed_version nvidia-driver-cuda)"
+expect_eq "nvidia-driver-cuda hold" held "$(held nvidia-driver-cuda)"
+expect_eq "nvidia-kernel-open-dkms hold" held "$(held nvidia-kernel-open-dkms)"
+expect_eq "verify after the upgrade" true "$(json $OUT/term.json 'd["verify"]["passed"]')"
+nvidia-smi -L | grep -q "GPU 0" || fail "nvidia-smi -L after the upgrade: $(nvidia-smi -L)"
+open=$(json $OUT/term.json '[p["at"] for p in d["window"]["phases"] if p["phase"]=="stop"][0]')
+close=$(json $OUT/term.json '[p["at"]+p["seconds"] for p in d["window"]["phases"]][-1]')
+expect_eq "requests inside the window (count bytes)" "0 0" "$(downloads_between "$open" "$close")"
+echo "unavailable_seconds: $(json $OUT/term.json 'd["window"]["unavailable_seconds"]')"
+run_json again580 apply "$term"
+expect_eq "re-apply of 580 changed" false "$(json $OUT/again580.json 'd["changed"]')"
+
+# Rollback of the upgrade: 570 loaded again, services running.
+run_json rollback rollback
+expect_eq "rollback exit" 0 "$(cat $OUT/rollback.exit)"
+expect_eq "module after the rollback" 570.124.06 "$(loaded_version)"
+expect_eq "nvidia-driver-cuda after the rollback" 570.124.06-1 "$(installed_version nvidia-driver-cuda)"
+expect_eq "nvidia-persistenced after the rollback" active "$(active nvidia-persistenced)"
+expect_eq "rollback's reboot_required" false "$(json $OUT/rollback.json 'd["reboot_required"]')"
+nvidia-smi -L | grep -q "GPU 0" || fail "nvidia-smi -L after the rollback: $(nvidia-smi -L)"
+provision history
+echo "live-upgrade: all checks passed"
