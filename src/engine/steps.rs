@@ -109,6 +109,16 @@ pub fn steps(
         before: facts.kernel_driver.version.clone(),
         after: change.after.clone(),
     };
+    if swap.before.as_deref() == Some(swap.after.as_str()) {
+        // The packages catch up with the module already loaded (after a
+        // rollback that waits for its reboot): nothing to swap.
+        steps.push(verify_step());
+        return Ok(Steps {
+            steps,
+            window: None,
+            verification,
+        });
+    }
     let own = upgrade::ancestry_of_self(&host.root);
     let window = upgrade::window(facts, &plan.upgrade, &swap, &own);
     let blockers = window.blockers();

@@ -1,0 +1,24 @@
+# reload = "never", part 1 (vm/run reboots the guest after each part): the
+# upgrade to 580 waits for a reboot; nothing is unloaded.
+. /vm/tests/lib.sh
+
+install_570
+start_holder
+never=$(plan_with never 580 '[upgrade]' 'holders = "terminate"' 'reload = "never"')
+run_json plan plan "$never"
+expect_eq "plan predicts the reboot" true "$(json $OUT/plan.json 'd["reboot_required"]')"
+expect_eq "plan: the swap is not live" false "$(json $OUT/plan.json 'd["window"]["live"]')"
+run_json apply apply "$never"
+expect_eq "apply exit" 0 "$(cat $OUT/apply.exit)"
+expect_eq "apply's reboot_required equals plan's" true "$(json $OUT/apply.json 'd["reboot_required"]')"
+expect_eq "module until the reboot" 570.124.06 "$(loaded_version)"
+expect_eq "nvidia-driver-cuda" 580.105.08-1 "$(installed_version nvidia-driver-cuda)"
+[ ! -d /proc/$HOLDER ] || fail "the holder still runs"
+expect_eq "the resume unit" enabled "$(systemctl is-enabled provision-resume.service)"
+provision history --json > $OUT/history-1.json
+expect_eq "generation 2 state" awaiting-reboot "$(json $OUT/history-1.json 'd["generations"][-1]["status"]')"
+# Before the reboot, apply again only says it waits.
+run_json again apply "$never"
+expect_eq "apply before the reboot changed" false "$(json $OUT/again.json 'd["changed"]')"
+expect_eq "apply before the reboot: reboot_required" true "$(json $OUT/again.json 'd["reboot_required"]')"
+echo "reboot-1: all checks passed; rebooting"
