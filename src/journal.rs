@@ -213,7 +213,10 @@ impl Lock {
 impl Lock {
     /// Like [`Lock::acquire`], retrying for up to `timeout` while another
     /// run holds the lock (zero: fail at once, naming it).
-    pub fn acquire_waiting(root: &Root, timeout: std::time::Duration) -> Result<Lock, JournalError> {
+    pub fn acquire_waiting(
+        root: &Root,
+        timeout: std::time::Duration,
+    ) -> Result<Lock, JournalError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             match Lock::acquire(root) {

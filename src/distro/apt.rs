@@ -78,7 +78,13 @@ pub fn install(exact: &[(String, String)], purge: &[String], restore: bool) -> C
 /// nothing: what the transaction will need, fetched ahead of it.
 pub fn download(exact: &[(String, String)]) -> Cmd {
     apt_get()
-        .args(["install", "-y", "-q", "--download-only", "--no-install-recommends"])
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--download-only",
+            "--no-install-recommends",
+        ])
         .arg("--allow-downgrades")
         .arg("--allow-change-held-packages")
         .args(exact.iter().map(|(name, version)| match version.as_str() {

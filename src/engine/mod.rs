@@ -110,27 +110,33 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
 
 /// The failure report of a refused plan, with the window when a holder
 /// blocked it.
-fn refused(host: &Host, refusal: steps::Refusal, warnings: Vec<String>) -> Report {
+fn refused(host: &Host, refusal: Box<steps::Refusal>, warnings: Vec<String>) -> Report {
     let mut report = Report::failure(refusal.message);
     report.warnings = warnings;
+    // What the window would need, blocked or not: plan and apply agree.
+    report.reboot_required = refusal.window.as_ref().is_some_and(|w| !w.live);
     report.window = refusal.window;
     report.finish(host)
 }
 
 /// A generation awaits a reboot: after the reboot, the same plan finishes
 /// it; before, apply only says so; another plan must wait.
-fn resumable(plan: &Plan, facts: &Facts, generation: Generation) -> Result<Generation, Report> {
+fn resumable(
+    plan: &Plan,
+    facts: &Facts,
+    generation: Generation,
+) -> Result<Generation, Box<Report>> {
     let reason = generation
         .awaiting
         .as_ref()
         .map(|a| a.reason.clone())
         .unwrap_or_default();
     if generation.plan_sha256.as_deref() != Some(plan.sha256.as_str()) {
-        return Err(Report::failure(format!(
+        return Err(Box::new(Report::failure(format!(
             "generation {} of another plan ({}) waits for a reboot ({reason}): reboot first, or `provision rollback` it",
             generation.id,
             generation.plan.as_deref().unwrap_or("unknown")
-        )));
+        ))));
     }
     let waited_for = generation.awaiting.as_ref().and_then(|a| a.boot_id.clone());
     if waited_for.is_some() && waited_for == facts.os.boot_id {
@@ -140,7 +146,7 @@ fn resumable(plan: &Plan, facts: &Facts, generation: Generation) -> Result<Gener
         ));
         report.reboot_required = true;
         report.generation = Some(generation.id);
-        return Err(report);
+        return Err(Box::new(report));
     }
     Ok(generation)
 }
@@ -177,13 +183,13 @@ pub fn apply(
     if built.window.is_some() && !host.root.is_host() {
         return refused(
             host,
-            steps::Refusal {
+            Box::new(steps::Refusal {
                 message: format!(
                     "this plan swaps the driver of a running system, and {} is not this system: run provision on the host itself (no --root)",
                     host.root.path().display()
                 ),
                 window: built.window,
-            },
+            }),
             warnings,
         );
     }

@@ -82,7 +82,14 @@ impl Apply<'_> {
         report.generation = Some(journal.generation.id);
         report.log = Some(log.to_string_lossy().into_owned());
         let mut clock = Clock::default();
-        let result = self.apply_steps(&built.steps, initial, facts, &mut journal, &mut report, &mut clock);
+        let result = self.apply_steps(
+            &built.steps,
+            initial,
+            facts,
+            &mut journal,
+            &mut report,
+            &mut clock,
+        );
         report.verify = built.verification.lock().ok().and_then(|v| v.clone());
         if let Some(window) = &mut report.window {
             clock.fill(window);
@@ -199,9 +206,9 @@ impl Apply<'_> {
             None => reboot_needed(facts),
         };
         if let Err(error) = close_generation(journal, &mut report, facts, self.plan) {
-            report
-                .warnings
-                .push(format!("could not record the end of the generation: {error}"));
+            report.warnings.push(format!(
+                "could not record the end of the generation: {error}"
+            ));
         }
         let changed = report
             .steps
@@ -250,7 +257,9 @@ impl Clock {
         let out = self
             .phases
             .iter()
-            .find(|(id, _, _)| ["window:stop", "window:terminate", "window:unload"].contains(&id.as_str()))
+            .find(|(id, _, _)| {
+                ["window:stop", "window:terminate", "window:unload"].contains(&id.as_str())
+            })
             .map(|(_, began, _)| *began);
         let back = self
             .phases

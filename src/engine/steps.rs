@@ -51,9 +51,9 @@ pub fn steps(
     facts: &Facts,
     resuming: Option<&Generation>,
     warnings: &mut Vec<String>,
-) -> Result<Steps, Refusal> {
-    let mut steps = build_steps(plan, facts, warnings)?;
-    if plan.driver.persistence && !host.has_tool("systemctl") {
+) -> Result<Steps, Box<Refusal>> {
+    let mut steps = build_steps(plan, facts, warnings).map_err(|r| Box::new(r.into()))?;
+    if plan.driver.persistence && !facts.services.systemd && !host.has_tool("systemctl") {
         warnings.push(
             "no systemd in this root: [driver] persistence is not set up (start nvidia-persistenced some other way)".into(),
         );
@@ -85,9 +85,11 @@ pub fn steps(
         progress: &Silent,
         writable: false,
     };
-    let change = driver_change(&steps, &ctx).map_err(|message| Refusal {
-        message,
-        window: None,
+    let change = driver_change(&steps, &ctx).map_err(|message| {
+        Box::new(Refusal {
+            message,
+            window: None,
+        })
     })?;
     let Some((index, change)) = change else {
         return Ok(Steps {
@@ -96,7 +98,7 @@ pub fn steps(
             verification,
         });
     };
-    if !facts.os.booted() {
+    if !facts.os.booted() && facts.kernel_driver.version.is_none() {
         // An image: nothing runs, nothing to drain; verify what it holds.
         steps.push(verify_step());
         return Ok(Steps {
@@ -123,7 +125,7 @@ pub fn steps(
     let window = upgrade::window(facts, &plan.upgrade, &swap, &own);
     let blockers = window.blockers();
     if !blockers.is_empty() {
-        return Err(Refusal {
+        return Err(Box::new(Refusal {
             message: format!(
                 "the driver swap ({} -> {}) is blocked by processes holding the GPU:\n  - {}",
                 swap.before.as_deref().unwrap_or("none"),
@@ -131,7 +133,7 @@ pub fn steps(
                 blockers.join("\n  - ")
             ),
             window: Some(window),
-        });
+        }));
     }
     splice(&mut steps, index, &window, plan, verify_step);
     Ok(Steps {

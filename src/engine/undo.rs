@@ -105,10 +105,16 @@ fn undo_entry(
         Undo::Command { .. } => Ok(()),
         Undo::StartUnits { units } => start_units(host, units, outcome),
         Undo::StopUnits { units } => running(host, || {
-            units::stop(host, units, Duration::from_secs(upgrade.stop_timeout.0), true)
+            units::stop(
+                host,
+                units,
+                Duration::from_secs(upgrade.stop_timeout.0),
+                true,
+            )
         }),
         Undo::RestartUnits { units } => running(host, || {
-            let systemctl = |args: &[&str]| crate::host::Cmd::change("systemctl").args(args.iter().copied());
+            let systemctl =
+                |args: &[&str]| crate::host::Cmd::change("systemctl").args(args.iter().copied());
             run_checked(host.runner.as_ref(), &systemctl(&["daemon-reload"]))?;
             for unit in units {
                 run_checked(host.runner.as_ref(), &systemctl(&["try-restart", unit]))?;
@@ -199,7 +205,9 @@ fn settle_module(host: &Host, upgrade: &UpgradeSpec, outcome: &mut Outcome) -> R
     }
     let facts = gather(host);
     let driver = &facts.kernel_driver;
-    let (Some(loaded), Some(_), Some(userspace)) = (&driver.version, &driver.mismatch, &driver.userspace) else {
+    let (Some(loaded), Some(_), Some(userspace)) =
+        (&driver.version, &driver.mismatch, &driver.userspace)
+    else {
         return Ok(());
     };
     let swap = Swap {
@@ -248,14 +256,14 @@ pub(super) fn recover_interrupted(
     progress: &dyn Progress,
     log_to: &dyn Fn(&std::path::Path),
     warnings: &mut Vec<String>,
-) -> Result<(), Report> {
+) -> Result<(), Box<Report>> {
     let generation = match journal::interrupted(&host.root) {
         Ok(Some(generation)) => generation,
         Ok(None) => return Ok(()),
-        Err(error) => return Err(Report::failure(error.to_string())),
+        Err(error) => return Err(Box::new(Report::failure(error.to_string()))),
     };
     let mut journal = Journal::open(&host.root, generation.id)
-        .map_err(|error| Report::failure(error.to_string()))?;
+        .map_err(|error| Box::new(Report::failure(error.to_string())))?;
     log_to(&journal::log_path(&host.root, generation.id));
     let outcome = undo_generation(host, &mut journal, progress);
     if outcome.problems.is_empty() {
@@ -268,11 +276,11 @@ pub(super) fn recover_interrupted(
         Ok(())
     } else {
         let _ = journal.finish(Status::FailedIncomplete);
-        Err(Report::failure(format!(
+        Err(Box::new(Report::failure(format!(
             "generation {} was interrupted, and undoing it could not restore everything:\n  {}\nfix the cause, then run `provision rollback`",
             generation.id,
             outcome.problems.join("\n  ")
-        )))
+        ))))
     }
 }
 

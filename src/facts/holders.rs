@@ -89,7 +89,9 @@ fn gpu_service(command: &str, cmdline: &str) -> Option<&'static str> {
     GPU_SERVICES
         .iter()
         .find(|(name, _)| {
-            *name == program || *name == command || (command.len() == 15 && name.starts_with(command))
+            *name == program
+                || *name == command
+                || (command.len() == 15 && name.starts_with(command))
         })
         .map(|(_, service)| *service)
 }
@@ -238,7 +240,10 @@ mod tests {
 
     #[test]
     fn parent_pid_after_the_last_parenthesis() {
-        assert_eq!(parse_ppid("1310 (nvidia-persiste) S 1 1310 1310 0"), Some(1));
+        assert_eq!(
+            parse_ppid("1310 (nvidia-persiste) S 1 1310 1310 0"),
+            Some(1)
+        );
         assert_eq!(parse_ppid("42 (a) b) (c) R 7 42"), Some(7));
         assert_eq!(parse_ppid("garbage"), None);
     }

@@ -10,7 +10,10 @@ use crate::host::Root;
 
 /// Where systemd keeps the service cgroups: unified (v2), then v1's
 /// name=systemd hierarchy.
-const CGROUP_ROOTS: &[&str] = &["/sys/fs/cgroup/system.slice", "/sys/fs/cgroup/systemd/system.slice"];
+const CGROUP_ROOTS: &[&str] = &[
+    "/sys/fs/cgroup/system.slice",
+    "/sys/fs/cgroup/systemd/system.slice",
+];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Services {

@@ -148,6 +148,12 @@ pub fn human(report: &Report, verb: &str, style: Style) -> String {
         }
         let _ = writeln!(out);
     }
+    if let Some(window) = &report.window {
+        out.push_str(&window::window(window, style));
+    }
+    if let Some(verification) = &report.verify {
+        out.push_str(&window::verification(verification, style));
+    }
     let changes = report
         .steps
         .iter()
@@ -168,12 +174,6 @@ pub fn human(report: &Report, verb: &str, style: Style) -> String {
         };
         let _ = writeln!(out, "{}", style.paint("1", &summary));
     }
-    if let Some(window) = &report.window {
-        out.push_str(&window::window(window, style));
-    }
-    if let Some(verification) = &report.verify {
-        out.push_str(&window::verification(verification, style));
-    }
     if report.reboot_required {
         let why = report
             .window
@@ -183,7 +183,10 @@ pub fn human(report: &Report, verb: &str, style: Style) -> String {
         let _ = writeln!(
             out,
             "{}",
-            style.paint("33", &format!("A reboot is required for the change to take effect ({why}).")),
+            style.paint(
+                "33",
+                &format!("A reboot is required for the change to take effect ({why}).")
+            ),
         );
     }
     if let Some(log) = &report.log {

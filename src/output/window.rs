@@ -101,7 +101,10 @@ pub fn history(history: &History, style: Style) -> String {
         return out;
     }
     if history.generations.is_empty() {
-        let _ = writeln!(out, "No generation yet: provision has changed nothing here.");
+        let _ = writeln!(
+            out,
+            "No generation yet: provision has changed nothing here."
+        );
         return out;
     }
     let _ = writeln!(

@@ -12,8 +12,13 @@ use crate::step::{Action, Change, Check, Context, Diff, Step, StepError, io_erro
 
 pub const ID: &str = "driver:persistence";
 pub const UNIT: &str = "nvidia-persistenced.service";
-pub const DROP_IN: &str = "/etc/systemd/system/nvidia-persistenced.service.d/provision-persistence.conf";
-const UNIT_DIRS: &[&str] = &["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"];
+pub const DROP_IN: &str =
+    "/etc/systemd/system/nvidia-persistenced.service.d/provision-persistence.conf";
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
 const OFF: &str = "--no-persistence-mode";
 
 pub struct Persistence {
@@ -27,7 +32,11 @@ pub struct Persistence {
 fn vendor_unit(ctx: &Context) -> Option<(String, String)> {
     UNIT_DIRS.iter().find_map(|dir| {
         let path = format!("{dir}/{UNIT}");
-        ctx.host.root.read_string(&path).ok().map(|text| (path, text))
+        ctx.host
+            .root
+            .read_string(&path)
+            .ok()
+            .map(|text| (path, text))
     })
 }
 
@@ -35,8 +44,7 @@ fn vendor_unit(ctx: &Context) -> Option<(String, String)> {
 pub fn exec_start(unit: &str) -> Option<String> {
     unit.lines()
         .filter_map(|line| line.trim().strip_prefix("ExecStart="))
-        .filter(|command| !command.trim().is_empty())
-        .last()
+        .rfind(|command| !command.trim().is_empty())
         .map(|command| command.trim().to_string())
 }
 
@@ -88,9 +96,9 @@ impl Persistence {
         let root = &ctx.host.root;
         let drop_in_now = root.read_string(DROP_IN).ok();
         let drop_in_wanted = drop_in(unit);
-        let enabled = wanted_by(unit).iter().any(|target| {
-            root.exists(format!("/etc/systemd/system/{target}.wants/{UNIT}"))
-        });
+        let enabled = wanted_by(unit)
+            .iter()
+            .any(|target| root.exists(format!("/etc/systemd/system/{target}.wants/{UNIT}")));
         let facts = ctx.facts;
         let must_run = facts.services.systemd
             && root.is_host()
@@ -124,7 +132,9 @@ impl Step for Persistence {
         let ours = ctx.host.root.read_string(DROP_IN).ok();
         if !self.enabled {
             return Ok(match ours {
-                None => Check::Satisfied("persistence mode is left as it is ([driver] persistence = false)".into()),
+                None => Check::Satisfied(
+                    "persistence mode is left as it is ([driver] persistence = false)".into(),
+                ),
                 Some(text) => Check::Pending(Change {
                     action: Action::Delete,
                     summary: format!("remove {DROP_IN} ([driver] persistence = false)"),
@@ -142,7 +152,9 @@ impl Step for Persistence {
             if self.installing {
                 return Ok(Check::Pending(Change {
                     action: Action::Create,
-                    summary: format!("enable {UNIT} in persistence mode once the driver's packages install it"),
+                    summary: format!(
+                        "enable {UNIT} in persistence mode once the driver's packages install it"
+                    ),
                     diff: Diff::None,
                     commands: vec![format!("systemctl enable {UNIT}")],
                 }));
@@ -152,7 +164,9 @@ impl Step for Persistence {
         let state = self.state(ctx, &unit);
         let files_ok = state.drop_in_now == state.drop_in_wanted && state.enabled;
         if files_ok && (!state.must_run || state.running_right) {
-            return Ok(Check::Satisfied(format!("{UNIT} is enabled, in persistence mode")));
+            return Ok(Check::Satisfied(format!(
+                "{UNIT} is enabled, in persistence mode"
+            )));
         }
         let mut commands = Vec::new();
         if !state.enabled {
@@ -205,9 +219,13 @@ impl Step for Persistence {
         // runs in reverse, so this entry comes first).
         if state.must_run {
             let undo = if ctx.facts.services.is_active(UNIT) {
-                Undo::RestartUnits { units: vec![UNIT.into()] }
+                Undo::RestartUnits {
+                    units: vec![UNIT.into()],
+                }
             } else {
-                Undo::StopUnits { units: vec![UNIT.into()] }
+                Undo::StopUnits {
+                    units: vec![UNIT.into()],
+                }
             };
             journal.record(ID, undo)?;
         }
@@ -220,7 +238,12 @@ impl Step for Persistence {
             .map_err(io_error(DROP_IN))?;
         }
         if !state.enabled {
-            journal.record(ID, Undo::Run { cmd: systemctl(&["disable", UNIT]) })?;
+            journal.record(
+                ID,
+                Undo::Run {
+                    cmd: systemctl(&["disable", UNIT]),
+                },
+            )?;
             run_checked(host.runner.as_ref(), &systemctl(&["enable", UNIT]))?;
         }
         if ctx.facts.services.systemd && root.is_host() {
@@ -243,7 +266,10 @@ mod tests {
     fn a_unit_that_turns_persistence_off_gets_a_drop_in() {
         let text = drop_in(UBUNTU_UNIT).unwrap();
         assert!(text.contains("[Service]\nExecStart=\nExecStart=/usr/bin/nvidia-persistenced --persistence-mode --user nvidia-persistenced --verbose\n"), "{text}");
-        assert!(!text.contains("ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --no"));
+        assert!(
+            !text
+                .contains("ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --no")
+        );
         let on = UBUNTU_UNIT.replace(" --no-persistence-mode", "");
         assert_eq!(drop_in(&on), None, "persistence is on by default");
         assert_eq!(wanted_by(UBUNTU_UNIT), ["multi-user.target"]);

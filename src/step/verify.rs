@@ -49,7 +49,12 @@ pub struct Verify {
 }
 
 /// Runs every check on `facts` (gathered after the change).
-pub fn verify(host: &Host, facts: &Facts, target: &DriverTarget, persistence: bool) -> Verification {
+pub fn verify(
+    host: &Host,
+    facts: &Facts,
+    target: &DriverTarget,
+    persistence: bool,
+) -> Verification {
     let live = host.root.is_host() && facts.os.booted();
     let mut checks = vec![userspace(facts, target)];
     if live {
@@ -68,11 +73,19 @@ pub fn verify(host: &Host, facts: &Facts, target: &DriverTarget, persistence: bo
 
 fn userspace(facts: &Facts, target: &DriverTarget) -> VerifyCheck {
     let libcuda = facts.user_driver.version.as_deref();
-    let nvml = facts.user_driver.nvml.as_ref().and_then(|l| l.version.as_deref());
+    let nvml = facts
+        .user_driver
+        .nvml
+        .as_ref()
+        .and_then(|l| l.version.as_deref());
     let evidence = format!(
         "libcuda {} ({}), libnvidia-ml {}",
         libcuda.unwrap_or("missing"),
-        facts.user_driver.libcuda.as_deref().unwrap_or("not on the loader path"),
+        facts
+            .user_driver
+            .libcuda
+            .as_deref()
+            .unwrap_or("not on the loader path"),
         nvml.unwrap_or("missing")
     );
     let passed = match (libcuda, nvml) {
@@ -80,7 +93,11 @@ fn userspace(facts: &Facts, target: &DriverTarget) -> VerifyCheck {
         (Some(cuda), None) => target.accepts(cuda),
         _ => false,
     };
-    check("userspace", Some(passed), format!("{evidence}; the plan wants {target}"))
+    check(
+        "userspace",
+        Some(passed),
+        format!("{evidence}; the plan wants {target}"),
+    )
 }
 
 fn module(host: &Host, facts: &Facts) -> VerifyCheck {
@@ -99,7 +116,9 @@ fn module(host: &Host, facts: &Facts) -> VerifyCheck {
     );
     let passed = proc_version.is_some()
         && proc_version == userspace
-        && sys_version.as_deref().is_none_or(|v| Some(v) == proc_version);
+        && sys_version
+            .as_deref()
+            .is_none_or(|v| Some(v) == proc_version);
     check("module", Some(passed), evidence)
 }
 
@@ -111,10 +130,20 @@ fn pci(facts: &Facts) -> VerifyCheck {
         .gpus
         .iter()
         .filter(|g| g.driver.as_deref() != Some("nvidia"))
-        .map(|g| format!("{} bound to {}", g.address, g.driver.as_deref().unwrap_or("nothing")))
+        .map(|g| {
+            format!(
+                "{} bound to {}",
+                g.address,
+                g.driver.as_deref().unwrap_or("nothing")
+            )
+        })
         .collect();
     if unbound.is_empty() {
-        check("pci", Some(true), format!("{} NVIDIA function(s) bound to nvidia", facts.gpus.len()))
+        check(
+            "pci",
+            Some(true),
+            format!("{} NVIDIA function(s) bound to nvidia", facts.gpus.len()),
+        )
     } else {
         check("pci", Some(false), unbound.join("; "))
     }
@@ -126,14 +155,21 @@ fn smi(host: &Host, facts: &Facts) -> VerifyCheck {
     }
     match host.runner.run(&Cmd::read("nvidia-smi").arg("-L")) {
         Ok(output) => {
-            let listed = output.stdout.lines().filter(|l| l.starts_with("GPU ")).count();
+            let listed = output
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count();
             let gpus = facts.gpu_devices().count();
             let first = output.tail.lines().next().unwrap_or("").to_string();
             let passed = output.success() && listed >= gpus.max(1);
             check(
                 "nvidia-smi",
                 Some(passed),
-                format!("`nvidia-smi -L`: exit {}, {listed} GPU(s) listed: {first}", output.code.unwrap_or(-1)),
+                format!(
+                    "`nvidia-smi -L`: exit {}, {listed} GPU(s) listed: {first}",
+                    output.code.unwrap_or(-1)
+                ),
             )
         }
         Err(error) => check("nvidia-smi", Some(false), error.to_string()),
@@ -151,7 +187,9 @@ fn persistenced(host: &Host, facts: &Facts, wanted: bool) -> VerifyCheck {
     let mut holders = facts.holders.processes.clone();
     let started = std::time::Instant::now();
     while facts.services.is_active(PERSISTENCED)
-        && !holders.iter().any(|p| p.unit.as_deref() == Some(PERSISTENCED))
+        && !holders
+            .iter()
+            .any(|p| p.unit.as_deref() == Some(PERSISTENCED))
         && started.elapsed() < std::time::Duration::from_secs(10)
     {
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -169,14 +207,21 @@ fn persistenced(host: &Host, facts: &Facts, wanted: bool) -> VerifyCheck {
         Some(p) => check(
             "persistence",
             Some(false),
-            format!("pid {} runs with --no-persistence-mode: {}", p.pid, p.cmdline),
+            format!(
+                "pid {} runs with --no-persistence-mode: {}",
+                p.pid, p.cmdline
+            ),
         ),
         None if facts.services.is_active(PERSISTENCED) => check(
             "persistence",
             Some(false),
             format!("{PERSISTENCED} runs but holds no GPU device"),
         ),
-        None => check("persistence", Some(false), format!("{PERSISTENCED} is not running")),
+        None => check(
+            "persistence",
+            Some(false),
+            format!("{PERSISTENCED} is not running"),
+        ),
     }
 }
 
@@ -207,7 +252,10 @@ fn module_file(host: &Host, facts: &Facts) -> VerifyCheck {
             .filter(|o| o.success())
             .map(|o| o.stdout.trim().to_string());
         passed &= version.is_some() && version.as_deref() == userspace;
-        evidence.push(format!("{kernel}: {path} {}", version.as_deref().unwrap_or("unreadable")));
+        evidence.push(format!(
+            "{kernel}: {path} {}",
+            version.as_deref().unwrap_or("unreadable")
+        ));
     }
     check("module", Some(passed), evidence.join("; "))
 }
@@ -220,7 +268,8 @@ impl Step for Verify {
     fn check(&self, _ctx: &Context) -> Result<Check, StepError> {
         Ok(Check::Pending(Change {
             action: Action::None,
-            summary: "verify: module and user space agree, GPUs bound, nvidia-smi -L, persistence".into(),
+            summary: "verify: module and user space agree, GPUs bound, nvidia-smi -L, persistence"
+                .into(),
             diff: Diff::None,
             commands: vec!["nvidia-smi -L".into()],
         }))
@@ -240,7 +289,10 @@ impl Step for Verify {
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(StepError::Failed(format!("verify failed: {}", failed.join("; "))))
+            Err(StepError::Failed(format!(
+                "verify failed: {}",
+                failed.join("; ")
+            )))
         }
     }
 

@@ -85,7 +85,9 @@ fn judge(holder: &Holder, spec: &UpgradeSpec, own: &[u32]) -> WindowHolder {
     let (action, reason) = if holder.pid == 1 {
         (
             HolderAction::Block,
-            Some("it is PID 1, which provision never stops: stop its use of the GPU by hand".into()),
+            Some(
+                "it is PID 1, which provision never stops: stop its use of the GPU by hand".into(),
+            ),
         )
     } else if own.contains(&holder.pid) {
         (
@@ -171,6 +173,12 @@ fn reboot_reason(facts: &Facts, spec: &UpgradeSpec, loaded: bool) -> Option<Stri
     }
     if !loaded {
         return None;
+    }
+    if !facts.os.booted() {
+        return Some(format!(
+            "this root does not carry the running kernel's modules (/lib/modules/{}): the new module cannot be loaded into that kernel from here",
+            facts.os.running_kernel.as_deref().unwrap_or("?")
+        ));
     }
     let modules = &facts.kernel_driver.modules;
     let known_holders = !facts.holders.processes.is_empty();

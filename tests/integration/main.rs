@@ -15,3 +15,5 @@ mod runfile;
 mod spine;
 mod ubuntu;
 mod validation;
+mod vm;
+mod window;

@@ -303,10 +303,15 @@ fn a_container_whose_driver_is_the_machines_own_is_refused_a_driver() {
         root.to_str().unwrap(),
         "--json",
     ]);
-    assert_eq!(
-        plain.code, 0,
-        "not a container: planned as usual: {plain:?}"
+    // Not a container: planned as a host, whose window (a container
+    // process holds the GPU) blocks under the default policy.
+    assert_eq!(plain.code, 1, "{plain:?}");
+    let msg = plain.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("blocked by processes holding the GPU"),
+        "{msg}"
     );
+    assert!(!msg.contains("docker container"), "{msg}");
 
     fs_err::write(root.join(".dockerenv"), "").unwrap();
     let run = provision(&[

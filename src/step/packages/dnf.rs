@@ -202,13 +202,26 @@ pub(super) fn resolve_for_plan(
         return None;
     }
     let dnf = dnf_for(ctx);
-    let lock_now = ctx.host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
+    let lock_now = ctx
+        .host
+        .root
+        .read_string(VERSIONLOCK_LIST)
+        .unwrap_or_default();
     let changing: Vec<String> = install.iter().map(|s| s.name.clone()).collect();
     let plugins = dnf
-        .plugins(ctx.host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .plugins(
+            ctx.host,
+            Some(&Packages::unlocked_list(&lock_now, &changing)),
+        )
         .ok()?;
     packages
-        .dnf_resolve(ctx.host, &dnf, plugins.as_ref(), &ctx.facts.all_packages, install)
+        .dnf_resolve(
+            ctx.host,
+            &dnf,
+            plugins.as_ref(),
+            &ctx.facts.all_packages,
+            install,
+        )
         .ok()
 }
 
@@ -242,7 +255,10 @@ pub(super) fn prefetch(packages: &Packages, ctx: &Context) -> Result<(), StepErr
         (Vec::new(), None)
     };
     if !exact.is_empty() {
-        run_checked(host.runner.as_ref(), &dnf.download(&exact, plugins.as_ref()))?;
+        run_checked(
+            host.runner.as_ref(),
+            &dnf.download(&exact, plugins.as_ref()),
+        )?;
     }
     let _ = packages.prepared.set(super::Prepared { exact, release });
     Ok(())

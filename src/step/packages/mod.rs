@@ -750,7 +750,9 @@ impl Prefetch for Packages {
             .map_err(StepError::Failed)?;
         if !exact.is_empty() {
             let pin = release.as_deref().and_then(|r| settled.pin_content(r));
-            let preferences = pin.as_deref().and_then(|pin| FuturePreferences::new(host, pin));
+            let preferences = pin
+                .as_deref()
+                .and_then(|pin| FuturePreferences::new(host, pin));
             let mut cmd = apt::download(&exact);
             if let Some(dir) = &preferences {
                 cmd = cmd.args([

@@ -90,7 +90,14 @@ impl Step for Unload {
             .holders
             .processes
             .iter()
-            .map(|h| format!("pid {} ({}) holds {}", h.pid, h.command, h.devices.join(", ")))
+            .map(|h| {
+                format!(
+                    "pid {} ({}) holds {}",
+                    h.pid,
+                    h.command,
+                    h.devices.join(", ")
+                )
+            })
             .collect();
         if !late.is_empty() {
             return Err(StepError::Failed(format!(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::{running_system, wait_until};
 use crate::host::{Cmd, Host, Root, run_checked};
-use crate::progress::Progress;
 use crate::journal::Journal;
+use crate::progress::Progress;
 use crate::step::{Action, Change, Check, Context, Diff, Step, StepError};
 
 pub const ID: &str = "window:terminate";
@@ -75,7 +75,9 @@ pub fn end(
         timeout.as_secs()
     ));
     let _ = run_checked(host.runner.as_ref(), &kill("KILL", &pids(&stubborn)));
-    if wait_until(Duration::from_secs(10), || stubborn.iter().all(|t| !alive(root, t))) {
+    if wait_until(Duration::from_secs(10), || {
+        stubborn.iter().all(|t| !alive(root, t))
+    }) {
         return Ok(());
     }
     Err(StepError::Failed(format!(

@@ -101,10 +101,14 @@ impl Step for Resumed {
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
         let root = &ctx.host.root;
-        let left: Vec<String> = [UNIT.to_string(), WANTS.to_string(), kept_plan(&self.plan_sha256)]
-            .into_iter()
-            .filter(|p| root.exists(p))
-            .collect();
+        let left: Vec<String> = [
+            UNIT.to_string(),
+            WANTS.to_string(),
+            kept_plan(&self.plan_sha256),
+        ]
+        .into_iter()
+        .filter(|p| root.exists(p))
+        .collect();
         if left.is_empty() {
             return Ok(Check::Satisfied("nothing waits for a reboot".into()));
         }
@@ -118,7 +122,11 @@ impl Step for Resumed {
 
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         let root = &ctx.host.root;
-        for path in [WANTS.to_string(), UNIT.to_string(), kept_plan(&self.plan_sha256)] {
+        for path in [
+            WANTS.to_string(),
+            UNIT.to_string(),
+            kept_plan(&self.plan_sha256),
+        ] {
             if root.exists(&path) {
                 journal.record_file(RESUMED, &path)?;
                 root.remove_file(&path).map_err(io_error(&path))?;

@@ -24,7 +24,10 @@ fn active(host: &Host, unit: &str) -> bool {
 /// does not stop in time (holders = "terminate"), else give up.
 pub fn stop(host: &Host, units: &[String], timeout: Duration, kill: bool) -> Result<(), StepError> {
     for unit in units {
-        run_checked(host.runner.as_ref(), &systemctl(&["stop", "--no-block", unit]))?;
+        run_checked(
+            host.runner.as_ref(),
+            &systemctl(&["stop", "--no-block", unit]),
+        )?;
         if wait_until(timeout, || !active(host, unit)) {
             continue;
         }

@@ -1,0 +1,76 @@
+//! The upgrade window on a booted system: `vm/run` boots the bookworm
+//! image of `vm/build` under QEMU with the stand-in NVIDIA driver
+//! (vm/stand-in) and runs the guest-side scripts of vm/tests, which check
+//! everything themselves and exit non-zero on the first failure. Minutes
+//! each under TCG: ignored by a plain `cargo test`, run by `scripts/test`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::repo;
+
+/// Runs `vm/run` with `scripts` (vm/tests/NAME.sh); panics with its output
+/// unless every script passed.
+fn vm_run(scripts: &[&str]) -> serde_json::Value {
+    let disk = repo().join("target/vm/disk.raw");
+    assert!(
+        disk.is_file(),
+        "the VM image is missing: run vm/build (as root)"
+    );
+    let binary = repo().join("target/release/provision");
+    assert!(
+        binary.is_file(),
+        "vm/run needs the release build: cargo build --release"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = scripts
+        .iter()
+        .map(|name| repo().join("vm/tests").join(format!("{name}.sh")))
+        .collect();
+    let output = Command::new(repo().join("vm/run"))
+        .arg("--out")
+        .arg(out.path())
+        .args(&paths)
+        .output()
+        .expect("run vm/run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "vm/run {scripts:?} failed ({}):\n{stdout}\n--- vm/run\n{stderr}",
+        output.status
+    );
+    for name in scripts {
+        assert!(
+            stdout.contains(&format!("{name}: all checks passed")),
+            "{name} did not report its end:\n{stdout}"
+        );
+    }
+    let timings = fs_err::read_to_string(out.path().join("timings.json")).unwrap();
+    eprintln!("{stdout}\n{stderr}");
+    serde_json::from_str(&timings).unwrap()
+}
+
+#[test]
+#[ignore = "boots a VM (about 4 minutes under TCG): scripts/test runs it"]
+fn live_upgrade_under_each_holder_policy_then_rollback() {
+    let timings = vm_run(&["live-upgrade"]);
+    assert_eq!(timings["boots"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+#[ignore = "boots a VM four times (about 8 minutes under TCG): scripts/test runs it"]
+fn an_upgrade_that_waits_for_a_real_reboot_is_finished_by_the_resume_unit_and_by_apply() {
+    let timings = vm_run(&["reboot-1", "reboot-2", "reboot-3", "reboot-4"]);
+    assert_eq!(
+        timings["boots"].as_array().unwrap().len(),
+        4,
+        "three real reboots: {timings}"
+    );
+}
+
+#[test]
+#[ignore = "boots a VM (about 3 minutes under TCG): scripts/test runs it"]
+fn provision_killed_inside_the_window_leaves_a_consistent_host() {
+    vm_run(&["kill-in-window"]);
+}

@@ -1,0 +1,321 @@
+//! The maintenance window as `plan` shows it, on host snapshots: who holds
+//! the GPU and what each `[upgrade]` policy does to them, the services
+//! stopped and started, the modules unloaded in dependency order, and
+//! whether the new module is swapped live or waits for a reboot. (The
+//! window's apply runs in the VM: tests/integration/vm.rs.)
+
+use std::path::{Path, PathBuf};
+
+use crate::support::{fixture, plan_file, provision, repo};
+
+/// `plans/rhel-9-cuda-repo-580.toml` moved to branch 590, with `extra`.
+fn rhel_590(dir: &Path, extra: &str) -> PathBuf {
+    let text = fs_err::read_to_string(repo().join("plans/rhel-9-cuda-repo-580.toml")).unwrap();
+    let text = text.replace("branch = \"580\"", "branch = \"590\"");
+    assert!(text.contains("branch = \"590\""));
+    plan_file(dir, "rhel-590.toml", &format!("{text}\n{extra}"))
+}
+
+fn plan_json(plan: &Path, root: &Path) -> (i32, serde_json::Value) {
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    let json = run.json();
+    (run.code, json)
+}
+
+fn holder_actions(report: &serde_json::Value) -> Vec<(u64, String)> {
+    report["window"]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["pid"].as_u64().unwrap(),
+                h["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn step_ids(report: &serde_json::Value) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_default_policy_refuses_while_anything_holds_the_gpu_and_names_each_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fixture("rocky-9-a100-holders");
+    let (code, report) = plan_json(&rhel_590(dir.path(), ""), &root);
+    assert_eq!(code, 1, "{report:#}");
+    let msg = report["msg"].as_str().unwrap();
+    for pid in ["1310", "1402", "22871", "23001"] {
+        assert!(
+            msg.contains(&format!("pid {pid} ")),
+            "{pid} not named: {msg}"
+        );
+    }
+    assert!(msg.contains("container 4f1c0e9a8b7d"), "{msg}");
+    assert!(msg.contains("holders = \"stop-services\""), "{msg}");
+    assert!(msg.contains("holders = \"terminate\""), "{msg}");
+    let window = &report["window"];
+    assert_eq!(window["module"]["before"], "570.124.06");
+    assert_eq!(window["module"]["after"], "590.*");
+    assert!(holder_actions(&report).iter().all(|(_, a)| a == "block"));
+    assert_eq!(holder_actions(&report).len(), 4);
+    assert!(strings(&window["stop"]).is_empty(), "refuse stops nothing");
+    // Dependents first: nvidia_drm before nvidia_modeset, nvidia last.
+    assert_eq!(
+        strings(&window["unload"]),
+        ["nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia"]
+    );
+    assert_eq!(
+        strings(&window["load"]),
+        ["nvidia", "nvidia_modeset", "nvidia_drm", "nvidia_uvm"]
+    );
+    assert_eq!(
+        report["reboot_required"], false,
+        "nothing but holders blocks a live swap"
+    );
+}
+
+#[test]
+fn stop_services_stops_the_listed_services_and_lets_nothing_else_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = rhel_590(dir.path(), "[upgrade]\nholders = \"stop-services\"\n");
+    let (code, report) = plan_json(&plan, &fixture("rocky-9-a100-holders"));
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        holder_actions(&report),
+        [
+            (1310, "stop-unit".to_string()),
+            (1402, "stop-unit".to_string()),
+            (22871, "block".to_string()),
+            (23001, "block".to_string()),
+        ]
+    );
+    assert_eq!(
+        strings(&report["window"]["stop"]),
+        ["nvidia-persistenced.service", "nvidia-dcgm.service"],
+        "in the plan's order"
+    );
+    let msg = report["msg"].as_str().unwrap();
+    assert!(
+        !msg.contains("pid 1310"),
+        "a listed service does not block: {msg}"
+    );
+    assert!(
+        msg.contains("secretd.service is not in [upgrade] services"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn terminate_stops_services_ends_the_rest_and_shows_the_window_as_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = rhel_590(dir.path(), "[upgrade]\nholders = \"terminate\"\n");
+    let (code, report) = plan_json(&plan, &fixture("rocky-9-a100-holders"));
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        holder_actions(&report),
+        [
+            (1310, "stop-unit".to_string()),
+            (1402, "stop-unit".to_string()),
+            (22871, "terminate".to_string()),
+            (23001, "stop-unit".to_string()),
+        ]
+    );
+    let window = &report["window"];
+    let container = &window["holders"][2]["container"];
+    assert_eq!(container, "4f1c0e9a8b7d", "the container is named");
+    assert_eq!(
+        strings(&window["stop"]),
+        [
+            "nvidia-persistenced.service",
+            "nvidia-dcgm.service",
+            "secretd.service"
+        ]
+    );
+    assert_eq!(
+        strings(&window["start"]),
+        [
+            "secretd.service",
+            "nvidia-dcgm.service",
+            "nvidia-persistenced.service"
+        ],
+        "started in reverse"
+    );
+    assert_eq!(window["live"], true);
+    assert_eq!(report["reboot_required"], false);
+    // The window is ordinary steps around the one that swaps the driver.
+    let ids = step_ids(&report);
+    let at = |id: &str| {
+        ids.iter()
+            .position(|s| s == id)
+            .unwrap_or_else(|| panic!("{id} not in {ids:?}"))
+    };
+    assert!(at("window:download") < at("window:stop"));
+    assert!(at("window:stop") < at("window:terminate"));
+    assert!(at("window:terminate") < at("window:unload"));
+    assert!(at("window:unload") < at("packages"));
+    assert!(at("packages") < at("window:load"));
+    assert!(at("window:load") < at("window:start"));
+    assert!(at("window:start") < at("driver:verify"));
+    let terminate = &report["steps"][at("window:terminate")];
+    assert!(
+        terminate["summary"]
+            .as_str()
+            .unwrap()
+            .contains("pid 22871 (python in container 4f1c0e9a8b7d)"),
+        "{terminate:#}"
+    );
+}
+
+#[test]
+fn reload_never_leaves_the_swap_to_a_reboot_that_plan_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = rhel_590(
+        dir.path(),
+        "[upgrade]\nholders = \"terminate\"\nreload = \"never\"\n",
+    );
+    let (code, report) = plan_json(&plan, &fixture("rocky-9-a100-holders"));
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["reboot_required"], true);
+    let window = &report["window"];
+    assert_eq!(window["live"], false);
+    assert!(
+        window["reboot_reason"]
+            .as_str()
+            .unwrap()
+            .contains("reload = \"never\"")
+    );
+    assert!(strings(&window["unload"]).is_empty());
+    let ids = step_ids(&report);
+    assert!(
+        !ids.iter()
+            .any(|s| s == "window:unload" || s == "window:load")
+    );
+    assert_eq!(ids.last().map(String::as_str), Some("window:reboot"));
+    let text = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        fixture("rocky-9-a100-holders").to_str().unwrap(),
+    ]);
+    assert!(
+        text.stdout
+            .contains("Maintenance window: nvidia 570.124.06 -> 590.*, at the next boot"),
+        "{text:?}"
+    );
+    assert!(text.stdout.contains("A reboot is required"), "{text:?}");
+}
+
+#[test]
+fn the_h200_snapshot_shows_its_container_holder_and_a_reboot() {
+    // The real capture: the 580.159.04 module is loaded, a container
+    // process holds the GPU, and the kernel's modules are not in this root.
+    let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    let (code, report) = plan_json(&plan, &fixture("ubuntu-24.04-h200-580-open"));
+    assert_eq!(code, 1, "{report:#}");
+    let window = &report["window"];
+    assert_eq!(window["module"]["before"], "580.159.04");
+    assert_eq!(window["holders"][0]["pid"], 402);
+    assert_eq!(window["holders"][0]["container"], "daf430de9984");
+    assert_eq!(window["holders"][0]["action"], "block");
+    assert_eq!(report["reboot_required"], true, "{report:#}");
+    assert!(
+        window["reboot_reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not carry the running kernel's modules")
+    );
+}
+
+#[test]
+fn a_driver_library_mismatch_is_repaired_by_the_window_or_a_reboot() {
+    // Userspace 570.172.08 over a loaded 570.124.06 module (an unattended
+    // upgrade): the plan makes them agree, and a reference no process
+    // explains means a reboot.
+    let plan = repo().join("plans/ubuntu-22.04-cuda-repo-570.toml");
+    let (code, report) = plan_json(&plan, &fixture("ubuntu-22.04-l40s-mismatch"));
+    assert_eq!(code, 0, "{report:#}");
+    let window = &report["window"];
+    assert_eq!(window["module"]["before"], "570.124.06");
+    assert_eq!(window["module"]["after"], "570.172.08");
+    assert_eq!(window["live"], false);
+    assert!(
+        window["reboot_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no process explains"),
+        "{window:#}"
+    );
+    assert_eq!(report["reboot_required"], true);
+}
+
+#[test]
+fn a_fresh_install_next_to_a_bound_nouveau_waits_for_a_reboot() {
+    let plan = repo().join("plans/debian-12-distro-535.toml");
+    let (code, report) = plan_json(&plan, &fixture("debian-12-a6000-nouveau"));
+    assert_eq!(code, 0, "{report:#}");
+    let window = &report["window"];
+    assert_eq!(window["module"]["before"], serde_json::Value::Null);
+    assert!(
+        window["reboot_reason"]
+            .as_str()
+            .unwrap()
+            .contains("nouveau drives 0000:01:00.0")
+    );
+    assert_eq!(report["reboot_required"], true);
+}
+
+#[test]
+fn an_image_gets_no_window_and_apply_refuses_a_window_under_root() {
+    // A snapshot with a loaded module is a running system seen from
+    // outside: plan shows its window, apply will not run it there.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = rhel_590(dir.path(), "[upgrade]\nholders = \"terminate\"\n");
+    let copy = dir.path().join("root");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture("rocky-9-a100-holders"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        copy.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("run provision on the host itself (no --root)"),
+        "{msg}"
+    );
+    assert!(
+        !copy.join("var/lib/provision/generations").exists(),
+        "refused before any generation"
+    );
+}

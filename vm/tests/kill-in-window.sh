@@ -1,0 +1,57 @@
+# provision killed with SIGKILL inside the window: the next apply, or a
+# rollback, leaves a consistent host (services up, one module version
+# loaded, matching the user space).
+. /vm/tests/lib.sh
+
+consistent() { # WHAT VERSION
+  expect_eq "$1: module" "$2" "$(loaded_version)"
+  expect_eq "$1: user space" "$2" "$(nvidia-smi --query-gpu=driver_version --format=csv,noheader)"
+  expect_eq "$1: nvidia-persistenced" active "$(active nvidia-persistenced)"
+  [ "$(lsmod | grep -c '^nvidia ')" = 1 ] || fail "$1: nvidia loaded $(lsmod | grep -c '^nvidia ') times"
+}
+
+# apply_killed NAME PLAN CONDITION: starts apply in the background and
+# kills it with SIGKILL as soon as CONDITION (a shell test) holds.
+apply_killed() {
+  local name=$1 plan=$2 condition=$3
+  provision apply "$plan" --json > "$OUT/$name.json" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 6000); do
+    if eval "$condition"; then
+      kill -KILL "$pid"
+      wait "$pid" 2>/dev/null || true
+      echo "killed provision (pid $pid) once: $condition"
+      return 0
+    fi
+    [ -d /proc/$pid ] || fail "$name: provision ended before the kill point"
+    sleep 0.05
+  done
+  fail "$name: the kill point never came"
+}
+
+install_570
+start_holder
+term=$(plan_with terminate 580 '[upgrade]' 'holders = "terminate"' 'stop_timeout = 10')
+
+# 1. Killed once nvidia-persistenced is stopped; apply again finishes it.
+apply_killed kill-stop "$term" '[ "$(active nvidia-persistenced)" != active ]'
+run_json after-kill apply "$term" --lock-timeout 300
+expect_eq "apply after the kill exit" 0 "$(cat $OUT/after-kill.exit)"
+grep -q "was interrupted" $OUT/after-kill.json || fail "the interrupted generation is not reported"
+consistent "after the kill and a new apply" 580.105.08
+provision history --json > $OUT/history-kill.json
+expect_eq "the interrupted generation" failed "$(json $OUT/history-kill.json 'd["generations"][1]["status"]')"
+expect_eq "the new generation" applied "$(json $OUT/history-kill.json 'd["generations"][2]["status"]')"
+
+# 2. Killed once the modules are unloaded (the way back to 570); a rollback
+#    straight after undoes that interrupted apply.
+back=$(plan_with back 570 '[upgrade]' 'holders = "terminate"' 'stop_timeout = 10')
+apply_killed kill-unload "$back" '! grep -q "^nvidia " /proc/modules'
+run_json rollback rollback --lock-timeout 300
+expect_eq "rollback after the kill exit" 0 "$(cat $OUT/rollback.exit)"
+expect_eq "rollback undid the interrupted generation" 4 "$(json $OUT/rollback.json 'd["generation"]')"
+consistent "after the kill and a rollback" 580.105.08
+run_json again apply "$term"
+expect_eq "apply of 580 after all that changed" false "$(json $OUT/again.json 'd["changed"]')"
+provision history
+echo "kill-in-window: all checks passed"
