@@ -52,32 +52,25 @@ pub fn steps(
     resuming: Option<&Generation>,
     warnings: &mut Vec<String>,
 ) -> Result<Steps, Box<Refusal>> {
-    let mut steps = build_steps(plan, facts, warnings).map_err(|r| Box::new(r.into()))?;
+    let steps = build_steps(plan, facts, warnings).map_err(|r| Box::new(r.into()))?;
     if plan.driver.persistence && !facts.services.systemd && !host.has_tool("systemctl") {
         warnings.push(
             "no systemd in this root: [driver] persistence is not set up (start nvidia-persistenced some other way)".into(),
         );
     }
-    let verification = Arc::new(Mutex::new(None));
-    let verify_step = || -> Box<dyn Step> {
-        Box::new(verify::Verify {
-            target: plan.driver.target.clone(),
-            persistence: plan.driver.persistence,
-            result: verification.clone(),
-        })
+    let mut built = Steps {
+        steps,
+        window: None,
+        verification: Arc::new(Mutex::new(None)),
     };
     if let Some(generation) = resuming {
         let restore = resume_steps(plan, facts, generation);
-        insert_before_persistence(&mut steps, restore);
-        steps.push(verify_step());
-        steps.push(Box::new(Resumed {
+        insert_before_persistence(&mut built.steps, restore);
+        built.push_verify(plan);
+        built.steps.push(Box::new(Resumed {
             plan_sha256: plan.sha256.clone(),
         }));
-        return Ok(Steps {
-            steps,
-            window: None,
-            verification,
-        });
+        return Ok(built);
     }
     let ctx = Context {
         host,
@@ -85,41 +78,48 @@ pub fn steps(
         progress: &Silent,
         writable: false,
     };
-    let change = driver_change(&steps, &ctx).map_err(|message| {
+    let change = driver_change(&built.steps, &ctx).map_err(|message| {
         Box::new(Refusal {
             message,
             window: None,
         })
     })?;
-    let Some((index, change)) = change else {
-        return Ok(Steps {
-            steps,
-            window: None,
-            verification,
-        });
-    };
-    if !facts.os.booted() && facts.kernel_driver.version.is_none() {
-        // An image: nothing runs, nothing to drain; verify what it holds.
-        steps.push(verify_step());
-        return Ok(Steps {
-            steps,
-            window: None,
-            verification,
-        });
+    if let Some((index, change)) = change {
+        add_window(host, plan, facts, &mut built, index, change)?;
     }
+    Ok(built)
+}
+
+impl Steps {
+    fn push_verify(&mut self, plan: &Plan) {
+        self.steps.push(Box::new(verify::Verify {
+            target: plan.driver.target.clone(),
+            persistence: plan.driver.persistence,
+            result: self.verification.clone(),
+        }));
+    }
+}
+
+/// The window around the step at `index`, which changes the driver; an
+/// image (nothing runs) gets verify only.
+fn add_window(
+    host: &Host,
+    plan: &Plan,
+    facts: &Facts,
+    built: &mut Steps,
+    index: usize,
+    change: DriverChange,
+) -> Result<(), Box<Refusal>> {
     let swap = Swap {
         before: facts.kernel_driver.version.clone(),
-        after: change.after.clone(),
+        after: change.after,
     };
-    if swap.before.as_deref() == Some(swap.after.as_str()) {
-        // The packages catch up with the module already loaded (after a
-        // rollback that waits for its reboot): nothing to swap.
-        steps.push(verify_step());
-        return Ok(Steps {
-            steps,
-            window: None,
-            verification,
-        });
+    let nothing_runs = !facts.os.booted() && swap.before.is_none();
+    // The packages catch up with the module already loaded (after a
+    // rollback that waits for its reboot): nothing to swap either.
+    if nothing_runs || swap.before.as_deref() == Some(swap.after.as_str()) {
+        built.push_verify(plan);
+        return Ok(());
     }
     let own = upgrade::ancestry_of_self(&host.root);
     let window = upgrade::window(facts, &plan.upgrade, &swap, &own);
@@ -135,12 +135,12 @@ pub fn steps(
             window: Some(window),
         }));
     }
-    splice(&mut steps, index, &window, plan, verify_step);
-    Ok(Steps {
-        steps,
-        window: Some(window),
-        verification,
-    })
+    splice(&mut built.steps, index, &window, plan);
+    if window.live {
+        built.push_verify(plan);
+    }
+    built.window = Some(window);
+    Ok(())
 }
 
 /// The step that changes the driver and how, or for a host whose module
@@ -183,15 +183,9 @@ fn insert_before_persistence(steps: &mut Vec<Box<dyn Step>>, restore: Vec<Box<dy
     }
 }
 
-/// Drain before step `index`, restore after the host files, verify at the
-/// end; or, when the module waits for a boot, the reboot step last.
-fn splice(
-    steps: &mut Vec<Box<dyn Step>>,
-    index: usize,
-    window: &Window,
-    plan: &Plan,
-    verify_step: impl Fn() -> Box<dyn Step>,
-) {
+/// Drain before step `index`, restore after the host files (verify comes
+/// last); or, when the module waits for a boot, the reboot step last.
+fn splice(steps: &mut Vec<Box<dyn Step>>, index: usize, window: &Window, plan: &Plan) {
     let timeout = std::time::Duration::from_secs(plan.upgrade.stop_timeout.0);
     let mut drain: Vec<Box<dyn Step>> = Vec::new();
     if window.module.before.is_some() {
@@ -249,7 +243,6 @@ fn splice(
         }));
     }
     insert_before_persistence(steps, restore);
-    steps.push(verify_step());
 }
 
 /// After the reboot a generation waited for: the module loaded (udev or
