@@ -91,6 +91,15 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (roff: provision.1 and one per subcommand) into
+    /// DIR, for packaging.
+    #[command(hide = true)]
+    Manpage { dir: PathBuf },
     /// Download a file and verify it against its sha256 (resumable, cached):
     /// what runfile installs use, and a way to seed an air-gapped cache.
     Fetch {

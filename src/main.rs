@@ -96,78 +96,17 @@ fn run(cli: Cli) -> Exit {
             common,
             initramfs,
             origins,
-        } => {
-            let (host, _) = match host(&common, Arc::new(Silent), false) {
-                Ok(host) => host,
-                Err(message) => return fail(message, "detect", &common),
-            };
-            let facts = Facts::gather(
-                &host,
-                Options {
-                    list_initramfs: initramfs,
-                    all_packages: false,
-                    origins,
-                },
-            );
-            if common.json {
-                println!("{}", output::json(&facts));
-            } else {
-                print!("{}", output::facts_human(&facts, Style::for_stdout()));
-            }
-            Exit::Success
-        }
+        } => detect(&common, initramfs, origins),
         Command::Plan {
             plan,
             common,
             detailed_exitcode,
-        } => {
-            let plan = match load_plan(&plan, "plan", &common) {
-                Ok(plan) => plan,
-                Err(exit) => return exit,
-            };
-            let (host, _) = match host(&common, Arc::new(Silent), false) {
-                Ok(host) => host,
-                Err(message) => return fail(message, "plan", &common),
-            };
-            let report = engine::plan(&host, &plan, &Silent);
-            print_report(&report, "plan", &common);
-            if report.failed {
-                report.exit
-            } else if detailed_exitcode && report.changed {
-                Exit::Pending
-            } else {
-                Exit::Success
-            }
-        }
+        } => plan_verb(&plan, &common, detailed_exitcode),
         Command::Apply {
             plan,
             common,
             lock_timeout,
-        } => {
-            let plan = match load_plan(&plan, "apply", &common) {
-                Ok(plan) => plan,
-                Err(exit) => return exit,
-            };
-            let progress = progress_for(&common);
-            let (host, runner) = match host(&common, progress.clone(), true) {
-                Ok(host) => host,
-                Err(message) => return fail(message, "apply", &common),
-            };
-            let log_to = |path: &Path| {
-                if let Err(error) = runner.log_to(path) {
-                    progress.warn(&format!("cannot write the log {}: {error}", path.display()));
-                }
-            };
-            let report = engine::apply(
-                &host,
-                &plan,
-                progress.as_ref(),
-                &log_to,
-                std::time::Duration::from_secs(lock_timeout),
-            );
-            print_report(&report, "apply", &common);
-            report.exit
-        }
+        } => apply(&plan, &common, lock_timeout),
         Command::Compat {
             driver,
             cuda,
@@ -181,102 +120,195 @@ fn run(cli: Cli) -> Exit {
             sha256,
             cache,
             json,
-        } => {
-            let progress: Arc<dyn Progress> = if json {
-                Arc::new(Silent)
-            } else {
-                Arc::new(TerminalProgress::new())
-            };
-            let fetcher = provision::fetch::Fetcher::new(cache, progress);
-            match fetcher.fetch(&url, &sha256) {
-                Ok(fetched) => {
-                    if json {
-                        println!("{}", output::json(&fetched));
-                    } else {
-                        println!(
-                            "{} ({} bytes, sha256 {}{})",
-                            fetched.path.display(),
-                            fetched.bytes,
-                            fetched.sha256,
-                            if fetched.cached {
-                                ", from the cache"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                    Exit::Success
-                }
-                Err(error) => {
-                    let common = Common { root: None, json };
-                    fail(error.to_string(), "fetch", &common)
-                }
-            }
-        }
-        Command::Doctor { common } => {
-            let (host, _) = match host(&common, Arc::new(Silent), false) {
-                Ok(host) => host,
-                Err(message) => return fail(message, "doctor", &common),
-            };
-            let facts = Facts::gather(
-                &host,
-                Options {
-                    list_initramfs: true,
-                    ..Options::default()
-                },
-            );
-            let report = provision::doctor::run(&host, &facts);
-            if common.json {
-                println!("{}", output::json(&report));
-            } else {
-                print!("{}", output::doctor_human(&report, Style::for_stdout()));
-            }
-            if report.failed {
-                Exit::Failure
-            } else {
-                Exit::Success
-            }
-        }
-        Command::History { common } => {
-            let (host, _) = match host(&common, Arc::new(Silent), false) {
-                Ok(host) => host,
-                Err(message) => return fail(message, "history", &common),
-            };
-            let history = engine::history(&host);
-            if common.json {
-                println!("{}", output::json(&history));
-            } else {
-                print!("{}", output::history_human(&history, Style::for_stdout()));
-            }
-            if history.failed {
-                Exit::Failure
-            } else {
-                Exit::Success
-            }
-        }
+        } => fetch(&url, &sha256, cache, json),
+        Command::Doctor { common } => doctor(&common),
+        Command::History { common } => history(&common),
         Command::Rollback {
             common,
             lock_timeout,
-        } => {
-            let progress = progress_for(&common);
-            let (host, runner) = match host(&common, progress.clone(), true) {
-                Ok(host) => host,
-                Err(message) => return fail(message, "rollback", &common),
-            };
-            let log_to = |path: &Path| {
-                if let Err(error) = runner.log_to(path) {
-                    progress.warn(&format!("cannot write the log {}: {error}", path.display()));
-                }
-            };
-            let report = engine::rollback(
-                &host,
-                progress.as_ref(),
-                &log_to,
-                std::time::Duration::from_secs(lock_timeout),
-            );
-            print_report(&report, "rollback", &common);
-            report.exit
+        } => rollback(&common, lock_timeout),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "provision", &mut std::io::stdout());
+            Exit::Success
         }
+        Command::Manpage { dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::generate_to(command, &dir) {
+                Ok(()) => Exit::Success,
+                Err(error) => {
+                    eprintln!(
+                        "error: cannot write the man pages into {}: {error}",
+                        dir.display()
+                    );
+                    Exit::Failure
+                }
+            }
+        }
+    }
+}
+
+fn detect(common: &Common, initramfs: bool, origins: bool) -> Exit {
+    let (host, _) = match host(common, Arc::new(Silent), false) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "detect", common),
+    };
+    let facts = Facts::gather(
+        &host,
+        Options {
+            list_initramfs: initramfs,
+            all_packages: false,
+            origins,
+        },
+    );
+    if common.json {
+        println!("{}", output::json(&facts));
+    } else {
+        print!("{}", output::facts_human(&facts, Style::for_stdout()));
+    }
+    Exit::Success
+}
+
+fn plan_verb(plan: &Path, common: &Common, detailed_exitcode: bool) -> Exit {
+    let plan = match load_plan(plan, "plan", common) {
+        Ok(plan) => plan,
+        Err(exit) => return exit,
+    };
+    let (host, _) = match host(common, Arc::new(Silent), false) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "plan", common),
+    };
+    let report = engine::plan(&host, &plan, &Silent);
+    print_report(&report, "plan", common);
+    if report.failed {
+        report.exit
+    } else if detailed_exitcode && report.changed {
+        Exit::Pending
+    } else {
+        Exit::Success
+    }
+}
+
+fn apply(plan: &Path, common: &Common, lock_timeout: u64) -> Exit {
+    let plan = match load_plan(plan, "apply", common) {
+        Ok(plan) => plan,
+        Err(exit) => return exit,
+    };
+    let progress = progress_for(common);
+    let (host, runner) = match host(common, progress.clone(), true) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "apply", common),
+    };
+    let log_to = |path: &Path| {
+        if let Err(error) = runner.log_to(path) {
+            progress.warn(&format!("cannot write the log {}: {error}", path.display()));
+        }
+    };
+    let report = engine::apply(
+        &host,
+        &plan,
+        progress.as_ref(),
+        &log_to,
+        std::time::Duration::from_secs(lock_timeout),
+    );
+    print_report(&report, "apply", common);
+    report.exit
+}
+
+fn rollback(common: &Common, lock_timeout: u64) -> Exit {
+    let progress = progress_for(common);
+    let (host, runner) = match host(common, progress.clone(), true) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "rollback", common),
+    };
+    let log_to = |path: &Path| {
+        if let Err(error) = runner.log_to(path) {
+            progress.warn(&format!("cannot write the log {}: {error}", path.display()));
+        }
+    };
+    let report = engine::rollback(
+        &host,
+        progress.as_ref(),
+        &log_to,
+        std::time::Duration::from_secs(lock_timeout),
+    );
+    print_report(&report, "rollback", common);
+    report.exit
+}
+
+fn fetch(url: &str, sha256: &str, cache: std::path::PathBuf, json: bool) -> Exit {
+    let progress: Arc<dyn Progress> = if json {
+        Arc::new(Silent)
+    } else {
+        Arc::new(TerminalProgress::new())
+    };
+    let fetcher = provision::fetch::Fetcher::new(cache, progress);
+    match fetcher.fetch(url, sha256) {
+        Ok(fetched) => {
+            if json {
+                println!("{}", output::json(&fetched));
+            } else {
+                println!(
+                    "{} ({} bytes, sha256 {}{})",
+                    fetched.path.display(),
+                    fetched.bytes,
+                    fetched.sha256,
+                    if fetched.cached {
+                        ", from the cache"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Exit::Success
+        }
+        Err(error) => {
+            let common = Common { root: None, json };
+            fail(error.to_string(), "fetch", &common)
+        }
+    }
+}
+
+fn doctor(common: &Common) -> Exit {
+    let (host, _) = match host(common, Arc::new(Silent), false) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "doctor", common),
+    };
+    let facts = Facts::gather(
+        &host,
+        Options {
+            list_initramfs: true,
+            ..Options::default()
+        },
+    );
+    let report = provision::doctor::run(&host, &facts);
+    if common.json {
+        println!("{}", output::json(&report));
+    } else {
+        print!("{}", output::doctor_human(&report, Style::for_stdout()));
+    }
+    if report.failed {
+        Exit::Failure
+    } else {
+        Exit::Success
+    }
+}
+
+fn history(common: &Common) -> Exit {
+    let (host, _) = match host(common, Arc::new(Silent), false) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "history", common),
+    };
+    let history = engine::history(&host);
+    if common.json {
+        println!("{}", output::json(&history));
+    } else {
+        print!("{}", output::history_human(&history, Style::for_stdout()));
+    }
+    if history.failed {
+        Exit::Failure
+    } else {
+        Exit::Success
     }
 }
 

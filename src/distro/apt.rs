@@ -16,11 +16,24 @@ pub fn update() -> Cmd {
     apt_get().args(["update", "-q"])
 }
 
+/// apt options for a command that only reads: no binary cache files
+/// (`pkgcache.bin`, `srcpkgcache.bin`) written beside the lists, so asking
+/// apt leaves `/var/cache/apt` as it was (and works on a read-only root).
+pub const READ_ONLY: [&str; 4] = [
+    "-o",
+    "Dir::Cache::pkgcache=",
+    "-o",
+    "Dir::Cache::srcpkgcache=",
+];
+
+/// `apt-cache` that only reads.
+pub fn apt_cache() -> Cmd {
+    Cmd::read("apt-cache").args(READ_ONLY)
+}
+
 /// Every version of each package the configured repositories offer.
 pub fn madison(names: &[String]) -> Cmd {
-    Cmd::read("apt-cache")
-        .arg("madison")
-        .args(names.iter().cloned())
+    apt_cache().arg("madison").args(names.iter().cloned())
 }
 
 /// `apt-cache madison` lines: " name | version | source". Versions keep
@@ -184,7 +197,10 @@ pub struct Transaction {
 /// changes. `preferences` points apt at another preferences directory (the
 /// pin a plan will write, before it is written).
 pub fn simulate(exact: &[(String, String)], purge: &[String], preferences: Option<&str>) -> Cmd {
-    let mut cmd = Cmd::read("apt-get").args(["-s", "-q", "-o", "Debug::NoLocking=1"]);
+    let mut cmd =
+        Cmd::read("apt-get")
+            .args(READ_ONLY)
+            .args(["-s", "-q", "-o", "Debug::NoLocking=1"]);
     if let Some(dir) = preferences {
         cmd = cmd.args([
             "-o".to_string(),

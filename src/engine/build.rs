@@ -126,7 +126,6 @@ pub fn build_steps(
     // 5. persistence mode, once the daemon can run.
     steps.push(Box::new(Persistence {
         enabled: plan.driver.persistence,
-        installing: facts.user_driver.version.is_none(),
     }));
     Ok(steps)
 }

@@ -315,7 +315,7 @@ pub fn fill_origins(host: &Host, family: Option<Family>, packages: &mut Packages
             parse_dnf_installed,
         ),
         _ => (
-            Cmd::read("apt-cache").arg("policy").args(names),
+            crate::distro::apt::apt_cache().arg("policy").args(names),
             parse_apt_policy,
         ),
     };

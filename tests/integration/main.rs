@@ -3,6 +3,7 @@
 
 mod support;
 
+mod ansible;
 mod compat;
 mod doctor;
 mod facts;

@@ -12,6 +12,11 @@ use crate::support::repo;
 /// Runs `vm/run` with `scripts` (vm/tests/NAME.sh); panics with its output
 /// unless every script passed.
 fn vm_run(scripts: &[&str]) -> serde_json::Value {
+    vm_run_with(scripts, None)
+}
+
+/// `vm/run`, and `host_command` on the host once the guest is up.
+fn vm_run_with(scripts: &[&str], host_command: Option<&str>) -> serde_json::Value {
     let disk = repo().join("target/vm/disk.raw");
     assert!(
         disk.is_file(),
@@ -27,12 +32,12 @@ fn vm_run(scripts: &[&str]) -> serde_json::Value {
         .iter()
         .map(|name| repo().join("vm/tests").join(format!("{name}.sh")))
         .collect();
-    let output = Command::new(repo().join("vm/run"))
-        .arg("--out")
-        .arg(out.path())
-        .args(&paths)
-        .output()
-        .expect("run vm/run");
+    let mut command = Command::new(repo().join("vm/run"));
+    command.arg("--out").arg(out.path()).args(&paths);
+    if let Some(host_command) = host_command {
+        command.args(["--host-command", host_command]);
+    }
+    let output = command.output().expect("run vm/run");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -44,6 +49,12 @@ fn vm_run(scripts: &[&str]) -> serde_json::Value {
         assert!(
             stdout.contains(&format!("{name}: all checks passed")),
             "{name} did not report its end:\n{stdout}"
+        );
+    }
+    if host_command.is_some() {
+        assert!(
+            stdout.contains("all checks passed"),
+            "the host command did not report its end:\n{stdout}"
         );
     }
     let timings = fs_err::read_to_string(out.path().join("timings.json")).unwrap();
@@ -73,4 +84,27 @@ fn an_upgrade_that_waits_for_a_real_reboot_is_finished_by_the_resume_unit_and_by
 #[ignore = "boots a VM (about 3 minutes under TCG): scripts/test runs it"]
 fn provision_killed_inside_the_window_leaves_a_consistent_host() {
     vm_run(&["kill-in-window"]);
+}
+
+#[test]
+#[ignore = "boots a VM, runs the role over SSH, reboots it (about 5 minutes under TCG): scripts/test runs it"]
+fn the_role_reboots_the_vm_for_a_driver_swap_and_finishes_the_generation() {
+    for (path, how) in [
+        (
+            "target/ansible-venv/bin/ansible-playbook",
+            "scripts/ansible-env",
+        ),
+        (
+            "target/package/provision_0.1.0_amd64.deb",
+            "scripts/package",
+        ),
+    ] {
+        assert!(repo().join(path).exists(), "{path} is missing: run {how}");
+    }
+    let script = repo().join("vm/ansible/reboot.sh");
+    let timings = vm_run_with(&[], Some(script.to_str().unwrap()));
+    assert!(
+        timings["boots"].as_array().unwrap().len() >= 2,
+        "the guest booted again after the role's reboot: {timings}"
+    );
 }
