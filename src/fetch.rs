@@ -58,7 +58,20 @@ pub struct Fetcher {
     cache: PathBuf,
     attempts: u32,
     backoff: Duration,
+    /// The most bytes one download may have (an installer is a few GB).
+    max_bytes: u64,
     progress: Arc<dyn Progress>,
+}
+
+/// The default limit of one download: 16 GiB (NVIDIA's largest CUDA
+/// installers are about 5 GB). `PROVISION_MAX_DOWNLOAD` (bytes) overrides.
+pub const MAX_DOWNLOAD: u64 = 16 << 30;
+
+fn max_download() -> u64 {
+    std::env::var("PROVISION_MAX_DOWNLOAD")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_DOWNLOAD)
 }
 
 /// What a fetch did.
@@ -110,6 +123,7 @@ impl Fetcher {
             cache: cache.into(),
             attempts: 5,
             backoff: Duration::from_millis(250),
+            max_bytes: max_download(),
             progress,
         }
     }
@@ -157,32 +171,13 @@ impl Fetcher {
         target: &Path,
     ) -> Result<Fetched, FetchError> {
         let partial = self.cache.join(format!("{expected}.partial"));
-        let name = url.rsplit('/').next().unwrap_or(url).to_string();
-        // Resume what an earlier run left: hash its bytes first.
-        let (mut hasher, mut done) = match std::fs::File::open(&partial) {
-            Ok(mut file) => {
-                let mut hasher = Sha256::new();
-                let mut buffer = vec![0u8; CHUNK];
-                let mut total = 0u64;
-                loop {
-                    let read = file.read(&mut buffer).map_err(io(&partial))?;
-                    if read == 0 {
-                        break;
-                    }
-                    hasher.update(&buffer[..read]);
-                    total += read as u64;
-                }
-                (hasher, total)
-            }
-            Err(_) => (Sha256::new(), 0),
-        };
-        // Large files: no overall limit, but a stalled read fails.
+        let mut state = Transfer::resume(&partial)?;
+        // Large files: no overall time limit, but a stalled read fails.
         let client = client(
             url,
             reqwest::Client::builder().read_timeout(Duration::from_secs(60)),
         )?;
         let mut attempt = 0;
-        let mut resumed = 0;
         let mut last_error = String::new();
         let total = loop {
             attempt += 1;
@@ -196,83 +191,18 @@ impl Fetcher {
             if attempt > 1 {
                 tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 2)).await;
             }
-            let mut request = client.get(url);
-            if done > 0 {
-                request = request.header(reqwest::header::RANGE, format!("bytes={done}-"));
-            }
-            let response = match request.send().await {
-                Ok(response) => response,
+            match self.attempt(&client, url, &partial, &mut state).await {
+                Ok(Some(total)) => break total,
+                Ok(None) => last_error = state.broken.take().unwrap_or_default(),
                 Err(error) => {
-                    last_error = error.to_string();
-                    continue;
-                }
-            };
-            let status = response.status().as_u16();
-            match status {
-                206 => {}
-                200 => {
-                    // The server ignored the range: start over.
-                    if done > 0 {
-                        hasher = Sha256::new();
-                        done = 0;
+                    if !matches!(error, FetchError::Io { .. }) {
+                        let _ = std::fs::remove_file(&partial);
                     }
-                }
-                416 if done > 0 => break done, // the partial file is whole already
-                500..=599 => {
-                    last_error = format!("the server answered {status}");
-                    continue;
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(FetchError::Status {
-                        url: url.to_string(),
-                        status,
-                    });
-                }
-            }
-            let length = response.content_length().map(|l| l + done);
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(done == 0)
-                .append(done > 0)
-                .open(&partial)
-                .map_err(io(&partial))?;
-            let mut writer = std::io::BufWriter::with_capacity(CHUNK, &mut file);
-            let mut stream = response.bytes_stream();
-            let mut broken = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(bytes) => {
-                        hasher.update(&bytes);
-                        writer.write_all(&bytes).map_err(io(&partial))?;
-                        done += bytes.len() as u64;
-                        self.progress.download(&name, done, length);
-                    }
-                    Err(error) => {
-                        broken = Some(error.to_string());
-                        break;
-                    }
-                }
-            }
-            writer.flush().map_err(io(&partial))?;
-            drop(writer);
-            match (broken, length) {
-                (None, Some(length)) if done < length => {
-                    last_error = format!("the connection closed after {done} of {length} bytes");
-                    resumed += 1;
-                }
-                (None, _) => {
-                    file.sync_all().map_err(io(&partial))?;
-                    break done;
-                }
-                (Some(error), _) => {
-                    last_error = error;
-                    resumed += 1;
+                    return Err(error);
                 }
             }
         };
-        let actual = hex::encode(hasher.finalize());
+        let actual = hex::encode(state.hasher.finalize());
         if actual != expected {
             let _ = std::fs::remove_file(&partial);
             return Err(FetchError::Mismatch {
@@ -290,8 +220,170 @@ impl Fetcher {
             sha256: expected.to_string(),
             bytes: total,
             cached: false,
-            resumed,
+            resumed: state.resumed,
         })
+    }
+
+    /// One request: `Some(total)` when the file is whole, `None` when the
+    /// connection broke (retry, resuming), an error when retrying is no use.
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        partial: &Path,
+        state: &mut Transfer,
+    ) -> Result<Option<u64>, FetchError> {
+        let mut request = client.get(url);
+        if state.done > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={}-", state.done));
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                state.broken = Some(error.to_string());
+                return Ok(None);
+            }
+        };
+        let status = response.status().as_u16();
+        match status {
+            206 => {}
+            // The server ignored the range: start over.
+            200 if state.done > 0 => state.restart(),
+            200 => {}
+            416 if state.done > 0 => return Ok(Some(state.done)), // whole already
+            500..=599 => {
+                state.broken = Some(format!("the server answered {status}"));
+                return Ok(None);
+            }
+            _ => {
+                return Err(FetchError::Status {
+                    url: url.to_string(),
+                    status,
+                });
+            }
+        }
+        let length = response.content_length().map(|l| l + state.done);
+        if let Some(length) = length {
+            self.room_for(url, length)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(state.done == 0)
+            .append(state.done > 0)
+            .open(partial)
+            .map_err(io(partial))?;
+        let name = url.rsplit('/').next().unwrap_or(url).to_string();
+        let mut writer = std::io::BufWriter::with_capacity(CHUNK, &mut file);
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    if state.done + bytes.len() as u64 > self.max_bytes {
+                        return Err(self.too_large(url, "sent"));
+                    }
+                    state.hasher.update(&bytes);
+                    writer.write_all(&bytes).map_err(io(partial))?;
+                    state.done += bytes.len() as u64;
+                    self.progress.download(&name, state.done, length);
+                }
+                Err(error) => {
+                    state.broken = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        writer.flush().map_err(io(partial))?;
+        drop(writer);
+        match (&state.broken, length) {
+            (None, Some(length)) if state.done < length => {
+                state.broken = Some(format!(
+                    "the connection closed after {} of {length} bytes",
+                    state.done
+                ));
+                state.resumed += 1;
+                Ok(None)
+            }
+            (None, _) => {
+                file.sync_all().map_err(io(partial))?;
+                Ok(Some(state.done))
+            }
+            (Some(_), _) => {
+                state.resumed += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A download that announces `length` bytes must fit the limit and the
+    /// cache's free space.
+    fn room_for(&self, url: &str, length: u64) -> Result<(), FetchError> {
+        if length > self.max_bytes {
+            return Err(self.too_large(url, &format!("announces {length} bytes:")));
+        }
+        if let Ok(stat) = nix::sys::statvfs::statvfs(&self.cache) {
+            let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+            if length > free {
+                return Err(FetchError::Transfer {
+                    url: url.to_string(),
+                    message: format!(
+                        "announces {length} bytes, and {} has {free} bytes free",
+                        self.cache.display()
+                    ),
+                    attempts: 1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn too_large(&self, url: &str, what: &str) -> FetchError {
+        FetchError::Transfer {
+            url: url.to_string(),
+            message: format!(
+                "{what} more than the {} bytes a download may have (PROVISION_MAX_DOWNLOAD); the partial file was deleted",
+                self.max_bytes
+            ),
+            attempts: 1,
+        }
+    }
+}
+
+/// A download under way: the hash of the bytes so far, how many, how often
+/// the connection broke.
+struct Transfer {
+    hasher: Sha256,
+    done: u64,
+    resumed: u32,
+    broken: Option<String>,
+}
+
+impl Transfer {
+    /// What an earlier run left in `partial`: its bytes hashed first.
+    fn resume(partial: &Path) -> Result<Transfer, FetchError> {
+        let mut transfer = Transfer {
+            hasher: Sha256::new(),
+            done: 0,
+            resumed: 0,
+            broken: None,
+        };
+        if let Ok(mut file) = std::fs::File::open(partial) {
+            let mut buffer = vec![0u8; CHUNK];
+            loop {
+                let read = file.read(&mut buffer).map_err(io(partial))?;
+                if read == 0 {
+                    break;
+                }
+                transfer.hasher.update(&buffer[..read]);
+                transfer.done += read as u64;
+            }
+        }
+        Ok(transfer)
+    }
+
+    fn restart(&mut self) {
+        self.hasher = Sha256::new();
+        self.done = 0;
     }
 }
 
@@ -325,11 +417,12 @@ pub fn fetch_small(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
                 tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(attempt - 2)).await;
             }
             match client.get(url).send().await {
-                Ok(response) if response.status().is_success() => match response.bytes().await {
-                    Ok(bytes) if bytes.len() <= limit => return Ok(bytes.to_vec()),
-                    Ok(_) => last = format!("larger than {limit} bytes"),
-                    Err(error) => last = error.to_string(),
-                },
+                Ok(response) if response.status().is_success() => {
+                    match read_limited(response, limit).await {
+                        Ok(bytes) => return Ok(bytes),
+                        Err(message) => last = message,
+                    }
+                }
                 Ok(response) if response.status().is_server_error() => {
                     last = format!("the server answered {}", response.status().as_u16());
                 }
@@ -348,4 +441,22 @@ pub fn fetch_small(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
             attempts: 4,
         })
     })
+}
+
+/// A response body of at most `limit` bytes, read as it comes (a server
+/// that announces or sends more is cut off, never buffered).
+async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let bytes = chunk.map_err(|e| e.to_string())?;
+        if body.len() + bytes.len() > limit {
+            return Err(format!("larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&bytes);
+    }
+    Ok(body)
 }

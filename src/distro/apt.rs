@@ -106,6 +106,72 @@ pub fn download(exact: &[(String, String)]) -> Cmd {
         }))
 }
 
+/// What dpkg says is left half-done (`dpkg --audit`): packages an
+/// interrupted dpkg left unpacked, half-installed or half-configured.
+pub fn audit() -> Cmd {
+    Cmd::read("dpkg").arg("--audit")
+}
+
+/// Finishes what an interrupted dpkg left: apt refuses to run until it is
+/// done ("dpkg was interrupted, you must manually run 'dpkg --configure -a'").
+pub fn configure_pending() -> Cmd {
+    Cmd::change("dpkg")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["--configure", "-a", "--force-confdef", "--force-confold"])
+}
+
+/// Packages dpkg marks "reinstall required" (killed mid-unpack), with the
+/// version it was unpacking.
+pub fn reinstall_required(status: &str) -> Vec<(String, String)> {
+    let mut broken = Vec::new();
+    for stanza in status.split("\n\n") {
+        let field = |key: &str| {
+            stanza
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(|value| value.trim().to_string())
+        };
+        if let (Some(name), Some(version), Some(state)) =
+            (field("Package:"), field("Version:"), field("Status:"))
+            && state.split_whitespace().nth(1) == Some("reinstreq")
+        {
+            broken.push((name, version));
+        }
+    }
+    broken
+}
+
+/// Makes half-installed packages whole again, at the version they were.
+pub fn reinstall(packages: &[(String, String)]) -> Cmd {
+    apt_get()
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--reinstall",
+            "--no-install-recommends",
+            "--allow-downgrades",
+            "--allow-change-held-packages",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+        ])
+        .args(
+            packages
+                .iter()
+                .map(|(name, version)| format!("{name}={version}")),
+        )
+}
+
+/// The last resort for a half-installed package no repository offers any
+/// more: dpkg removes it although it is not whole.
+pub fn force_remove_broken(names: &[String]) -> Cmd {
+    Cmd::change("dpkg")
+        .args(["--purge", "--force-remove-reinstreq"])
+        .args(names.iter().cloned())
+}
+
 /// Purges packages (and nothing else).
 pub fn purge(names: &[String]) -> Cmd {
     apt_get()
@@ -194,19 +260,13 @@ pub struct Transaction {
 }
 
 /// The same transaction as [`install`], simulated (`apt-get -s`): nothing
-/// changes. `preferences` points apt at another preferences directory (the
-/// pin a plan will write, before it is written).
-pub fn simulate(exact: &[(String, String)], purge: &[String], preferences: Option<&str>) -> Cmd {
-    let mut cmd =
-        Cmd::read("apt-get")
-            .args(READ_ONLY)
-            .args(["-s", "-q", "-o", "Debug::NoLocking=1"]);
-    if let Some(dir) = preferences {
-        cmd = cmd.args([
-            "-o".to_string(),
-            format!("Dir::Etc::PreferencesParts={dir}"),
-        ]);
-    }
+/// changes.
+pub fn simulate(exact: &[(String, String)], purge: &[String]) -> Cmd {
+    // The simulation's planner log (var/log/apt/eipp.log.xz) goes nowhere.
+    let cmd = Cmd::read("apt-get")
+        .args(READ_ONLY)
+        .args(["-o", "Dir::Log::Planner=/dev/null"])
+        .args(["-s", "-q", "-o", "Debug::NoLocking=1"]);
     let install = install(exact, purge, false);
     // The same arguments as the real transaction, after "apt-get". Held
     // packages may change here so that the simulation shows which ones
@@ -304,6 +364,15 @@ Conf libcuda1 (535.247.01-1~deb12u1 127.0.0.1 [amd64])
                     "535.247.01-1~deb12u1".to_string()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn half_installed_packages_are_found() {
+        let status = "Package: libcuda1\nStatus: install reinstreq half-installed\nVersion: 570.124.06-1\n\nPackage: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n";
+        assert_eq!(
+            reinstall_required(status),
+            [("libcuda1".to_string(), "570.124.06-1".to_string())]
         );
     }
 

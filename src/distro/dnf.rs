@@ -19,6 +19,12 @@ pub struct Dnf {
     pub installroot: Option<PathBuf>,
     /// `--releasever` for an installroot ("9").
     pub releasever: Option<String>,
+    /// A directory of the machine for what dnf's commands need beside the
+    /// root (plugin configuration): a chrooted dnf sees it as /tmp. Nothing
+    /// of it is written into the root.
+    scratch: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// dnf runs chrooted into the root (not on the machine itself).
+    chrooted: bool,
 }
 
 /// The provision-managed CUDA repository's id and key (see step::repository).
@@ -46,15 +52,41 @@ impl Drop for Plugins {
 
 impl Dnf {
     pub fn for_host(host: &Host, release: Option<&str>) -> Dnf {
+        let scratch = tempfile::Builder::new()
+            .prefix("provision-dnf-")
+            .tempdir()
+            .ok()
+            .map(std::sync::Arc::new);
         if host.has_tool("dnf") {
             return Dnf {
                 installroot: None,
                 releasever: None,
+                scratch,
+                chrooted: !host.root.is_host(),
             };
         }
         Dnf {
             installroot: Some(host.root.path().to_path_buf()),
             releasever: release.map(|r| r.split('.').next().unwrap_or(r).to_string()),
+            scratch,
+            chrooted: false,
+        }
+    }
+
+    /// Where the command finds `name` of the scratch directory (without
+    /// one, the root's /tmp).
+    fn in_scratch(&self, name: &str) -> String {
+        match &self.scratch {
+            Some(scratch) if !self.chrooted => scratch.path().join(name).display().to_string(),
+            _ => format!("/tmp/{name}"),
+        }
+    }
+
+    /// The real directory behind [`Dnf::in_scratch`].
+    fn scratch_real(&self, host: &Host, name: &str) -> PathBuf {
+        match &self.scratch {
+            Some(scratch) => scratch.path().join(name),
+            None => host.root.join(format!("/tmp/{name}")),
         }
     }
 
@@ -98,9 +130,9 @@ impl Dnf {
                 let Some(text) = locklist else {
                     return Ok(None);
                 };
-                let dir = format!("/tmp/{unique}");
-                let real = host.root.join(&dir);
+                let real = self.scratch_real(host, &unique);
                 std::fs::create_dir_all(&real)?;
+                let dir = self.in_scratch(&unique);
                 let plugins = Plugins {
                     conf_path: dir.clone(),
                     real: real.clone(),
@@ -128,9 +160,14 @@ impl Dnf {
         let mut cmd = if change {
             Cmd::change("dnf").arg("-y")
         } else {
-            // Reads never refresh metadata (plan does not write the cache).
+            // Reads never refresh metadata; what they write anyway (logs,
+            // the solv cache) goes to the overlay a reading command sees
+            // the root through (host::chroot).
             Cmd::read("dnf").arg("-C")
         };
+        if let (true, Some(scratch)) = (self.chrooted, &self.scratch) {
+            cmd = cmd.scratch(scratch.path());
+        }
         if let Some(root) = &self.installroot {
             let root = root.display().to_string();
             cmd = cmd

@@ -159,13 +159,19 @@ pub fn apply(
     log_to: &dyn Fn(&std::path::Path),
     lock_timeout: std::time::Duration,
 ) -> Report {
-    let _lock = match Lock::acquire_waiting(&host.root, lock_timeout) {
+    let mut lock = match Lock::acquire_waiting(&host.root, "apply", lock_timeout) {
         Ok(lock) => lock,
         Err(error) => return Report::failure(error.to_string()).finish(host),
     };
     let mut warnings = Vec::new();
     if let Err(report) = undo::recover_interrupted(host, progress, log_to, &mut warnings) {
         return report.finish(host);
+    }
+    let swept = journal::sweep(&host.root);
+    if swept > 0 {
+        warnings.push(format!(
+            "removed {swept} temporary file(s) a killed run left beside the files it was writing"
+        ));
     }
     let facts = gather(host);
     let resuming = match journal::awaiting_reboot(&host.root) {
@@ -199,7 +205,7 @@ pub fn apply(
         progress,
         log_to,
     };
-    run.run(facts, built, resuming, warnings)
+    run.run(facts, built, resuming, warnings, &mut lock)
 }
 
 /// Opens the generation this apply writes: a new one, or the one a reboot
@@ -208,10 +214,14 @@ fn open_generation<'a>(
     host: &'a Host,
     plan: &Plan,
     resuming: Option<&Generation>,
+    lock: &mut Lock,
 ) -> Result<Journal<'a>, journal::JournalError> {
     let mut journal = match resuming {
-        Some(generation) => Journal::open(&host.root, generation.id)?,
-        None => Journal::begin(&host.root, Some((&plan.path, &plan.sha256)))?,
+        Some(generation) => {
+            lock.note_generation(generation.id);
+            Journal::open(&host.root, generation.id)?
+        }
+        None => Journal::begin(&host.root, Some((&plan.path, &plan.sha256)), lock)?,
     };
     journal.set_upgrade(&plan.upgrade)?;
     Ok(journal)

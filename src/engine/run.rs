@@ -50,6 +50,7 @@ impl Apply<'_> {
         built: Steps,
         resuming: Option<Generation>,
         warnings: Vec<String>,
+        lock: &mut crate::journal::Lock,
     ) -> Report {
         let host = self.host;
         let mut report = Report::new("");
@@ -73,7 +74,7 @@ impl Apply<'_> {
             report.reboot_required = reboot_needed(&facts);
             return report.finish(host);
         }
-        let mut journal = match open_generation(host, self.plan, resuming.as_ref()) {
+        let mut journal = match open_generation(host, self.plan, resuming.as_ref(), lock) {
             Ok(journal) => journal,
             Err(error) => return Report::failure(error.to_string()).finish(host),
         };
@@ -205,10 +206,14 @@ impl Apply<'_> {
             Some(window) => !window.live,
             None => reboot_needed(facts),
         };
+        // A generation whose end is not on disk would be taken for an
+        // interrupted one, and undone, by the next run: undo it now.
         if let Err(error) = close_generation(journal, &mut report, facts, self.plan) {
-            report.warnings.push(format!(
-                "could not record the end of the generation: {error}"
-            ));
+            let msg = format!(
+                "could not record the end of generation {}: {error}",
+                journal.generation.id
+            );
+            return fail(self.host, journal, report, msg, self.progress);
         }
         let changed = report
             .steps

@@ -249,33 +249,60 @@ fn settle_module(host: &Host, upgrade: &UpgradeSpec, outcome: &mut Outcome) -> R
     swap_back().map_err(|e| e.to_string())
 }
 
-/// A run killed half-way left its generation `applying`: before anything
-/// else, the next apply undoes it, so nothing half-made is taken as done.
+/// A dpkg killed under a run (or by anything else) is finished first: apt
+/// does nothing until it is, an undo included.
+fn recover_dpkg(host: &Host, warnings: &mut Vec<String>) -> Result<(), String> {
+    if !host.root.exists(crate::facts::packages::DPKG_STATUS) {
+        return Ok(());
+    }
+    if step::packages::repair_dpkg(host).map_err(|e| e.to_string())? {
+        warnings.push(
+            "dpkg had been interrupted: `dpkg --configure -a` finished its work first".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A run killed half-way left its generation `applying` (or a rollback
+/// left it `rolling-back`): before anything else, the next apply finishes
+/// that, so nothing half-made is taken as done.
 pub(super) fn recover_interrupted(
     host: &Host,
     progress: &dyn Progress,
     log_to: &dyn Fn(&std::path::Path),
     warnings: &mut Vec<String>,
 ) -> Result<(), Box<Report>> {
+    recover_dpkg(host, warnings).map_err(|message| Box::new(Report::failure(message)))?;
     let generation = match journal::interrupted(&host.root) {
         Ok(Some(generation)) => generation,
         Ok(None) => return Ok(()),
         Err(error) => return Err(Box::new(Report::failure(error.to_string()))),
     };
+    let rolling_back = generation.status == Status::RollingBack;
     let mut journal = Journal::open(&host.root, generation.id)
         .map_err(|error| Box::new(Report::failure(error.to_string())))?;
     log_to(&journal::log_path(&host.root, generation.id));
     let outcome = undo_generation(host, &mut journal, progress);
+    let what = if rolling_back {
+        "was being rolled back when the run was killed: its rollback was finished first"
+    } else {
+        "was interrupted (the run that applied it was killed): undone first"
+    };
     if outcome.problems.is_empty() {
-        let _ = journal.finish(Status::Failed);
-        warnings.push(format!(
-            "generation {} was interrupted (the run that applied it was killed): undone first",
-            generation.id
-        ));
+        let _ = journal.finish(if rolling_back {
+            Status::RolledBack
+        } else {
+            Status::Failed
+        });
+        warnings.push(format!("generation {} {what}", generation.id));
         warnings.extend(outcome.reboot);
         Ok(())
     } else {
-        let _ = journal.finish(Status::FailedIncomplete);
+        let _ = journal.finish(if rolling_back {
+            Status::RollbackIncomplete
+        } else {
+            Status::FailedIncomplete
+        });
         Err(Box::new(Report::failure(format!(
             "generation {} was interrupted, and undoing it could not restore everything:\n  {}\nfix the cause, then run `provision rollback`",
             generation.id,
@@ -291,10 +318,32 @@ pub fn rollback(
     log_to: &dyn Fn(&std::path::Path),
     lock_timeout: Duration,
 ) -> Report {
-    let _lock = match Lock::acquire_waiting(&host.root, lock_timeout) {
+    let lock = match Lock::acquire_waiting(&host.root, "rollback", lock_timeout) {
         Ok(lock) => lock,
         Err(error) => return Report::failure(error.to_string()).finish(host),
     };
+    journal::sweep(&host.root);
+    let mut warnings = Vec::new();
+    if let Err(message) = recover_dpkg(host, &mut warnings) {
+        return Report::failure(message).finish(host);
+    }
+    let interrupted = match journal::interrupted(&host.root) {
+        Ok(interrupted) => interrupted,
+        Err(error) => return Report::failure(error.to_string()).finish(host),
+    };
+    // An apply killed before it began its generation changed nothing: the
+    // host is as it was before that plan, and rollback leaves it so (the
+    // next rollback undoes the generation before).
+    if interrupted.is_none()
+        && let Some(note) = lock.interrupted.as_deref()
+        && note.starts_with("apply ")
+        && lock.interrupted_generation().is_none()
+    {
+        return Report::new(format!(
+            "the apply that was killed ({note}) had changed nothing yet: nothing to roll back for it"
+        ))
+        .finish(host);
+    }
     let generation = match journal::latest_undoable(&host.root) {
         Ok(Some(generation)) => generation,
         Ok(None) => return Report::new("nothing to roll back: no applied generation").finish(host),
@@ -321,6 +370,9 @@ pub fn rollback(
             commands: Vec::new(),
         })
         .collect();
+    if let Err(error) = journal.set_status(Status::RollingBack) {
+        return Report::failure(error.to_string()).finish(host);
+    }
     let outcome = undo_generation(host, &mut journal, progress);
     report.changed = !report.steps.is_empty();
     if outcome.problems.is_empty() {
@@ -338,6 +390,7 @@ pub fn rollback(
     }
     let facts = gather(host);
     report.reboot_required = !outcome.reboot.is_empty() || reboot_needed(&facts);
+    report.warnings = warnings;
     report.warnings.extend(outcome.reboot);
     report.finish(host)
 }

@@ -44,6 +44,11 @@ pub struct Cmd {
     /// built from outside).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outside: bool,
+    /// A directory of the machine the command sees as the root's /tmp
+    /// (chrooted commands only): files provision prepares for it without
+    /// writing into the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<PathBuf>,
 }
 
 impl Cmd {
@@ -55,7 +60,14 @@ impl Cmd {
             env: Vec::new(),
             effect: Effect::Read,
             outside: false,
+            scratch: None,
         }
+    }
+
+    /// Sees `dir` (a directory of the machine) as the root's /tmp.
+    pub fn scratch(mut self, dir: impl Into<PathBuf>) -> Cmd {
+        self.scratch = Some(dir.into());
+        self
     }
 
     /// Runs on the machine itself, not chrooted (see [`Cmd::outside`]).
@@ -247,7 +259,7 @@ impl SystemRunner {
         }
     }
 
-    fn command(&self, cmd: &Cmd) -> std::io::Result<(Command, Option<ResolvConfPlaceholder>)> {
+    fn command(&self, cmd: &Cmd) -> std::io::Result<(Command, Scratch)> {
         let mut command = Command::new(&cmd.program);
         command.args(&cmd.args);
         command.env_clear();
@@ -275,11 +287,18 @@ impl SystemRunner {
         command.stdout(Stdio::piped());
         command.stderr(Stdio::piped());
         let mut placeholder = None;
+        let mut temporary = None;
+        // A command that only reads sees the root through a throwaway
+        // overlay (see chroot.rs): it leaves the root exactly as it was.
+        let overlay = cmd.effect == Effect::Read && nix::unistd::geteuid().is_root();
         if self.chroot && !cmd.outside {
             let mut plan = ChrootPlan::new(&self.root)?;
+            if let Some(scratch) = &cmd.scratch {
+                plan.scratch(scratch, &self.root)?;
+            }
             if cmd.effect == Effect::Read {
                 // Only changing commands (apt-get update, a DKMS build)
-                // need DNS; a read-only command must not touch the root.
+                // need DNS.
                 plan.resolv = None;
             } else if plan.placeholder {
                 // A bind mount needs a target; an image being baked often has
@@ -292,15 +311,42 @@ impl SystemRunner {
                     plan.resolv = None;
                 }
             }
+            if overlay {
+                let dir = tempfile::Builder::new()
+                    .prefix("provision-read-")
+                    .tempdir()?;
+                plan.overlay(&self.root, dir.path())?;
+                temporary = Some(dir);
+            }
+            plan.prepare()?;
             // SAFETY: the closure only makes async-signal-safe system calls
             // with arguments prepared before the fork.
             unsafe {
                 command.pre_exec(move || plan.enter());
             }
+        } else if self.chroot && overlay {
+            let mut plan = ChrootPlan::outside(&self.root)?;
+            let dir = tempfile::Builder::new()
+                .prefix("provision-read-")
+                .tempdir()?;
+            plan.overlay(&self.root, dir.path())?;
+            temporary = Some(dir);
+            plan.prepare()?;
+            // SAFETY: as above.
+            unsafe {
+                command.pre_exec(move || plan.enter());
+            }
         }
-        Ok((command, placeholder))
+        Ok((command, Scratch(placeholder, temporary)))
     }
 }
+
+/// What a command needs while it runs (the resolv.conf placeholder, a
+/// scratch /tmp), removed once it has ended.
+struct Scratch(
+    #[allow(dead_code)] Option<ResolvConfPlaceholder>,
+    #[allow(dead_code)] Option<tempfile::TempDir>,
+);
 
 impl Runner for SystemRunner {
     fn run(&self, cmd: &Cmd) -> Result<Output, RunError> {
@@ -318,7 +364,7 @@ impl Runner for SystemRunner {
             command: display.clone(),
             source,
         };
-        let (mut command, _placeholder) = self.command(cmd).map_err(spawn_error)?;
+        let (mut command, _scratch) = self.command(cmd).map_err(spawn_error)?;
         let mut child = command.spawn().map_err(spawn_error)?;
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");

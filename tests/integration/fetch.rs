@@ -167,3 +167,58 @@ fn a_slow_download_shows_progress_on_a_terminal_and_nowhere_else() {
     assert_eq!(run.code, 0);
     assert!(!run.stderr.contains("MiB"), "{run:?}");
 }
+
+/// Peak resident memory of the largest child this test process waited
+/// for (nextest runs each test in a process of its own), in KiB.
+fn children_peak_rss_kib() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss
+    }
+}
+
+#[test]
+fn a_download_that_announces_100_gb_is_refused_before_a_byte_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_fault(dir.path(), Fault::Announces(100 << 30));
+    let cache = dir.path().join("cache");
+    let run = fetch(&server.url("huge.run"), &"a".repeat(64), &cache);
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("announces 107374182400 bytes"), "{msg}");
+    let left: Vec<_> = fs_err::read_dir(&cache).unwrap().collect();
+    assert!(left.is_empty(), "nothing stays in the cache: {left:?}");
+}
+
+#[test]
+fn a_download_that_never_ends_stops_at_the_limit_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::with_fault(dir.path(), Fault::Endless);
+    let cache = dir.path().join("cache");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args([
+            "fetch",
+            &server.url("endless.run"),
+            "--sha256",
+            &"b".repeat(64),
+            "--json",
+        ])
+        .arg("--cache")
+        .arg(&cache)
+        .env("PROVISION_MAX_DOWNLOAD", (256u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let msg = report["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("sent more than the 268435456 bytes a download may have"),
+        "{msg}"
+    );
+    let left: Vec<_> = fs_err::read_dir(&cache).unwrap().collect();
+    assert!(left.is_empty(), "the partial file was deleted: {left:?}");
+    let peak = children_peak_rss_kib();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB for a 256 MiB stream");
+}

@@ -5,11 +5,13 @@ mod support;
 
 mod ansible;
 mod compat;
+mod crash;
 mod doctor;
 mod facts;
 mod fetch;
 mod invalid_plans;
 mod plans;
+mod readonly;
 mod real_driver;
 mod rhel;
 mod runfile;

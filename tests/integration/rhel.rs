@@ -15,7 +15,7 @@ const TRACKED: &[&str] = &["etc", "usr/local", "usr/lib64"];
 
 /// A Rocky Linux 9 image root: os-release, one kernel, the loader
 /// configuration; no packages yet.
-struct ElRoot {
+pub(crate) struct ElRoot {
     dir: tempfile::TempDir,
     major: String,
     _server: Server,
@@ -23,7 +23,7 @@ struct ElRoot {
 }
 
 impl ElRoot {
-    fn new() -> ElRoot {
+    pub(crate) fn new() -> ElRoot {
         ElRoot::release("9.4", "nvidia-rhel9")
     }
 
@@ -81,11 +81,11 @@ impl ElRoot {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn arg(&self) -> &str {
+    pub(crate) fn arg(&self) -> &str {
         self.dir.path().to_str().unwrap()
     }
 
@@ -202,7 +202,7 @@ impl ElRoot {
     }
 }
 
-fn shipped_plan(root: &ElRoot, dir: &Path, extra: &str) -> PathBuf {
+pub(crate) fn shipped_plan(root: &ElRoot, dir: &Path, extra: &str) -> PathBuf {
     let plan = fs_err::read_to_string(repo().join("plans/rhel-9-cuda-repo-580.toml")).unwrap();
     plan_file(
         dir,

@@ -355,10 +355,12 @@ impl Packages {
             }
             _ => None,
         };
-        let temporary = preferences.as_ref().map(|p| p.dir.clone());
-        let result = host
-            .runner
-            .run(&apt::simulate(exact, remove, temporary.as_deref()));
+        let cmd = apt::simulate(exact, remove);
+        let cmd = match &preferences {
+            Some(preferences) => preferences.apply_to(cmd),
+            None => cmd,
+        };
+        let result = host.runner.run(&cmd);
         drop(preferences);
         let output = result?;
         if !output.success() {
@@ -470,22 +472,23 @@ impl Packages {
 }
 
 /// apt's preferences as they will be once the plan's pin is written: a
-/// copy of the other preference files and the pin, in a directory under
-/// the root's /tmp that goes when this does (apt is pointed at it with
-/// `Dir::Etc::PreferencesParts`).
-struct FuturePreferences<'a> {
-    host: &'a Host,
-    dir: String,
+/// copy of the other preference files and the pin, in a directory of the
+/// machine (never the root's: a plan writes nothing there), which apt is
+/// pointed at with `Dir::Etc::PreferencesParts`. Under `--root` the command
+/// sees it as its /tmp. Removed when this is dropped.
+struct FuturePreferences {
+    dir: tempfile::TempDir,
+    /// Where the command finds it.
+    path: String,
+    chrooted: bool,
 }
 
-impl<'a> FuturePreferences<'a> {
-    fn new(host: &'a Host, pin: &str) -> Option<FuturePreferences<'a>> {
-        let dir = format!("/tmp/provision-plan-{}", std::process::id());
-        let made = FuturePreferences {
-            host,
-            dir: dir.clone(),
-        };
-        let mut ok = true;
+impl FuturePreferences {
+    fn new(host: &Host, pin: &str) -> Option<FuturePreferences> {
+        let dir = tempfile::Builder::new()
+            .prefix("provision-apt-preferences-")
+            .tempdir()
+            .ok()?;
         for name in host
             .root
             .read_dir("/etc/apt/preferences.d")
@@ -495,28 +498,83 @@ impl<'a> FuturePreferences<'a> {
             if name != "provision-nvidia-driver.pref"
                 && let Ok(bytes) = host.root.read_bytes(&from)
             {
-                ok &= host
-                    .root
-                    .write_atomic(format!("{dir}/{name}"), &bytes, 0o644)
-                    .is_ok();
+                std::fs::write(dir.path().join(&name), bytes).ok()?;
             }
         }
-        ok &= host
-            .root
-            .write_atomic(
-                format!("{dir}/provision-nvidia-driver.pref"),
-                pin.as_bytes(),
-                0o644,
-            )
-            .is_ok();
-        ok.then_some(made)
+        std::fs::write(dir.path().join("provision-nvidia-driver.pref"), pin).ok()?;
+        let chrooted = !host.root.is_host();
+        let path = if chrooted {
+            "/tmp".to_string()
+        } else {
+            dir.path().display().to_string()
+        };
+        Some(FuturePreferences {
+            dir,
+            path,
+            chrooted,
+        })
+    }
+
+    /// `cmd` pointed at these preferences.
+    fn apply_to(&self, cmd: crate::host::Cmd) -> crate::host::Cmd {
+        let cmd = cmd.args([
+            "-o".to_string(),
+            format!("Dir::Etc::PreferencesParts={}", self.path),
+        ]);
+        if self.chrooted {
+            cmd.scratch(self.dir.path())
+        } else {
+            cmd
+        }
     }
 }
 
-impl Drop for FuturePreferences<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.host.root.join(&self.dir));
+/// dpkg's own journal of a run it did not finish: numbered files in
+/// /var/lib/dpkg/updates, which apt refuses to work past ("dpkg was
+/// interrupted, you must manually run 'dpkg --configure -a'").
+fn dpkg_interrupted(host: &Host) -> bool {
+    host.root
+        .read_dir("/var/lib/dpkg/updates")
+        .map(|names| names.iter().any(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .unwrap_or(false)
+}
+
+/// A dpkg killed mid-transaction is finished before apt is asked anything:
+/// `dpkg --configure -a`. Packages it cannot configure (a dependency that
+/// was half-unpacked) are left to the transaction that follows, which
+/// installs or removes them; only a journal dpkg cannot replay stops here.
+/// Returns whether it had to.
+pub fn repair_dpkg(host: &Host) -> Result<bool, StepError> {
+    let pending = dpkg_interrupted(host);
+    let audit = host.runner.run(&apt::audit())?;
+    if !pending && audit.stdout.trim().is_empty() {
+        return Ok(false);
     }
+    let configured = run_checked(host.runner.as_ref(), &apt::configure_pending());
+    if let Err(error) = configured
+        && dpkg_interrupted(host)
+    {
+        return Err(StepError::Failed(format!(
+            "dpkg was interrupted and `dpkg --configure -a` could not replay its journal: {error}"
+        )));
+    }
+    // A package killed mid-unpack is "half-installed, reinstall required":
+    // dpkg removes it only once it is whole again.
+    let status = host
+        .root
+        .read_string(DPKG_STATUS)
+        .map_err(super::io_error(DPKG_STATUS))?;
+    let broken = apt::reinstall_required(&status);
+    if !broken.is_empty() && run_checked(host.runner.as_ref(), &apt::reinstall(&broken)).is_err() {
+        let names: Vec<String> = broken.iter().map(|(name, _)| name.clone()).collect();
+        run_checked(host.runner.as_ref(), &apt::force_remove_broken(&names)).map_err(|error| {
+            StepError::Failed(format!(
+                "dpkg left {} half-installed and neither a reinstall nor a forced removal mended it: {error}",
+                names.join(", ")
+            ))
+        })?;
+    }
+    Ok(true)
 }
 
 fn installed_now(host: &Host) -> Result<Vec<Package>, StepError> {
@@ -754,11 +812,8 @@ impl Prefetch for Packages {
                 .as_deref()
                 .and_then(|pin| FuturePreferences::new(host, pin));
             let mut cmd = apt::download(&exact);
-            if let Some(dir) = &preferences {
-                cmd = cmd.args([
-                    "-o".to_string(),
-                    format!("Dir::Etc::PreferencesParts={}", dir.dir),
-                ]);
+            if let Some(preferences) = &preferences {
+                cmd = preferences.apply_to(cmd);
             }
             run_checked(host.runner.as_ref(), &cmd)?;
         }
@@ -856,6 +911,10 @@ impl Packages {
 
     fn apt_apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         let host = ctx.host;
+        if repair_dpkg(host)? {
+            ctx.progress
+                .warn("dpkg had been interrupted: `dpkg --configure -a` finished its work first");
+        }
         let installed = installed_now(host)?;
         let before: BTreeMap<String, PackageState> = installed
             .iter()
@@ -916,6 +975,7 @@ impl Packages {
 /// Returns the package database to `before`: purges what was added,
 /// reinstalls the recorded versions, restores holds.
 pub fn undo(host: &Host, before: &BTreeMap<String, PackageState>) -> Result<(), StepError> {
+    repair_dpkg(host)?;
     let installed = installed_now(host)?;
     let now = by_name(&installed);
     let purge: Vec<String> = installed

@@ -18,6 +18,11 @@ pub enum Fault {
     WrongBody,
     /// Sleep this long between 64 KiB chunks.
     Slow(Duration),
+    /// Announce this Content-Length, then send zeros for as long as the
+    /// client reads.
+    Announces(u64),
+    /// No Content-Length: zeros for as long as the client reads.
+    Endless,
 }
 
 pub struct Server {
@@ -117,6 +122,9 @@ fn handle(
             .unwrap_or("")
             .trim_start_matches('/');
         let path: PathBuf = root.join(percent_decode(relative));
+        if let Fault::Announces(_) | Fault::Endless = fault {
+            return endless(&mut stream, fault);
+        }
         let Ok(mut body) = std::fs::read(&path) else {
             stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
             continue;
@@ -166,6 +174,25 @@ fn handle(
             }
             _ => stream.write_all(slice)?,
         }
+    }
+}
+
+/// A body that never ends (a misbehaving mirror): zeros, 64 KiB at a time,
+/// until the client goes away.
+fn endless(stream: &mut TcpStream, fault: Fault) -> std::io::Result<()> {
+    let head = match fault {
+        Fault::Announces(length) => format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ),
+        _ => {
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+                .to_string()
+        }
+    };
+    stream.write_all(head.as_bytes())?;
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        stream.write_all(&chunk)?;
     }
 }
 

@@ -21,10 +21,14 @@ use sha2::{Digest, Sha256};
 
 use crate::host::{Cmd, Root};
 
+mod lock;
+pub use lock::Lock;
+
 pub const STATE_DIR: &str = "/var/lib/provision";
 pub const LOG_DIR: &str = "/var/log/provision";
 const GENERATIONS: &str = "/var/lib/provision/generations";
 const BACKUPS: &str = "/var/lib/provision/backups";
+const PLANS: &str = "/var/lib/provision/plans";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -34,15 +38,21 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("another provision run holds {path}{holder}; wait for it to finish")]
+    #[error(
+        "another provision run holds {path}{holder}: wait for it to finish, or give --lock-timeout SECONDS"
+    )]
     Locked { path: String, holder: String },
+    #[error(
+        "{path} is {problem}: provision does not trust a journal others can change (make it root's, mode 0755 or stricter)"
+    )]
+    Untrusted { path: String, problem: String },
     #[error("journal file {path} is damaged: {reason}")]
     Damaged { path: String, reason: String },
     #[error("backup {hash} is missing or does not match its hash")]
     BadBackup { hash: String },
 }
 
-fn io(path: &str) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+pub(crate) fn io(path: &str) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.to_string(),
         source,
@@ -63,6 +73,9 @@ pub enum Status {
     /// Failed and the automatic undo could not restore everything.
     FailedIncomplete,
     RolledBack,
+    /// A rollback is undoing it (or was interrupted doing so: the next run
+    /// finishes it).
+    RollingBack,
     /// A rollback ran but could not restore everything.
     RollbackIncomplete,
 }
@@ -167,68 +180,6 @@ pub struct Awaiting {
     pub plan: Option<String>,
 }
 
-/// The exclusive lock; released when dropped.
-pub struct Lock {
-    _flock: nix::fcntl::Flock<std::fs::File>,
-}
-
-impl Lock {
-    pub fn acquire(root: &Root) -> Result<Lock, JournalError> {
-        let path = format!("{STATE_DIR}/lock");
-        root.create_dir_all(STATE_DIR).map_err(io(STATE_DIR))?;
-        let real = root.join(&path);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&real)
-            .map_err(io(&path))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(flock) => {
-                use std::io::{Seek, Write};
-                let mut file: &std::fs::File = &flock;
-                let _ = file.set_len(0);
-                let _ = file.seek(std::io::SeekFrom::Start(0));
-                let _ = writeln!(file, "{}", std::process::id());
-                Ok(Lock { _flock: flock })
-            }
-            Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-                let holder = std::fs::read_to_string(&real)
-                    .ok()
-                    .map(|pid| pid.trim().to_string())
-                    .filter(|pid| !pid.is_empty())
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default();
-                Err(JournalError::Locked { path, holder })
-            }
-            Err((_, errno)) => Err(JournalError::Io {
-                path,
-                source: std::io::Error::from(errno),
-            }),
-        }
-    }
-}
-
-impl Lock {
-    /// Like [`Lock::acquire`], retrying for up to `timeout` while another
-    /// run holds the lock (zero: fail at once, naming it).
-    pub fn acquire_waiting(
-        root: &Root,
-        timeout: std::time::Duration,
-    ) -> Result<Lock, JournalError> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match Lock::acquire(root) {
-                Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
 /// An open generation being written.
 pub struct Journal<'a> {
     root: &'a Root,
@@ -237,7 +188,11 @@ pub struct Journal<'a> {
 
 impl<'a> Journal<'a> {
     /// Starts the next generation (the caller holds the [`Lock`]).
-    pub fn begin(root: &'a Root, plan: Option<(&Path, &str)>) -> Result<Journal<'a>, JournalError> {
+    pub fn begin(
+        root: &'a Root,
+        plan: Option<(&Path, &str)>,
+        lock: &mut Lock,
+    ) -> Result<Journal<'a>, JournalError> {
         root.create_dir_all(GENERATIONS).map_err(io(GENERATIONS))?;
         let id = list(root)?.last().copied().unwrap_or(0) + 1;
         let generation = Generation {
@@ -259,6 +214,7 @@ impl<'a> Journal<'a> {
         };
         let journal = Journal { root, generation };
         journal.save()?;
+        lock.note_generation(id);
         Ok(journal)
     }
 
@@ -403,6 +359,12 @@ impl<'a> Journal<'a> {
         self.save()
     }
 
+    /// Records the state without ending the generation.
+    pub fn set_status(&mut self, status: Status) -> Result<(), JournalError> {
+        self.generation.status = status;
+        self.save()
+    }
+
     pub fn finish(&mut self, status: Status) -> Result<(), JournalError> {
         self.generation.status = status;
         self.generation.finished = Some(now());
@@ -465,6 +427,7 @@ pub fn latest_undoable(root: &Root) -> Result<Option<Generation>, JournalError> 
             | Status::AwaitingReboot
             | Status::Applying
             | Status::RollbackIncomplete
+            | Status::RollingBack
             | Status::FailedIncomplete => {
                 return Ok(Some(generation));
             }
@@ -485,16 +448,59 @@ pub fn awaiting_reboot(root: &Root) -> Result<Option<Generation>, JournalError> 
     }
 }
 
-/// The newest generation, when a run was interrupted while applying it
-/// (its process is gone: the caller holds the lock).
+/// The newest generation, when a run was interrupted while applying or
+/// rolling it back (its process is gone: the caller holds the lock).
 pub fn interrupted(root: &Root) -> Result<Option<Generation>, JournalError> {
     match list(root)?.last() {
         Some(&id) => {
             let generation = load(root, id)?;
-            Ok((generation.status == Status::Applying).then_some(generation))
+            Ok(
+                matches!(generation.status, Status::Applying | Status::RollingBack)
+                    .then_some(generation),
+            )
         }
         None => Ok(None),
     }
+}
+
+/// Directories where provision puts files: its own, and those of every
+/// file a generation recorded.
+fn managed_dirs(root: &Root) -> Vec<String> {
+    let mut dirs: Vec<String> = [GENERATIONS, BACKUPS, PLANS, STATE_DIR]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    for generation in all(root).unwrap_or_default() {
+        for entry in generation.entries {
+            if let Undo::File { path, .. } = entry.undo
+                && let Some(parent) = Path::new(&path).parent()
+            {
+                let parent = parent.to_string_lossy().into_owned();
+                if !dirs.contains(&parent) {
+                    dirs.push(parent);
+                }
+            }
+        }
+    }
+    dirs
+}
+
+/// Removes what atomic writes of a killed run left (`.provision-*` beside
+/// their targets). The caller holds the lock: no write of another run is
+/// under way. Returns how many it removed.
+pub fn sweep(root: &Root) -> usize {
+    let mut removed = 0;
+    for dir in managed_dirs(root) {
+        for name in root.read_dir(&dir).unwrap_or_default() {
+            if name.starts_with(".provision-") {
+                let path = format!("{dir}/{name}");
+                if root.remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// Every generation, oldest first.
@@ -543,8 +549,8 @@ mod tests {
         let root = Root::new(dir.path()).unwrap();
         root.write_atomic("/etc/a.conf", b"old\n", 0o640).unwrap();
         std::os::unix::fs::symlink("/etc/a.conf", dir.path().join("etc/link")).unwrap();
-        let _lock = Lock::acquire(&root).unwrap();
-        let mut journal = Journal::begin(&root, None).unwrap();
+        let mut lock = Lock::acquire(&root, "test").unwrap();
+        let mut journal = Journal::begin(&root, None, &mut lock).unwrap();
         journal.record_file("t", "/etc/a.conf").unwrap();
         journal.record_file("t", "/etc/link").unwrap();
         journal.record_file("t", "/etc/new.conf").unwrap();
@@ -579,8 +585,8 @@ mod tests {
     fn a_second_lock_is_refused_with_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
-        let _first = Lock::acquire(&root).unwrap();
-        let error = Lock::acquire(&root).err().unwrap().to_string();
+        let _first = Lock::acquire(&root, "apply").unwrap();
+        let error = Lock::acquire(&root, "apply").err().unwrap().to_string();
         assert!(error.contains("another provision run"), "{error}");
         assert!(
             error.contains(&format!("pid {}", std::process::id())),
@@ -592,9 +598,10 @@ mod tests {
     fn generations_count_up_and_the_latest_undoable_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
-        let mut first = Journal::begin(&root, None).unwrap();
+        let mut lock = Lock::acquire(&root, "test").unwrap();
+        let mut first = Journal::begin(&root, None, &mut lock).unwrap();
         first.finish(Status::Applied).unwrap();
-        let mut second = Journal::begin(&root, None).unwrap();
+        let mut second = Journal::begin(&root, None, &mut lock).unwrap();
         second.finish(Status::RolledBack).unwrap();
         assert_eq!(second.generation.id, 2);
         assert_eq!(latest_undoable(&root).unwrap().unwrap().id, 1);
