@@ -8,6 +8,8 @@ pub mod doctor;
 pub mod engine;
 pub mod facts;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod host;
 pub mod journal;
 pub mod output;

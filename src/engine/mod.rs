@@ -163,6 +163,20 @@ pub fn apply(
         Ok(lock) => lock,
         Err(error) => return Report::failure(error.to_string()).finish(host),
     };
+    let started = report::unix_now();
+    let mut report = apply_locked(host, plan, progress, log_to, &mut lock);
+    report.held_lock = Some([started, report::unix_now()]);
+    report
+}
+
+/// `apply` once the lock is held.
+fn apply_locked(
+    host: &Host,
+    plan: &Plan,
+    progress: &dyn Progress,
+    log_to: &dyn Fn(&std::path::Path),
+    lock: &mut Lock,
+) -> Report {
     let mut warnings = Vec::new();
     if let Err(report) = undo::recover_interrupted(host, progress, log_to, &mut warnings) {
         return report.finish(host);
@@ -205,7 +219,7 @@ pub fn apply(
         progress,
         log_to,
     };
-    run.run(facts, built, resuming, warnings, &mut lock)
+    run.run(facts, built, resuming, warnings, lock)
 }
 
 /// Opens the generation this apply writes: a new one, or the one a reboot

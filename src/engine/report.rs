@@ -41,6 +41,10 @@ pub struct Report {
     pub window: Option<Window>,
     /// The checks run after the driver changed.
     pub verify: Option<Verification>,
+    /// When this run held the host's lock (Unix time, seconds): runs on one
+    /// host never overlap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_lock: Option<[f64; 2]>,
     #[serde(skip)]
     pub exit: Exit,
 }
@@ -75,6 +79,7 @@ impl Report {
             diff: AnsibleDiff::default(),
             window: None,
             verify: None,
+            held_lock: None,
             exit: Exit::Success,
         }
     }
@@ -92,6 +97,14 @@ impl Report {
         self.diff.prepared = crate::output::prepared_diff(&self.steps);
         self
     }
+}
+
+/// Unix time in seconds, with the fraction.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 pub(crate) fn satisfied(id: String, summary: String) -> StepReport {

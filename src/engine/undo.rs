@@ -322,6 +322,19 @@ pub fn rollback(
         Ok(lock) => lock,
         Err(error) => return Report::failure(error.to_string()).finish(host),
     };
+    let started = super::report::unix_now();
+    let mut report = rollback_locked(host, progress, log_to, &lock);
+    report.held_lock = Some([started, super::report::unix_now()]);
+    report
+}
+
+/// `rollback` once the lock is held.
+fn rollback_locked(
+    host: &Host,
+    progress: &dyn Progress,
+    log_to: &dyn Fn(&std::path::Path),
+    lock: &Lock,
+) -> Report {
     journal::sweep(&host.root);
     let mut warnings = Vec::new();
     if let Err(message) = recover_dpkg(host, &mut warnings) {

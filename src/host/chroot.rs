@@ -14,8 +14,39 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Removes the empty `resolv.conf` made as a bind-mount target.
+/// What the `resolv.conf` made as a bind-mount target holds: a run killed
+/// while its command ran leaves it behind, and the next run (holding the
+/// lock, so no command of the killed run is still going) knows it by this
+/// text and removes it.
+pub const RESOLV_PLACEHOLDER: &[u8] =
+    b"# provision: a mount point for the machine's resolv.conf while a command runs\n";
+
+/// Removes the `resolv.conf` made as a bind-mount target.
 pub(crate) struct ResolvConfPlaceholder(pub(crate) PathBuf);
+
+impl ResolvConfPlaceholder {
+    /// Makes `etc/resolv.conf` under `root` (which has none): written
+    /// beside it and renamed into place without replacing, so a kill at
+    /// any point leaves either a `.provision-*` temporary or the
+    /// placeholder, both of which the next run sweeps.
+    pub(crate) fn make(root: &Path) -> std::io::Result<ResolvConfPlaceholder> {
+        let target = root.join("etc/resolv.conf");
+        let temporary = root.join(format!("etc/.provision-resolv-{}", std::process::id()));
+        std::fs::write(&temporary, RESOLV_PLACEHOLDER)?;
+        let renamed = nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &temporary,
+            nix::fcntl::AT_FDCWD,
+            &target,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        );
+        if let Err(error) = renamed {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error.into());
+        }
+        Ok(ResolvConfPlaceholder(target))
+    }
+}
 
 impl Drop for ResolvConfPlaceholder {
     fn drop(&mut self) {

@@ -5,6 +5,7 @@ mod chroot;
 pub mod root;
 pub mod runner;
 
+pub use chroot::RESOLV_PLACEHOLDER;
 pub use root::{FileStamp, Root};
 pub use runner::{Cmd, CommandRecord, Effect, Output, RunError, Runner, SystemRunner, run_checked};
 

@@ -304,11 +304,9 @@ impl SystemRunner {
                 // A bind mount needs a target; an image being baked often has
                 // no resolv.conf. Where one cannot be made (a read-only
                 // snapshot), the command simply runs without DNS.
-                let target = self.root.join("etc/resolv.conf");
-                if std::fs::write(&target, b"").is_ok() {
-                    placeholder = Some(ResolvConfPlaceholder(target));
-                } else {
-                    plan.resolv = None;
+                match ResolvConfPlaceholder::make(&self.root) {
+                    Ok(made) => placeholder = Some(made),
+                    Err(_) => plan.resolv = None,
                 }
             }
             if overlay {

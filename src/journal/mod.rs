@@ -466,7 +466,7 @@ pub fn interrupted(root: &Root) -> Result<Option<Generation>, JournalError> {
 /// Directories where provision puts files: its own, and those of every
 /// file a generation recorded.
 fn managed_dirs(root: &Root) -> Vec<String> {
-    let mut dirs: Vec<String> = [GENERATIONS, BACKUPS, PLANS, STATE_DIR]
+    let mut dirs: Vec<String> = [GENERATIONS, BACKUPS, PLANS, STATE_DIR, "/etc"]
         .iter()
         .map(|d| d.to_string())
         .collect();
@@ -499,6 +499,11 @@ pub fn sweep(root: &Root) -> usize {
                 }
             }
         }
+    }
+    if root.read_bytes("/etc/resolv.conf").ok().as_deref() == Some(crate::host::RESOLV_PLACEHOLDER)
+        && root.remove_file("/etc/resolv.conf").is_ok()
+    {
+        removed += 1;
     }
     removed
 }

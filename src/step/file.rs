@@ -27,6 +27,14 @@ impl ManagedFile {
         match ctx.host.root.read_string(&self.path) {
             Ok(text) => Ok(Some(text)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A link that loops holds nothing: the file is made in its
+            // place (the link is kept in the journal, as any other).
+            Err(error)
+                if error.raw_os_error() == Some(libc::ELOOP)
+                    && ctx.host.root.is_link(&self.path) =>
+            {
+                Ok(None)
+            }
             Err(error) => Err(io_error(&self.path)(error)),
         }
     }

@@ -97,7 +97,8 @@ fn count(host: &Host, verb: &[&str], syscalls: &str) -> BTreeMap<String, usize> 
             let fields: Vec<&str> = line.split_whitespace().collect();
             let name = fields.last()?;
             let calls: usize = fields.get(3)?.parse().ok()?;
-            (fields.len() >= 5 && !name.starts_with('-')).then(|| (name.to_string(), calls))
+            (fields.len() >= 5 && !name.starts_with('-') && *name != "total")
+                .then(|| (name.to_string(), calls))
         })
         .collect()
 }

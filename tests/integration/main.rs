@@ -5,10 +5,12 @@ mod support;
 
 mod ansible;
 mod compat;
+mod corpus;
 mod crash;
 mod doctor;
 mod facts;
 mod fetch;
+mod hostile;
 mod invalid_plans;
 mod plans;
 mod readonly;
