@@ -293,6 +293,17 @@ impl Dnf {
         ])
     }
 
+    /// `rpm -qa` listing every path the installed packages own, one a line.
+    pub fn rpm_files(&self) -> Cmd {
+        let mut cmd = Cmd::read("rpm");
+        if let Some(root) = &self.installroot {
+            cmd = cmd
+                .outside()
+                .args(["--root".to_string(), root.display().to_string()]);
+        }
+        cmd.args(["-qa", "--qf", "[%{FILENAMES}\\n]"])
+    }
+
     /// `rpm -e` (for what dnf does not remove: imported keys).
     pub fn rpm_erase(&self, names: &[String]) -> Cmd {
         let mut cmd = Cmd::change("rpm");

@@ -68,6 +68,20 @@ pub fn undo_generation(host: &Host, journal: &mut Journal, progress: &dyn Progre
     outcome
 }
 
+/// When a generation began, to the nanosecond where the filesystem keeps
+/// birth times (its log is made first), else the second after the one
+/// its journal names.
+fn generation_began(journal: &Journal) -> Option<std::time::SystemTime> {
+    let log = journal::log_path(journal.root(), journal.generation.id);
+    std::fs::metadata(log)
+        .and_then(|meta| meta.created())
+        .ok()
+        .or_else(|| {
+            let seconds = journal::unix_seconds(&journal.generation.started)? + 1;
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.try_into().ok()?))
+        })
+}
+
 fn undo_entry(
     host: &Host,
     journal: &Journal,
@@ -89,7 +103,8 @@ fn undo_entry(
                 "apt" => step::packages::undo(host, before).map_err(|e| e.to_string()),
                 "dnf" => {
                     let release = crate::facts::os::version_id(&host.root);
-                    step::packages::dnf::undo(host, release.as_deref(), before)
+                    let began = generation_began(journal);
+                    step::packages::dnf::undo(host, release.as_deref(), before, began)
                         .map_err(|e| e.to_string())
                 }
                 other => Err(format!("unknown package manager {other}")),

@@ -190,6 +190,18 @@ fn versionlock_matches(entry: &str, name: &str) -> bool {
         .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
+/// The query for every path the installed rpms own, run inside the root
+/// or from outside, as [`rpm_installed`] does.
+pub fn rpm_files_query(host: &Host) -> Option<Cmd> {
+    if host.has_tool("rpm") {
+        Some(Cmd::read("rpm").args(["-qa", "--qf", "[%{FILENAMES}\\n]"]))
+    } else if has_rpm_database(&host.root) {
+        Some(crate::distro::dnf::Dnf::for_host(host, None).rpm_files())
+    } else {
+        None
+    }
+}
+
 fn rpm_installed(host: &Host) -> Result<Vec<Package>, String> {
     // rpm --root from outside when the root carries a database but no rpm
     // (an image built with dnf --installroot).

@@ -518,6 +518,28 @@ pub fn log_path(root: &Root, id: u64) -> PathBuf {
     root.join(format!("{LOG_DIR}/{id:04}.log"))
 }
 
+/// Seconds since the epoch of a time [`now`] wrote ("2026-11-22T01:41:26Z").
+pub fn unix_seconds(text: &str) -> Option<i64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let number = |s: &str| s.parse::<i64>().ok();
+    let mut d = date.splitn(3, '-').map(number);
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':').map(number);
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), the inverse of `now`.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 /// UTC time as RFC 3339 ("2026-11-22T01:41:26Z").
 pub fn now() -> String {
     let seconds = std::time::SystemTime::now()
@@ -547,6 +569,24 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_times_read_back_to_the_second() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_seconds("2026-12-03T14:01:23Z"), Some(1_796_306_483));
+        assert_eq!(unix_seconds("2024-02-29T23:59:59Z"), Some(1_709_251_199));
+        let written = now();
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (unix_seconds(&written).unwrap() - seconds).abs() <= 1,
+            "{written}"
+        );
+        assert_eq!(unix_seconds("2026-13-01T00:00:00Z"), None);
+        assert_eq!(unix_seconds("yesterday"), None);
+    }
 
     #[test]
     fn file_undo_restores_content_links_and_absence() {

@@ -4,6 +4,7 @@
 //! same way as apt's.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use super::{Packages, Resolved, action_of, add_transaction, by_name, planned_changes};
 use crate::distro::dnf::{
@@ -449,11 +450,88 @@ fn versions_before(
 
 /// Returns the rpm database to `before`: removes what was added, puts back
 /// the recorded versions. Locks are files (restored by their own entries).
+/// Where rpm unpacks packages' files (what the sweep below walks).
+const RPM_TREES: &[&str] = &["/usr", "/etc", "/opt", "/boot", "/var/lib"];
+
+/// Whether `name` is one of rpm's temporaries: it unpacks each file as
+/// `PATH;XXXXXXXX` (eight hex digits) and renames it into place, so a
+/// transaction killed mid-unpack leaves them behind, and no later
+/// transaction removes them.
+fn is_rpm_temporary(name: &str) -> bool {
+    name.rsplit_once(';').is_some_and(|(path, suffix)| {
+        !path.is_empty() && suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// Whether `meta` was made after `began`: its birth time, where the
+/// filesystem keeps one.
+fn born_since(meta: &std::fs::Metadata, began: Option<SystemTime>) -> bool {
+    match (began, meta.created()) {
+        (Some(began), Ok(born)) => born > began,
+        _ => false,
+    }
+}
+
+/// Removes rpm's temporaries under the trees packages unpack into, and
+/// the directories a killed transaction made for a package it never
+/// recorded: empty, made since the generation `began`, owned by no
+/// installed package. Links are never followed. Returns what it removed.
+pub fn sweep_rpm_temporaries(host: &Host, began: Option<SystemTime>) -> Vec<String> {
+    let root = &host.root;
+    let mut removed = Vec::new();
+    let mut new_dirs = Vec::new();
+    let mut pending: Vec<String> = RPM_TREES.iter().map(|d| d.to_string()).collect();
+    while let Some(dir) = pending.pop() {
+        for name in root.read_dir(&dir).unwrap_or_default() {
+            let path = format!("{dir}/{name}");
+            let Ok(meta) = root.symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if born_since(&meta, began) {
+                    new_dirs.push(path.clone());
+                }
+                pending.push(path);
+            } else if is_rpm_temporary(&name) && root.remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    if new_dirs.is_empty() {
+        return removed;
+    }
+    // Without the database's word, nothing is taken as unowned.
+    let Some(owned) = owned_dirs(host) else {
+        return removed;
+    };
+    // Deepest first: a parent empties once its children are gone.
+    new_dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    for dir in new_dirs {
+        let empty = root.read_dir(&dir).is_ok_and(|names| names.is_empty());
+        if empty && !owned.contains(&dir) && std::fs::remove_dir(root.join(&dir)).is_ok() {
+            removed.push(dir);
+        }
+    }
+    removed
+}
+
+/// Every path the installed packages own (`rpm -qa` of their file lists).
+fn owned_dirs(host: &Host) -> Option<BTreeSet<String>> {
+    let query = crate::facts::packages::rpm_files_query(host)?;
+    let output = host.runner.run(&query).ok().filter(|out| out.success())?;
+    Some(output.stdout.lines().map(str::to_string).collect())
+}
+
 pub fn undo(
     host: &Host,
     release: Option<&str>,
     before: &BTreeMap<String, PackageState>,
+    began: Option<SystemTime>,
 ) -> Result<(), StepError> {
+    // A transaction killed mid-unpack (this run's, or one a killed run
+    // left) leaves rpm's temporaries; the database itself is whole (rpm
+    // commits each package's header in one sqlite transaction).
+    sweep_rpm_temporaries(host, began);
     let dnf = Dnf::for_host(host, release);
     let installed = installed_now(host)?;
     let mut was: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -571,5 +649,19 @@ mod tests {
             before["kernel-devel=5.14.0-503.11.1.el9_5"].version,
             "5.14.0-503.11.1.el9_5"
         );
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::is_rpm_temporary;
+
+    #[test]
+    fn rpm_temporaries_are_known_by_their_suffix() {
+        assert!(is_rpm_temporary("libcuda.so.1;6b11836a"));
+        assert!(!is_rpm_temporary("libcuda.so.1"));
+        assert!(!is_rpm_temporary(";6b11836a"));
+        assert!(!is_rpm_temporary("a;6b11836"));
+        assert!(!is_rpm_temporary("notes;about-it"));
     }
 }
