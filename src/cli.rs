@@ -133,7 +133,8 @@ pub enum Command {
         /// CUDA release: 12.8 (its GA), 12.8.1 (Update 1) or a full version (12.8.93).
         #[arg(long, conflicts_with = "torch")]
         cuda: Option<String>,
-        /// PyTorch wheel version, such as 2.9.1+cu130.
+        /// PyTorch wheel (2.9.1+cu130), or a release (2.9.1, 2.9, latest, or a
+        /// torchvision/torchaudio version): every CUDA variant of it, judged.
         #[arg(long)]
         torch: Option<String>,
         /// GPU: 10de:2330, 0x2330 or a name such as "H100 SXM5" or "RTX 4090".

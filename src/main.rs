@@ -312,6 +312,31 @@ fn history(common: &Common) -> Exit {
     }
 }
 
+/// `compat --torch 2.9.1`: every wheel of the release, judged.
+fn torch_wheels(
+    driver: &str,
+    torch: &str,
+    gpu: Option<&provision::compat::knowledge::GpuRow>,
+    flavor: Option<&str>,
+    common: &Common,
+) -> Exit {
+    match provision::compat::wheels::find(driver, torch, gpu, flavor) {
+        Ok(report) => {
+            if common.json {
+                println!("{}", output::json(&report));
+            } else {
+                print!("{}", output::wheels_human(&report, Style::for_stdout()));
+            }
+            if report.best.is_some() {
+                Exit::Success
+            } else {
+                Exit::Failure
+            }
+        }
+        Err(error) => fail(error.to_string(), "compat", common),
+    }
+}
+
 fn compat(
     driver: Option<String>,
     cuda: Option<String>,
@@ -377,6 +402,11 @@ fn compat(
         Ok(gpu) => gpu,
         Err(error) => return fail(error.to_string(), "compat", common),
     };
+    if let Target::Torch(text) = &target
+        && provision::compat::wheels::is_release_question(text)
+    {
+        return torch_wheels(&driver, text, gpu, flavor.as_deref(), common);
+    }
     match rules::evaluate(&driver, &target, gpu, flavor.as_deref()) {
         Ok(answer) => {
             if common.json {

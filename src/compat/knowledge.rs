@@ -28,6 +28,7 @@ pub struct Knowledge {
     gpus: OnceLock<Vec<GpuRow>>,
     pytorch_wheels: OnceLock<Vec<WheelRow>>,
     pytorch_arches: OnceLock<Vec<WheelArchRow>>,
+    pytorch_releases: OnceLock<Vec<TorchRelease>>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(name: &str, json: &str) -> T {
@@ -69,6 +70,10 @@ impl Knowledge {
     pub fn pytorch_wheels(&self) -> &[WheelRow] {
         self.pytorch_wheels
             .get_or_init(|| parse("pytorch_wheel", table!("pytorch_wheel")))
+    }
+    pub fn pytorch_releases(&self) -> &[TorchRelease] {
+        self.pytorch_releases
+            .get_or_init(|| parse("pytorch_release", table!("pytorch_release")))
     }
     pub fn pytorch_arches(&self) -> &[WheelArchRow] {
         self.pytorch_arches
@@ -229,6 +234,19 @@ pub struct WheelRow {
     pub notes: Option<String>,
 }
 
+/// A torch release (minor), its newest patch and the domain libraries
+/// built with it.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorchRelease {
+    pub torch: String,
+    pub newest: String,
+    pub torchvision: String,
+    pub torchaudio: String,
+    pub sources: Vec<String>,
+    pub confidence: String,
+}
+
 /// Architectures a wheel variant carries kernels for, from a torch release on.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +357,11 @@ mod tests {
             kb.pytorch_wheels()
                 .iter()
                 .map(|r| (r.variant.as_str(), &r.sources)),
+        );
+        cited.extend(
+            kb.pytorch_releases()
+                .iter()
+                .map(|r| (r.torch.as_str(), &r.sources)),
         );
         cited.extend(
             kb.pytorch_arches()

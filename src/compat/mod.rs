@@ -8,3 +8,4 @@ pub mod rules;
 
 pub use knowledge::Knowledge;
 pub mod validate;
+pub mod wheels;

@@ -120,3 +120,58 @@ pub fn compat_host_human(report: &HostReport, style: Style) -> String {
     let _ = writeln!(out, "{}", report.msg);
     out
 }
+
+/// `compat --torch 2.9.1`: one line a wheel, the best one marked, then
+/// the pip line of the best.
+pub fn wheels_human(report: &crate::compat::wheels::WheelReport, style: Style) -> String {
+    let mut out = String::new();
+    let on = match &report.gpu {
+        Some(gpu) => format!("driver {} with {gpu}", report.driver),
+        None => format!("driver {}", report.driver),
+    };
+    let _ = writeln!(
+        out,
+        "torch {} (torchvision {}, torchaudio {}) on {on}:",
+        report.torch, report.torchvision, report.torchaudio
+    );
+    for wheel in &report.wheels {
+        let mark = if report.best.as_deref() == Some(wheel.tag.as_str()) {
+            "*"
+        } else {
+            " "
+        };
+        let how = match (&wheel.package, wheel.mode) {
+            (Some(package), _) => format!(" with {package}"),
+            (None, Mode::MinorVersion) => " (minor-version compatibility)".to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            " {mark} {:<6} {}{how}: {}",
+            wheel.tag,
+            verdict_style(style, wheel.verdict),
+            wheel.why
+        );
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    match report
+        .best
+        .as_deref()
+        .and_then(|tag| report.wheels.iter().find(|w| w.tag == tag))
+    {
+        Some(best) => {
+            let _ = writeln!(out, "Install ({}):\n  {}", best.tag, best.install);
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "No CUDA wheel of torch {} runs on {on}: upgrade the driver, or install the CPU wheel.",
+                report.torch
+            );
+        }
+    }
+    let _ = writeln!(out, "Sources: {}", report.sources.join(", "));
+    out
+}

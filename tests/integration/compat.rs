@@ -451,3 +451,48 @@ fn the_detected_h200_host_has_a_stale_compat_package() {
     assert_eq!(compat["verdict"], "compatible", "{compat}");
     assert_eq!(compat["mode"], "forward-compat");
 }
+
+#[test]
+fn a_torch_release_without_a_tag_lists_every_wheel_with_its_verdict_and_pip_line() {
+    let run = provision(&[
+        "compat",
+        "--driver",
+        "535.104.05",
+        "--torch",
+        "2.9.1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["torch"], "2.9.1");
+    assert_eq!(report["best"], "cu128", "{report:#}");
+    let tags: Vec<&str> = report["wheels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["cu126", "cu128", "cu130", "cpu"]);
+    let cu130 = &report["wheels"][2];
+    assert_eq!(cu130["verdict"], "needs-compat-package", "{cu130:#}");
+    assert_eq!(cu130["cuda"], "13.0");
+    let human = provision(&["compat", "--driver", "535.104.05", "--torch", "2.9.1"]);
+    assert!(
+        human.stdout.contains(
+            "pip install torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 --index-url https://download.pytorch.org/whl/cu128"
+        ),
+        "{}",
+        human.stdout
+    );
+    // Nothing runs: exit 1, best null, the CPU wheel named.
+    let none = provision(&[
+        "compat",
+        "--driver",
+        "470.82.01",
+        "--torch",
+        "2.9",
+        "--json",
+    ]);
+    assert_eq!(none.code, 1, "{none:?}");
+    assert!(none.json()["best"].is_null());
+}
