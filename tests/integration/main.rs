@@ -12,6 +12,7 @@ mod facts;
 mod fetch;
 mod hostile;
 mod invalid_plans;
+mod packages;
 mod plans;
 mod readonly;
 mod real_driver;
