@@ -346,7 +346,7 @@ fn compat(
     common: &Common,
 ) -> Exit {
     use provision::compat::host;
-    use provision::compat::rules::{self, Target, Verdict};
+    use provision::compat::rules::Target;
     let target = match (cuda, torch) {
         (Some(cuda), None) => Some(Target::Cuda(cuda)),
         (None, Some(torch)) => Some(Target::Torch(torch)),
@@ -398,16 +398,29 @@ fn compat(
             Exit::Success
         };
     };
-    let gpu = match gpu.as_deref().map(rules::find_gpu).transpose() {
+    one_question(&driver, &target, gpu.as_deref(), flavor.as_deref(), common)
+}
+
+/// `compat --driver D --cuda X | --torch T`: one answer, or every wheel of
+/// a torch release.
+fn one_question(
+    driver: &str,
+    target: &provision::compat::rules::Target,
+    gpu: Option<&str>,
+    flavor: Option<&str>,
+    common: &Common,
+) -> Exit {
+    use provision::compat::rules::{self, Target, Verdict};
+    let gpu = match gpu.map(rules::find_gpu).transpose() {
         Ok(gpu) => gpu,
         Err(error) => return fail(error.to_string(), "compat", common),
     };
-    if let Target::Torch(text) = &target
+    if let Target::Torch(text) = target
         && provision::compat::wheels::is_release_question(text)
     {
-        return torch_wheels(&driver, text, gpu, flavor.as_deref(), common);
+        return torch_wheels(driver, text, gpu, flavor, common);
     }
-    match rules::evaluate(&driver, &target, gpu, flavor.as_deref()) {
+    match rules::evaluate(driver, target, gpu, flavor) {
         Ok(answer) => {
             if common.json {
                 println!("{}", output::json(&answer));

@@ -278,30 +278,17 @@ impl Dnf {
             .args(exact.iter().map(|(name, evr)| spec(name, evr)))
     }
 
-    /// `rpm -qa` with an exact, tab-separated format.
-    pub fn rpm_query(&self) -> Cmd {
-        let mut cmd = Cmd::read("rpm");
-        if let Some(root) = &self.installroot {
-            cmd = cmd
+    /// `rpm ARGS`, run from outside with `--root` when the root is an
+    /// install root (its own rpm may be missing).
+    pub fn rpm_read(&self, args: &[&str]) -> Cmd {
+        let cmd = Cmd::read("rpm");
+        match &self.installroot {
+            Some(root) => cmd
                 .outside()
-                .args(["--root".to_string(), root.display().to_string()]);
+                .args(["--root".to_string(), root.display().to_string()]),
+            None => cmd,
         }
-        cmd.args([
-            "-qa",
-            "--qf",
-            "%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
-        ])
-    }
-
-    /// `rpm -qa` listing every path the installed packages own, one a line.
-    pub fn rpm_files(&self) -> Cmd {
-        let mut cmd = Cmd::read("rpm");
-        if let Some(root) = &self.installroot {
-            cmd = cmd
-                .outside()
-                .args(["--root".to_string(), root.display().to_string()]);
-        }
-        cmd.args(["-qa", "--qf", "[%{FILENAMES}\\n]"])
+        .args(args.iter().copied())
     }
 
     /// `rpm -e` (for what dnf does not remove: imported keys).

@@ -151,15 +151,6 @@ pub fn installed(host: &Host, family: Option<Family>) -> Result<Vec<Package>, St
     }
 }
 
-/// `rpm -qa` with an exact, tab-separated format.
-pub fn rpm_query() -> Cmd {
-    Cmd::read("rpm").args([
-        "-qa",
-        "--qf",
-        "%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
-    ])
-}
-
 pub fn parse_rpm_query(text: &str, locked: &[String]) -> Vec<Package> {
     text.lines()
         .filter_map(|line| {
@@ -190,31 +181,39 @@ fn versionlock_matches(entry: &str, name: &str) -> bool {
         .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
-/// The query for every path the installed rpms own, run inside the root
-/// or from outside, as [`rpm_installed`] does.
-pub fn rpm_files_query(host: &Host) -> Option<Cmd> {
+/// `rpm -qa` with an exact, tab-separated format.
+const RPM_PACKAGES: &[&str] = &[
+    "-qa",
+    "--qf",
+    "%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
+];
+
+/// `rpm -qa` listing every path the installed packages own, one a line.
+const RPM_FILES: &[&str] = &["-qa", "--qf", "[%{FILENAMES}\\n]"];
+
+/// `rpm ARGS` by the root's own rpm, or from outside with `--root` when
+/// the root carries a database but no rpm (an image built with dnf
+/// --installroot); none without either.
+fn rpm_command(host: &Host, args: &[&str]) -> Option<Cmd> {
     if host.has_tool("rpm") {
-        Some(Cmd::read("rpm").args(["-qa", "--qf", "[%{FILENAMES}\\n]"]))
+        Some(Cmd::read("rpm").args(args.iter().copied()))
     } else if has_rpm_database(&host.root) {
-        Some(crate::distro::dnf::Dnf::for_host(host, None).rpm_files())
+        Some(crate::distro::dnf::Dnf::for_host(host, None).rpm_read(args))
     } else {
         None
     }
 }
 
+/// The query for every path the installed rpms own.
+pub fn rpm_files_query(host: &Host) -> Option<Cmd> {
+    rpm_command(host, RPM_FILES)
+}
+
 fn rpm_installed(host: &Host) -> Result<Vec<Package>, String> {
-    // rpm --root from outside when the root carries a database but no rpm
-    // (an image built with dnf --installroot).
-    let query = if host.has_tool("rpm") {
-        rpm_query()
-    } else if has_rpm_database(&host.root) {
-        crate::distro::dnf::Dnf::for_host(host, None).rpm_query()
-    } else {
-        return Err(
-            "the root has neither rpm nor an rpm database (/var/lib/rpm, /usr/lib/sysimage/rpm)"
-                .into(),
-        );
-    };
+    let query = rpm_command(host, RPM_PACKAGES).ok_or_else(|| {
+        "the root has neither rpm nor an rpm database (/var/lib/rpm, /usr/lib/sysimage/rpm)"
+            .to_string()
+    })?;
     let output = host.runner.run(&query).map_err(|error| error.to_string())?;
     if !output.success() {
         return Err(format!("`rpm -qa` failed: {}", output.tail));
