@@ -194,15 +194,26 @@ pub fn pin_file(globs: &[String], upstream: &str) -> String {
     )
 }
 
+/// `apt-mark hold`. apt-mark skips a package its binary cache already
+/// shows held, and that cache is trusted while dpkg's status keeps its size
+/// and mtime second; with the cache files off, it reads dpkg's state now.
 pub fn hold(names: &[String]) -> Cmd {
-    Cmd::change("apt-mark")
-        .arg("hold")
-        .args(names.iter().cloned())
+    apt_mark("hold", names)
 }
 
 pub fn unhold(names: &[String]) -> Cmd {
+    apt_mark("unhold", names)
+}
+
+fn apt_mark(verb: &str, names: &[String]) -> Cmd {
     Cmd::change("apt-mark")
-        .arg("unhold")
+        .args([
+            "-o",
+            "Dir::Cache::pkgcache=",
+            "-o",
+            "Dir::Cache::srcpkgcache=",
+            verb,
+        ])
         .args(names.iter().cloned())
 }
 

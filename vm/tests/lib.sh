@@ -28,7 +28,16 @@ run_json() {
 
 loaded_version() { cat /sys/module/nvidia/version 2>/dev/null || echo none; }
 installed_version() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo absent; }
-held() { apt-mark showhold | grep -qx "$1" && echo held || echo not-held; }
+# held NAME: dpkg's database (what apt reads once its cache is current); where
+# apt-mark's cached view differs, that is said on stderr (apt trusts its
+# binary cache while dpkg's status keeps its size and mtime second).
+held() {
+  local dpkg apt
+  dpkg=$(dpkg-query -W -f '${db:Status-Want}' "$1" 2>&1 | sed 's/^hold$/held/; s/^install$/not-held/')
+  apt=$(apt-mark showhold 2>&1 | grep -qx "$1" && echo held || echo not-held)
+  [ "$apt" = "$dpkg" ] || echo "note: apt-mark shows $1 $apt, dpkg $dpkg" >&2
+  echo "$dpkg"
+}
 active() { systemctl is-active "$1" 2>/dev/null || true; }
 
 # A user process holding /dev/nvidia0, in this login session (not a service).

@@ -967,9 +967,29 @@ impl Packages {
         let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
         if !held.is_empty() {
             run_checked(host.runner.as_ref(), &apt::hold(&held))?;
+            confirm_held(host, &held)?;
         }
         Ok(())
     }
+}
+
+/// dpkg's own database shows every name held, or the step fails: an
+/// unheld driver is one `apt upgrade` away from a version mismatch.
+fn confirm_held(host: &Host, names: &[String]) -> Result<(), StepError> {
+    let installed = installed_now(host)?;
+    let now = by_name(&installed);
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|name| !now.get(name.as_str()).is_some_and(|p| p.held))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StepError::Failed(format!(
+        "apt-mark hold left {} unheld in {DPKG_STATUS}",
+        missing.join(", ")
+    )))
 }
 
 /// Returns the package database to `before`: purges what was added,
