@@ -158,6 +158,9 @@ pub struct BranchRow {
     pub released: Option<String>,
     pub end_of_life: Option<String>,
     pub end_of_life_date: Option<String>,
+    /// The newest release of the branch seen in a real capture, where it
+    /// is newer than every release a toolkit row cites.
+    pub newest_seen: Option<Dotted>,
     pub sources: Vec<String>,
     pub confidence: String,
     pub notes: Option<String>,

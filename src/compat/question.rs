@@ -8,7 +8,7 @@ use crate::version::Dotted;
 
 /// Parses `--driver`: a release ("535.104.05") or a branch ("580": its
 /// newest release).
-pub fn parse_driver(text: &str) -> Result<(Dotted, Option<Reason>), QuestionError> {
+pub fn parse_driver(text: &str) -> Result<(Dotted, Vec<Reason>), QuestionError> {
     let version = Dotted::parse(text).ok_or_else(|| {
         invalid(format!(
             "--driver {text:?}: expected a driver release such as 580.95.05 or a branch such as 580"
@@ -19,6 +19,7 @@ pub fn parse_driver(text: &str) -> Result<(Dotted, Option<Reason>), QuestionErro
             "--driver {text:?}: driver versions start with their branch, such as 580"
         )));
     }
+    let mut notes: Vec<Reason> = known_branch(text, version.major())?.into_iter().collect();
     if version.components().len() == 1 {
         let newest = Dotted::parse(&format!("{}.9999.99", version.major())).expect("valid");
         let note = reason(
@@ -29,9 +30,90 @@ pub fn parse_driver(text: &str) -> Result<(Dotted, Option<Reason>), QuestionErro
             format!("branch {}", version.major()),
             &[],
         );
-        return Ok((newest, Some(note)));
+        notes.insert(0, note);
+        return Ok((newest, notes));
     }
-    Ok((version, None))
+    notes.extend(newer_than_known(text, &version));
+    Ok((version, notes))
+}
+
+/// Branches past the newest known one are answered (with a warning) up to
+/// this far ahead: NVIDIA's branch numbers advance by about 30 a year.
+const PLAUSIBLE_AHEAD: u32 = 100;
+
+/// Every branch the knowledge base knows: its branch rows and the branches
+/// of the drivers its toolkit rows cite (410, 396: no row of their own).
+fn known_branches() -> Vec<u32> {
+    let kb = Knowledge::get();
+    let mut known: Vec<u32> = kb
+        .branches()
+        .iter()
+        .map(|b| b.branch)
+        .chain(kb.toolkits().iter().map(|t| t.min_driver.major()))
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    known
+}
+
+/// A known branch; one a little past the newest known with a warning; any
+/// other is refused with the known branches listed.
+fn known_branch(text: &str, branch: u32) -> Result<Option<Reason>, QuestionError> {
+    let known = known_branches();
+    if known.contains(&branch) {
+        return Ok(None);
+    }
+    let newest = known.last().copied().unwrap_or(0);
+    let compiled = &Knowledge::get().meta().compiled;
+    if branch > newest && branch <= newest + PLAUSIBLE_AHEAD {
+        return Ok(Some(reason(
+            format!(
+                "warning: branch {branch} is newer than every branch the knowledge base knows (R{newest}, compiled {compiled}): answers assume it runs what R{newest} runs"
+            ),
+            format!("branch {newest}"),
+            &[],
+        )));
+    }
+    let why = if branch > newest {
+        format!("far beyond R{newest}, the newest the knowledge base knows (compiled {compiled})")
+    } else {
+        "the knowledge base knows no NVIDIA release of it".to_string()
+    };
+    let list: Vec<String> = known.iter().map(u32::to_string).collect();
+    Err(invalid(format!(
+        "--driver {text}: driver branch {branch} is unknown: {why}; known branches: {}",
+        list.join(", ")
+    )))
+}
+
+/// The newest release of `branch` any knowledge-base row cites (a
+/// toolkit's floor or bundled driver, a release seen in a real capture).
+pub fn newest_cited(branch: u32) -> Option<Dotted> {
+    let kb = Knowledge::get();
+    kb.toolkits()
+        .iter()
+        .flat_map(|row| std::iter::once(&row.min_driver).chain(row.runfile_driver.as_ref()))
+        .chain(kb.branch(branch).and_then(|b| b.newest_seen.as_ref()))
+        .filter(|d| d.major() == branch)
+        .max()
+        .cloned()
+}
+
+/// A note when the release is newer than any the knowledge base cites for
+/// its branch: the answer still holds for the branch, but the base is older.
+fn newer_than_known(text: &str, version: &Dotted) -> Option<Reason> {
+    let newest = newest_cited(version.major())?;
+    (version > &newest).then(|| {
+        reason(
+            format!(
+                "warning: driver {text} is newer than every {} release the knowledge base cites (newest {newest}): the knowledge base is older than this driver, or the version is mistyped; answers hold for branch {}",
+                version.major(),
+                version.major()
+            ),
+            format!("branch {}", version.major()),
+            &[],
+        )
+    })
 }
 
 /// The knowledge-base rows a CUDA version names.

@@ -409,8 +409,7 @@ pub fn evaluate(
     gpu: Option<&GpuRow>,
     flavor: Option<&str>,
 ) -> Result<Answer, QuestionError> {
-    let (driver, driver_note) = parse_driver(driver_text)?;
-    let mut preamble: Vec<Reason> = driver_note.into_iter().collect();
+    let (driver, mut preamble) = parse_driver(driver_text)?;
     let mut disputed = None;
     let (cuda_text, torch) = match target {
         Target::Cuda(text) => (text.clone(), None),

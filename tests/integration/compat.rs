@@ -380,6 +380,18 @@ fn bad_questions_are_clear_errors() {
             vec!["compat", "--driver", "580.95.05"],
             "--driver needs --cuda or --torch",
         ),
+        (
+            vec!["compat", "--driver", "999", "--cuda", "12.4"],
+            "driver branch 999 is unknown: far beyond R616, the newest the knowledge base knows",
+        ),
+        (
+            vec!["compat", "--driver", "999", "--cuda", "12.4"],
+            "known branches: 346, 352, 367, 375, 384, 390, 396, 410, 418, 440",
+        ),
+        (
+            vec!["compat", "--driver", "540.10.01", "--torch", "2.9.1"],
+            "driver branch 540 is unknown: the knowledge base knows no NVIDIA release of it",
+        ),
     ] {
         let mut with_json = argv.clone();
         with_json.push("--json");
@@ -393,6 +405,47 @@ fn bad_questions_are_clear_errors() {
             report["msg"]
         );
     }
+}
+
+/// A release past every one the knowledge base cites for its branch is
+/// answered for the branch, with a warning that the base is older; the
+/// newest real release seen (580.159.04 on the H200) draws none.
+#[test]
+fn a_driver_newer_than_the_knowledge_base_is_answered_with_a_warning() {
+    let run = provision(&[
+        "compat",
+        "--driver",
+        "580.999.99",
+        "--cuda",
+        "12.4",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["verdict"], "compatible");
+    let warning = report["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["text"].as_str().unwrap().starts_with("warning:"))
+        .expect("a warning");
+    assert!(
+        warning["text"]
+            .as_str()
+            .unwrap()
+            .contains("newer than every 580 release the knowledge base cites (newest 580.159.04)"),
+        "{warning}"
+    );
+    let seen = provision(&[
+        "compat",
+        "--driver",
+        "580.159.04",
+        "--cuda",
+        "13.0",
+        "--json",
+    ])
+    .json();
+    assert!(!seen.to_string().contains("warning:"), "{seen}");
 }
 
 #[test]
