@@ -131,7 +131,9 @@ pub enum Command {
         #[arg(long)]
         driver: Option<String>,
         /// CUDA release: 12.8 (its GA), 12.8.1 (Update 1) or a full version (12.8.93).
-        #[arg(long, conflicts_with = "torch")]
+        /// With --torch latest (or a release): the newest torch with a wheel
+        /// for that CUDA line.
+        #[arg(long)]
         cuda: Option<String>,
         /// PyTorch wheel (2.9.1+cu130), or a release (2.9.1, 2.9, latest, or a
         /// torchvision/torchaudio version): every CUDA variant of it, judged.

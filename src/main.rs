@@ -312,6 +312,35 @@ fn history(common: &Common) -> Exit {
     }
 }
 
+/// `compat --cuda 12.4 --torch latest`: the newest torch with a wheel for
+/// that CUDA line.
+fn torch_for_line(cuda: &str, torch: &str, common: &Common) -> Exit {
+    if !provision::compat::wheels::is_release_question(torch) {
+        return fail(
+            format!(
+                "--cuda with --torch asks which torch has a wheel for that CUDA line: give --torch latest or a release (2.9), not the wheel {torch}"
+            ),
+            "compat",
+            common,
+        );
+    }
+    match provision::compat::line::find(cuda, torch) {
+        Ok(report) => {
+            if common.json {
+                println!("{}", output::json(&report));
+            } else {
+                print!("{}", output::line_human(&report, Style::for_stdout()));
+            }
+            if report.install.is_some() {
+                Exit::Success
+            } else {
+                Exit::Failure
+            }
+        }
+        Err(error) => fail(error.to_string(), "compat", common),
+    }
+}
+
 /// `compat --torch 2.9.1`: every wheel of the release, judged.
 fn torch_wheels(
     driver: &str,
@@ -350,7 +379,8 @@ fn compat(
     let target = match (cuda, torch) {
         (Some(cuda), None) => Some(Target::Cuda(cuda)),
         (None, Some(torch)) => Some(Target::Torch(torch)),
-        _ => None,
+        (Some(cuda), Some(torch)) => return torch_for_line(&cuda, &torch, common),
+        (None, None) => None,
     };
     let question = match (driver, target) {
         (Some(driver), Some(target)) => Some((driver, target)),

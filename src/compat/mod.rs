@@ -3,6 +3,7 @@
 pub mod gpu;
 pub mod host;
 pub mod knowledge;
+pub mod line;
 pub mod question;
 pub mod rules;
 

@@ -51,7 +51,9 @@ pub fn is_release_question(text: &str) -> bool {
 }
 
 /// The release row and the exact torch version `text` names.
-fn release(text: &str) -> Result<(&'static TorchRelease, String, Vec<String>), QuestionError> {
+pub(super) fn release(
+    text: &str,
+) -> Result<(&'static TorchRelease, String, Vec<String>), QuestionError> {
     let releases = Knowledge::get().pytorch_releases();
     let known = || {
         releases
@@ -113,7 +115,7 @@ fn release(text: &str) -> Result<(&'static TorchRelease, String, Vec<String>), Q
 }
 
 /// The pip line for `torch` from the index of `tag`.
-fn install_line(row: &TorchRelease, torch: &str, tag: &str) -> String {
+pub(super) fn install_line(row: &TorchRelease, torch: &str, tag: &str) -> String {
     let (vision, audio) = domain_versions(row, torch);
     format!(
         "pip install torch=={torch} torchvision=={vision} torchaudio=={audio} --index-url {INDEX}/{tag}"
@@ -122,7 +124,7 @@ fn install_line(row: &TorchRelease, torch: &str, tag: &str) -> String {
 
 /// torchvision and torchaudio for `torch`: exact for the newest patch the
 /// knowledge base knows, else any patch of their minor (pip's `==X.Y.*`).
-fn domain_versions(row: &TorchRelease, torch: &str) -> (String, String) {
+pub(super) fn domain_versions(row: &TorchRelease, torch: &str) -> (String, String) {
     if torch == row.newest {
         return (row.torchvision.clone(), row.torchaudio.clone());
     }

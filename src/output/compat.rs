@@ -175,3 +175,56 @@ pub fn wheels_human(report: &crate::compat::wheels::WheelReport, style: Style) -
     let _ = writeln!(out, "Sources: {}", report.sources.join(", "));
     out
 }
+
+/// `compat --cuda 12.4 --torch latest`.
+pub fn line_human(report: &crate::compat::line::LineReport, style: Style) -> String {
+    let mut out = String::new();
+    match (&report.tag, &report.torch, &report.install) {
+        (Some(tag), Some(torch), Some(install)) => {
+            let which = if report.latest {
+                format!(
+                    "the newest torch release with {tag} wheels (CUDA {})",
+                    report.cuda
+                )
+            } else {
+                format!("published {tag} wheels (CUDA {})", report.cuda)
+            };
+            let _ = writeln!(
+                out,
+                "{} torch {torch} (torchvision {}, torchaudio {}): {which}.",
+                style.paint("32;1", "found:"),
+                report.torchvision.as_deref().unwrap_or("?"),
+                report.torchaudio.as_deref().unwrap_or("?"),
+            );
+            let _ = writeln!(out, "Install:\n  {install}");
+        }
+        (Some(tag), _, _) => {
+            let _ = writeln!(
+                out,
+                "{} that torch release has no {tag} wheels (CUDA {}).",
+                style.paint("31;1", "none:"),
+                report.cuda
+            );
+        }
+        (None, _, _) => {
+            let _ = writeln!(
+                out,
+                "{} no torch release the knowledge base knows has wheels for CUDA {}.",
+                style.paint("31;1", "none:"),
+                report.cuda
+            );
+        }
+    }
+    if !report.releases.is_empty() {
+        let _ = writeln!(
+            out,
+            "Releases with these wheels: torch {}",
+            report.releases.join(", ")
+        );
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let _ = writeln!(out, "Sources: {}", report.sources.join(", "));
+    out
+}

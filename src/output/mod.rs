@@ -322,7 +322,7 @@ mod compat;
 mod doctor;
 mod facts;
 mod window;
-pub use compat::{compat_host_human, compat_human, compat_sentence, wheels_human};
+pub use compat::{compat_host_human, compat_human, compat_sentence, line_human, wheels_human};
 pub use doctor::doctor_human;
 pub use facts::facts_human;
 pub use window::history as history_human;

@@ -549,3 +549,86 @@ fn a_torch_release_without_a_tag_lists_every_wheel_with_its_verdict_and_pip_line
     assert_eq!(none.code, 1, "{none:?}");
     assert!(none.json()["best"].is_null());
 }
+
+/// `compat --cuda X --torch latest|RELEASE`: the newest torch release with
+/// a wheel of that CUDA line (pytorch_wheel rows, S-TESTINFRA/S-TORCH-REL),
+/// its exact versions from the pytorch_release rows (S-TORCH-VERSIONS), or
+/// a clear "none" with the lines either side.
+#[test]
+fn the_reverse_question_names_the_newest_torch_for_a_cuda_line() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+        ("11.6", "latest", Some("cu116"), Some("1.13.1")),
+        ("11.7", "latest", Some("cu117"), Some("2.0.1")),
+        ("11.8", "latest", Some("cu118"), Some("2.7.1")),
+        ("12.1", "latest", Some("cu121"), Some("2.5.1")),
+        ("12.4", "latest", Some("cu124"), Some("2.6.0")),
+        ("12.4.1", "2.5", Some("cu124"), Some("2.5.1")),
+        ("12.6", "latest", Some("cu126"), Some("2.13.0")),
+        ("12.8", "latest", Some("cu128"), Some("2.11.0")),
+        ("12.8", "0.23.0", Some("cu128"), Some("2.8.0")),
+        ("12.9", "latest", Some("cu129"), Some("2.8.0")),
+        ("13.0", "latest", Some("cu130"), Some("2.13.0")),
+        ("13.2", "latest", Some("cu132"), Some("2.13.0")),
+        ("12.4", "2.9", Some("cu124"), None),
+        ("12.5", "latest", None, None),
+        ("13.1", "latest", None, None),
+        ("10.2", "latest", None, None),
+    ];
+    let mut failures = Vec::new();
+    for &(cuda, torch, tag, version) in cases {
+        let run = provision(&["compat", "--cuda", cuda, "--torch", torch, "--json"]);
+        let report = run.json();
+        let want_code = if version.is_some() { 0 } else { 1 };
+        let got = (report["tag"].as_str(), report["torch"].as_str(), run.code);
+        if got != (tag, version, want_code) {
+            failures.push(format!(
+                "--cuda {cuda} --torch {torch}: {got:?}, want {:?}",
+                (tag, version, want_code)
+            ));
+            continue;
+        }
+        if let (Some(tag), Some(version)) = (tag, version) {
+            let install = report["install"].as_str().unwrap();
+            if !install.starts_with(&format!("pip install torch=={version} "))
+                || !install.ends_with(&format!("/whl/{tag}"))
+            {
+                failures.push(format!("--cuda {cuda}: install line {install}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // No line: the lines either side, and what is known about nightlies.
+    let none = provision(&["compat", "--cuda", "13.1", "--torch", "latest"]);
+    assert_eq!(none.code, 1);
+    assert!(
+        none.stdout
+            .contains("published cu131 wheels; only PyTorch's nightly index"),
+        "{none:?}"
+    );
+    assert!(
+        none.stdout
+            .contains("cu130 (torch 2.9, 2.10, 2.11, 2.12, 2.13) runs where CUDA 13.1 runs"),
+        "{none:?}"
+    );
+    // A newer line of the major is named, with minor-version compatibility.
+    let older = provision(&["compat", "--cuda", "12.4", "--torch", "latest"]);
+    assert!(older.stdout.contains("torch 2.13.0+cu126"), "{older:?}");
+    // A wheel tag is not a release.
+    let tagged = provision(&[
+        "compat",
+        "--cuda",
+        "12.4",
+        "--torch",
+        "2.9.1+cu124",
+        "--json",
+    ]);
+    assert_eq!(tagged.code, 1);
+    assert!(
+        tagged.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("give --torch latest or a release")
+    );
+}
