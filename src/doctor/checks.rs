@@ -138,6 +138,26 @@ pub(super) fn nouveau(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) 
     }
 }
 
+/// Holders that still map a driver library other than the installed one
+/// (a replaced file, or another version): they run the old user space.
+fn old_library_users(facts: &Facts) -> Vec<(String, String)> {
+    let installed = facts.kernel_driver.userspace.as_deref().unwrap_or_default();
+    facts
+        .holders
+        .processes
+        .iter()
+        .filter_map(|h| {
+            let old = h.libraries.iter().find(|l| {
+                l.ends_with(" (deleted)") || (!installed.is_empty() && !l.contains(installed))
+            })?;
+            Some((
+                format!("/proc/{}/maps", h.pid),
+                format!("{} ({}) maps {old}", h.pid, h.command),
+            ))
+        })
+        .collect()
+}
+
 pub(super) fn mismatch(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     // The loaded module against the installed userspace.
     if let Some(mismatch) = &facts.kernel_driver.mismatch {
@@ -147,17 +167,31 @@ pub(super) fn mismatch(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>)
             .iter()
             .map(|h| format!("{} ({})", h.pid, h.command))
             .collect();
+        let mut evidence_lines = vec![
+            evidence(
+                "/proc/driver/nvidia/version",
+                facts.kernel_driver.version.clone().unwrap_or_default(),
+            ),
+            evidence(
+                facts
+                    .user_driver
+                    .nvml
+                    .as_ref()
+                    .map(|l| l.path.clone())
+                    .unwrap_or_else(|| "libnvidia-ml.so.1".into()),
+                facts.kernel_driver.userspace.clone().unwrap_or_default(),
+            ),
+        ];
+        evidence_lines.extend(
+            old_library_users(facts)
+                .into_iter()
+                .map(|(file, text)| evidence(file, text)),
+        );
         findings.push(Finding {
             id: "driver-library-mismatch".into(),
             severity: Severity::Error,
             title: mismatch.clone(),
-            evidence: vec![
-                evidence("/proc/driver/nvidia/version", facts.kernel_driver.version.clone().unwrap_or_default()),
-                evidence(
-                    facts.user_driver.nvml.as_ref().map(|l| l.path.clone()).unwrap_or_else(|| "libnvidia-ml.so.1".into()),
-                    facts.kernel_driver.userspace.clone().unwrap_or_default(),
-                ),
-            ],
+            evidence: evidence_lines,
             remedy: if holders.is_empty() {
                 "reload the module: modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia (or reboot)".into()
             } else {
@@ -188,15 +222,33 @@ pub(super) fn gpu_support(_host: &Host, facts: &Facts, findings: &mut Vec<Findin
                         && !r.text.contains("forward compatibility")
                         && !r.text.contains("data-center")
                 }) {
+                    let (id, remedy) = if reason.text.contains("kernel module") {
+                        let wanted = if flavor == Some("open") {
+                            "proprietary"
+                        } else {
+                            "open"
+                        };
+                        (
+                            "module-flavor-wrong-for-gpu",
+                            format!(
+                                "[driver] flavor = \"{wanted}\" (or \"auto\", which picks by GPU), then provision apply: the {wanted} module binds this GPU"
+                            ),
+                        )
+                    } else {
+                        ("driver-does-not-support-gpu", "plan a driver branch and flavour the GPU supports ([driver] branch, flavor = \"auto\")".to_string())
+                    };
                     findings.push(Finding {
-                        id: "driver-does-not-support-gpu".into(),
+                        id: id.into(),
                         severity: Severity::Error,
                         title: reason.text.clone(),
                         evidence: vec![
                             evidence("/proc/driver/nvidia/version", version.clone()),
-                            evidence(format!("/sys/bus/pci/devices/{}", gpu.address), gpu.pci_id.clone()),
+                            evidence(
+                                format!("/sys/bus/pci/devices/{}", gpu.address),
+                                gpu.pci_id.clone(),
+                            ),
                         ],
-                        remedy: "plan a driver branch and flavour the GPU supports ([driver] branch, flavor = \"auto\")".into(),
+                        remedy,
                     });
                 }
             }
@@ -329,12 +381,19 @@ pub(super) fn environment(_host: &Host, facts: &Facts, findings: &mut Vec<Findin
     // PATH and the loader path against /usr/local/cuda.
     if let Some(default) = &facts.toolkits.default {
         let env = &facts.environment;
+        // Two toolkits on the loader path are loader-two-toolkits' to tell.
+        let loader: &[crate::facts::environment::Entry] =
+            if super::libraries::two_toolkits_on_loader(facts) {
+                &[]
+            } else {
+                &env.loader
+            };
         for entry in env
             .path
             .iter()
             .chain(&env.cuda_home)
             .chain(&env.library_path)
-            .chain(&env.loader)
+            .chain(loader)
         {
             if let Some(toolkit) = &entry.toolkit
                 && toolkit != default
@@ -428,7 +487,83 @@ pub(super) fn secure_boot(host: &Host, facts: &Facts, findings: &mut Vec<Finding
     }
 }
 
+/// The dnf-automatic timer that installs updates, if one is enabled:
+/// dnf-automatic-install.timer always applies; dnf-automatic.timer when
+/// automatic.conf says apply_updates = yes.
+fn dnf_automatic_applying(host: &Host) -> Option<(String, String)> {
+    const WANTS: &str = "/etc/systemd/system/timers.target.wants";
+    let conf = "/etc/dnf/automatic.conf";
+    let applies = host.root.read_string(conf).is_ok_and(|text| {
+        text.lines().any(|l| {
+            let l = l.replace(' ', "");
+            matches!(
+                l.as_str(),
+                "apply_updates=yes" | "apply_updates=true" | "apply_updates=1"
+            )
+        })
+    });
+    for (timer, needs_conf) in [
+        ("dnf-automatic-install.timer", false),
+        ("dnf-automatic.timer", true),
+        ("dnf5-automatic.timer", true),
+    ] {
+        let link = format!("{WANTS}/{timer}");
+        if host.root.exists(&link) && (!needs_conf || applies) {
+            let why = if needs_conf {
+                format!("enabled; {conf}: apply_updates = yes")
+            } else {
+                "enabled".into()
+            };
+            return Some((link, why));
+        }
+    }
+    None
+}
+
+/// Whether dnf keeps the driver where it is: a versionlock entry or an
+/// exclude for an NVIDIA driver package.
+fn dnf_driver_locked(host: &Host) -> bool {
+    let driver_line = |l: &str| {
+        let l = l.trim();
+        !l.starts_with('#') && (l.contains("nvidia") || l.contains("cuda-drivers"))
+    };
+    let locked = host
+        .root
+        .read_string("/etc/dnf/plugins/versionlock.list")
+        .is_ok_and(|t| t.lines().any(driver_line));
+    let excluded = host.root.read_string("/etc/dnf/dnf.conf").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.trim_start().starts_with("exclude") && driver_line(l))
+    });
+    locked || excluded
+}
+
+/// dnf-automatic installing updates while nothing locks the driver.
+fn dnf_automatic(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
+    if facts.kernel_driver.version.is_none() && facts.packages.gpu.is_empty() {
+        return;
+    }
+    let Some((timer, why)) = dnf_automatic_applying(host) else {
+        return;
+    };
+    if dnf_driver_locked(host) {
+        return;
+    }
+    findings.push(Finding {
+        id: "dnf-automatic-unlocked".into(),
+        severity: Severity::Warning,
+        title: "dnf-automatic installs updates and nothing locks the driver: its next run can replace the driver under the running module (then NVML reports a version mismatch)".into(),
+        evidence: vec![
+            evidence(timer, why),
+            evidence("/etc/dnf/plugins/versionlock.list", "no NVIDIA driver package locked"),
+            evidence("/proc/driver/nvidia/version", facts.kernel_driver.version.clone().unwrap_or_default()),
+        ],
+        remedy: "let provision lock the driver (provision apply writes versionlock entries), or: dnf versionlock add 'nvidia-driver*' 'kmod-nvidia*' 'cuda-drivers*'".into(),
+    });
+}
+
 pub(super) fn upgrades(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
+    dnf_automatic(host, facts, findings);
     // Automatic upgrades against unheld driver packages.
     if facts.packages.unattended_upgrades == Some(true) {
         let disabled = host

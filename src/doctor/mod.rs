@@ -3,6 +3,7 @@
 //! (file and value) and a remedy (a plan snippet or a command).
 
 mod checks;
+mod libraries;
 
 pub use checks::driver_from_host;
 
@@ -151,6 +152,9 @@ pub fn run(host: &Host, facts: &Facts) -> Report {
         checks::gpu_support,
         checks::cuda,
         checks::environment,
+        libraries::libcuda_shadowed,
+        libraries::loader_two_toolkits,
+        libraries::compat_not_needed,
         checks::persistence,
         checks::secure_boot,
         checks::upgrades,

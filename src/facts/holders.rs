@@ -45,6 +45,10 @@ pub struct Holder {
     pub unit: Option<String>,
     /// Container id from the cgroup path.
     pub container: Option<String>,
+    /// The NVIDIA user-space libraries it maps (`/proc/PID/maps`), each
+    /// once, with " (deleted)" where the file was replaced since.
+    #[serde(default)]
+    pub libraries: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +126,24 @@ fn is_container_id(text: &str) -> bool {
     text.len() >= 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The libraries of the driver a process maps, from `/proc/PID/maps`:
+/// libcuda and libnvidia-* (a replaced file shows " (deleted)").
+pub fn mapped_libraries(maps: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let Some(path) = line.splitn(6, char::is_whitespace).nth(5).map(str::trim) else {
+            continue;
+        };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let driver_library = name.starts_with("libcuda.so") || name.starts_with("libnvidia-");
+        if path.starts_with('/') && driver_library && !found.iter().any(|f| f == path) {
+            found.push(path.to_string());
+        }
+    }
+    found
+}
+
 pub fn gather(root: &Root) -> Holders {
     let mut holders = Holders::default();
     let pids: Vec<u32> = match root.read_dir("/proc") {
@@ -194,6 +216,10 @@ pub fn gather(root: &Root) -> Holders {
                 pid,
             });
         }
+        let libraries = root
+            .read_string(format!("{dir}/maps"))
+            .map(|text| mapped_libraries(&text))
+            .unwrap_or_default();
         holders.processes.push(Holder {
             pid,
             command,
@@ -202,6 +228,7 @@ pub fn gather(root: &Root) -> Holders {
             fds: open,
             unit,
             container,
+            libraries,
         });
     }
     if !holders.unreadable.is_empty() {
@@ -219,6 +246,26 @@ pub fn gather(root: &Root) -> Holders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_driver_libraries_each_once_with_deleted_marks() {
+        let maps = "\
+5583f6a00000-5583f6a02000 r--p 00000000 fd:01 1311       /usr/bin/python3.10
+7f1c40000000-7f1c40a00000 r-xp 00000000 fd:01 2210       /usr/lib/x86_64-linux-gnu/libcuda.so.570.124.06 (deleted)
+7f1c40a00000-7f1c40b00000 r--p 00a00000 fd:01 2210       /usr/lib/x86_64-linux-gnu/libcuda.so.570.124.06 (deleted)
+7f1c41000000-7f1c41100000 r-xp 00000000 fd:01 2213       /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.570.124.06 (deleted)
+7f1c42000000-7f1c42100000 r-xp 00000000 fd:01 4000       /usr/local/cuda-12.8/lib64/libcudart.so.12.8.90
+7f1c43000000-7f1c43001000 rw-p 00000000 00:00 0
+7ffd5c000000-7ffd5c021000 rw-p 00000000 00:00 0          [stack]
+";
+        assert_eq!(
+            mapped_libraries(maps),
+            [
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.570.124.06 (deleted)",
+                "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.570.124.06 (deleted)"
+            ]
+        );
+    }
 
     #[test]
     fn gpu_services_by_cut_name_or_program() {

@@ -276,3 +276,218 @@ fn nouveau_in_a_real_initramfs_and_persistence_off_from_nvidia_smi() {
             .contains("nvidia-persistenced")
     );
 }
+
+/// Each modelled host (tests/fixtures/hosts/*/MODEL.md) has the one
+/// problem it was built for: doctor names it with its evidence and remedy,
+/// and nothing else above info.
+fn only_finding(host: &str, id: &str, severity: &str) -> Value {
+    let (code, report) = doctor(&fixture(host));
+    let serious: BTreeSet<(String, String)> = findings(&report)
+        .into_iter()
+        .filter(|(_, s)| s != "info")
+        .collect();
+    assert_eq!(serious, set(&[(id, severity)]), "{host}: {report:#}");
+    assert_eq!(code, if severity == "error" { 1 } else { 0 }, "{host}");
+    finding(&report, id).clone()
+}
+
+fn evidence_of(finding: &Value) -> Vec<(String, String)> {
+    finding["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["file"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_stale_libcuda_first_on_the_loader_path_and_in_ld_library_path() {
+    let found = only_finding(
+        "ubuntu-22.04-h100-stale-libcuda",
+        "libcuda-shadowed",
+        "error",
+    );
+    let evidence = evidence_of(&found);
+    assert!(
+        evidence.contains(&(
+            "/opt/nvidia-535/lib/libcuda.so.1".into(),
+            "535.104.05".into()
+        )),
+        "{evidence:?}"
+    );
+    assert!(evidence.contains(&(
+        "/etc/profile.d/nvidia-535.sh".into(),
+        "LD_LIBRARY_PATH=/opt/nvidia-535/lib holds libcuda 535.104.05".into()
+    )));
+    let remedy = found["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("/etc/ld.so.conf.d/00-nvidia-535.conf"),
+        "{remedy}"
+    );
+    assert!(remedy.contains("ldconfig"));
+}
+
+#[test]
+fn two_toolkits_on_the_loader_path() {
+    let found = only_finding(
+        "ubuntu-24.04-l40s-two-toolkits",
+        "loader-two-toolkits",
+        "warning",
+    );
+    let evidence = evidence_of(&found);
+    assert_eq!(
+        evidence,
+        [
+            (
+                "/etc/ld.so.conf.d/cuda-12-4.conf".to_string(),
+                "/usr/local/cuda-12.4".to_string()
+            ),
+            (
+                "/etc/ld.so.conf.d/cuda-12-9.conf".to_string(),
+                "/usr/local/cuda-12.9".to_string()
+            ),
+        ]
+    );
+    // The default stays; the other toolkit's file goes.
+    let remedy = found["remedy"].as_str().unwrap();
+    assert!(remedy.contains("[toolkit] version = \"12.9\""), "{remedy}");
+    assert!(
+        remedy.contains("remove /etc/ld.so.conf.d/cuda-12-4.conf"),
+        "{remedy}"
+    );
+}
+
+#[test]
+fn a_compat_package_the_driver_does_not_need() {
+    let found = only_finding(
+        "ubuntu-24.04-h100-compat-unneeded",
+        "compat-not-needed",
+        "warning",
+    );
+    assert!(
+        found["title"]
+            .as_str()
+            .unwrap()
+            .contains("driver 580.65.06 runs CUDA 13.0 natively"),
+        "{found}"
+    );
+    assert!(
+        found["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("cuda-compat-13-0")
+    );
+    assert!(
+        found["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/ld.so.conf.d/00-cuda-compat.conf")
+    );
+}
+
+#[test]
+fn the_module_flavour_wrong_for_the_gpu() {
+    let open = only_finding(
+        "ubuntu-22.04-v100-open",
+        "module-flavor-wrong-for-gpu",
+        "error",
+    );
+    assert!(open["title"].as_str().unwrap().contains("Volta"), "{open}");
+    assert!(
+        open["remedy"]
+            .as_str()
+            .unwrap()
+            .starts_with("[driver] flavor = \"proprietary\"")
+    );
+    let proprietary = only_finding(
+        "ubuntu-22.04-b200-proprietary",
+        "module-flavor-wrong-for-gpu",
+        "error",
+    );
+    assert!(
+        proprietary["title"]
+            .as_str()
+            .unwrap()
+            .contains("runs only with the open kernel module")
+    );
+    assert!(
+        proprietary["remedy"]
+            .as_str()
+            .unwrap()
+            .starts_with("[driver] flavor = \"open\"")
+    );
+}
+
+#[test]
+fn dnf_automatic_applying_updates_with_the_driver_unlocked() {
+    let found = only_finding(
+        "rocky-9-l40s-dnf-automatic",
+        "dnf-automatic-unlocked",
+        "warning",
+    );
+    assert_eq!(
+        evidence_of(&found)[0],
+        (
+            "/etc/systemd/system/timers.target.wants/dnf-automatic.timer".to_string(),
+            "enabled; /etc/dnf/automatic.conf: apply_updates = yes".to_string()
+        )
+    );
+    // A versionlock entry for the driver quiets it.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("host");
+    let status = std::process::Command::new("cp")
+        .args([
+            "-a",
+            fixture("rocky-9-l40s-dnf-automatic").to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs_err::write(
+        copy.join("etc/dnf/plugins/versionlock.list"),
+        "kmod-nvidia-open-dkms-3:570.172.08-1.el9.*\n",
+    )
+    .unwrap();
+    let (_, report) = doctor(&copy);
+    assert!(
+        !findings(&report)
+            .iter()
+            .any(|(id, _)| id == "dnf-automatic-unlocked"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_mismatch_names_the_processes_still_mapping_the_old_libraries() {
+    let found = only_finding(
+        "ubuntu-24.04-a10-mismatch-old-maps",
+        "driver-library-mismatch",
+        "error",
+    );
+    // The job started before the upgrade still maps the replaced files;
+    // tritonserver, mapping the new libcuda, is not named there.
+    let mapped: Vec<(String, String)> = evidence_of(&found)
+        .into_iter()
+        .filter(|(file, _)| file.ends_with("/maps"))
+        .collect();
+    assert_eq!(
+        mapped,
+        [(
+            "/proc/3120/maps".to_string(),
+            "3120 (python3) maps /usr/lib/x86_64-linux-gnu/libcuda.so.570.124.06 (deleted)"
+                .to_string()
+        )]
+    );
+    // Every holder must stop before the module can reload.
+    let remedy = found["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("3311 (tritonserver)") && remedy.contains("3120 (python3)"),
+        "{remedy}"
+    );
+}
