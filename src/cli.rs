@@ -121,6 +121,22 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Which driver branch and flavour this host should get, with the
+    /// reasons and the alternatives (what `branch = "recommended"` picks).
+    #[command(
+        after_help = "Exit codes: 0 with a recommendation, 1 when no branch serves the host."
+    )]
+    Recommend {
+        /// The toolkit the branch must run natively (default: /usr/local/cuda's).
+        #[arg(long)]
+        cuda: Option<String>,
+        /// Recommend for these GPUs (10de:2330, 0x2330 or a name; repeat for
+        /// several) instead of the host's.
+        #[arg(long)]
+        gpu: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Will this CUDA release (or PyTorch wheel) run on this driver and GPU?
     /// Without --driver: every toolkit and compat package of the host.
     #[command(

@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Exit {
             json,
         } => fetch(&url, &sha256, cache, json),
         Command::Doctor { common } => doctor(&common),
+        Command::Recommend { cuda, gpu, common } => recommend(cuda, &gpu, &common),
         Command::History { common } => history(&common),
         Command::Rollback {
             common,
@@ -291,6 +292,38 @@ fn doctor(common: &Common) -> Exit {
         Exit::Failure
     } else {
         Exit::Success
+    }
+}
+
+fn recommend(cuda: Option<String>, gpus: &[String], common: &Common) -> Exit {
+    use provision::compat::recommend;
+    let needs = if gpus.is_empty() {
+        let (host, _) = match host(common, Arc::new(Silent), false) {
+            Ok(host) => host,
+            Err(message) => return fail(message, "recommend", common),
+        };
+        recommend::needs_of(&Facts::gather(&host, Options::default()), cuda)
+    } else {
+        gpus.iter()
+            .map(|g| provision::compat::rules::find_gpu(g).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|gpus| recommend::Needs {
+                gpus,
+                toolkit: cuda,
+                installed: None,
+            })
+    };
+    let chosen = needs.and_then(|needs| recommend::recommend(&needs));
+    match chosen {
+        Ok(choice) => {
+            if common.json {
+                println!("{}", output::json(&choice));
+            } else {
+                print!("{}", output::recommend_human(&choice, Style::for_stdout()));
+            }
+            Exit::Success
+        }
+        Err(message) => fail(message, "recommend", common),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod host;
 pub mod knowledge;
 pub mod line;
 pub mod question;
+pub mod recommend;
 pub mod rules;
 
 pub use knowledge::Knowledge;

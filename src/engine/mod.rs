@@ -6,6 +6,7 @@
 
 mod build;
 mod history;
+mod recommended;
 mod report;
 mod run;
 mod steps;
@@ -49,6 +50,11 @@ fn reboot_needed(facts: &Facts) -> bool {
 /// `provision plan`: every check, nothing changed.
 pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
     let facts = gather(host);
+    let (plan, recommendation) = match recommended::settle(plan, &facts) {
+        Ok(settled) => settled,
+        Err(message) => return Report::failure(message).finish(host),
+    };
+    let plan = plan.as_ref();
     let mut warnings = Vec::new();
     let waiting = match journal::awaiting_reboot(&host.root) {
         Ok(waiting) => waiting,
@@ -63,7 +69,11 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
     };
     let built = match steps::steps(host, plan, &facts, resuming.as_ref(), &mut warnings) {
         Ok(built) => built,
-        Err(refusal) => return refused(host, refusal, warnings),
+        Err(refusal) => {
+            let mut report = refused(host, refusal, warnings);
+            report.recommendation = recommendation;
+            return report;
+        }
     };
     let ctx = Context {
         host,
@@ -73,6 +83,7 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
     };
     let mut report = Report::new("");
     report.warnings = warnings;
+    report.recommendation = recommendation;
     for step in &built.steps {
         match step.preview(&ctx) {
             Ok(Check::Satisfied(summary)) => report.steps.push(satisfied(step.id(), summary)),
@@ -188,6 +199,11 @@ fn apply_locked(
         ));
     }
     let facts = gather(host);
+    let (plan, recommendation) = match recommended::settle(plan, &facts) {
+        Ok(settled) => settled,
+        Err(message) => return Report::failure(message).finish(host),
+    };
+    let plan = plan.as_ref();
     let resuming = match journal::awaiting_reboot(&host.root) {
         Ok(Some(generation)) => match resumable(plan, &facts, generation) {
             Ok(generation) => Some(generation),
@@ -198,7 +214,11 @@ fn apply_locked(
     };
     let built = match steps::steps(host, plan, &facts, resuming.as_ref(), &mut warnings) {
         Ok(built) => built,
-        Err(refusal) => return refused(host, refusal, warnings),
+        Err(refusal) => {
+            let mut report = refused(host, refusal, warnings);
+            report.recommendation = recommendation;
+            return report;
+        }
     };
     if built.window.is_some() && !host.root.is_host() {
         return refused(
@@ -219,7 +239,9 @@ fn apply_locked(
         progress,
         log_to,
     };
-    run.run(facts, built, resuming, warnings, lock)
+    let mut report = run.run(facts, built, resuming, warnings, lock);
+    report.recommendation = recommendation;
+    report
 }
 
 /// Opens the generation this apply writes: a new one, or the one a reboot

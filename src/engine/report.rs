@@ -45,6 +45,9 @@ pub struct Report {
     /// host never overlap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_lock: Option<[f64; 2]>,
+    /// `[driver] branch = "recommended"`: the branch chosen and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recommendation: Option<crate::compat::recommend::Recommendation>,
     #[serde(skip)]
     pub exit: Exit,
 }
@@ -80,6 +83,7 @@ impl Report {
             window: None,
             verify: None,
             held_lock: None,
+            recommendation: None,
             exit: Exit::Success,
         }
     }

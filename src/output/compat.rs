@@ -228,3 +228,27 @@ pub fn line_human(report: &crate::compat::line::LineReport, style: Style) -> Str
     let _ = writeln!(out, "Sources: {}", report.sources.join(", "));
     out
 }
+
+/// `provision recommend`.
+pub fn recommend_human(choice: &crate::compat::recommend::Recommendation, style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} branch = \"{}\", flavor = \"{}\" ({})",
+        style.paint("32;1", "recommended:"),
+        choice.branch,
+        choice.flavor,
+        choice.kind
+    );
+    let _ = writeln!(out, "Why:");
+    for reason in &choice.reasons {
+        let _ = writeln!(out, "  - {reason}");
+    }
+    if !choice.alternatives.is_empty() {
+        let _ = writeln!(out, "Alternatives:");
+        for alt in &choice.alternatives {
+            let _ = writeln!(out, "  R{} ({}): {}", alt.branch, alt.kind, alt.why);
+        }
+    }
+    out
+}

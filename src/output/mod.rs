@@ -138,6 +138,16 @@ pub fn prepared_diff(steps: &[StepReport]) -> String {
 /// Human form of a plan, apply or rollback report.
 pub fn human(report: &Report, verb: &str, style: Style) -> String {
     let mut out = String::new();
+    if let Some(choice) = &report.recommendation {
+        let _ = writeln!(
+            out,
+            "[driver] branch = \"recommended\" is R{} ({}), flavor {}:",
+            choice.branch, choice.kind, choice.flavor
+        );
+        for reason in &choice.reasons {
+            let _ = writeln!(out, "  - {reason}");
+        }
+    }
     for warning in &report.warnings {
         let _ = writeln!(out, "{} {warning}", style.paint("33", "warning:"));
     }
@@ -322,7 +332,9 @@ mod compat;
 mod doctor;
 mod facts;
 mod window;
-pub use compat::{compat_host_human, compat_human, compat_sentence, line_human, wheels_human};
+pub use compat::{
+    compat_host_human, compat_human, compat_sentence, line_human, recommend_human, wheels_human,
+};
 pub use doctor::doctor_human;
 pub use facts::facts_human;
 pub use window::history as history_human;

@@ -53,6 +53,9 @@ pub struct Plan {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Driver {
     pub target: DriverTarget,
+    /// `branch = "recommended"`: the target is settled from the host's
+    /// facts ([`Plan::settle_recommended`]) before anything is planned.
+    pub recommended: bool,
     pub flavor: Flavor,
     pub source: Source,
     /// `source = "runfile"`: where the installer is and its sha256.
@@ -148,8 +151,11 @@ impl Plan {
         })?;
         let driver_span = spec.driver.span();
         let driver = spec.driver.into_inner();
+        let recommended = driver.branch == Some(schema::BranchChoice::Recommended);
         let target = match (driver.branch, driver.version) {
-            (Some(branch), None) => DriverTarget::Branch(branch),
+            (Some(schema::BranchChoice::Number(branch)), None) => DriverTarget::Branch(branch),
+            // Settled from the host's facts before planning.
+            (Some(schema::BranchChoice::Recommended), None) => DriverTarget::Branch(Branch(0)),
             (None, Some(version)) => DriverTarget::Version(version),
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -223,6 +229,7 @@ impl Plan {
             bytes: bytes.to_vec(),
             driver: Driver {
                 target,
+                recommended,
                 flavor: driver.flavor,
                 source: driver.source,
                 runfile,

@@ -287,8 +287,9 @@ impl<'de> Deserialize<'de> for Fingerprint {
 #[serde(deny_unknown_fields)]
 pub struct DriverSpec {
     /// A branch such as "580": the newest release of the branch on first
-    /// install, and never moved to another branch afterwards.
-    pub branch: Option<Branch>,
+    /// install, and never moved to another branch afterwards; or
+    /// "recommended": the branch `provision recommend` picks for the host.
+    pub branch: Option<BranchChoice>,
     /// An exact release such as "580.95.05".
     pub version: Option<DriverVersion>,
     #[serde(default)]
@@ -438,6 +439,41 @@ impl<'de> Deserialize<'de> for Branch {
             )));
         }
         Ok(Branch(text.parse().map_err(serde::de::Error::custom)?))
+    }
+}
+
+/// `[driver] branch`: a branch number, or "recommended".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum BranchChoice {
+    Number(Branch),
+    Recommended,
+}
+
+impl From<BranchChoice> for String {
+    fn from(choice: BranchChoice) -> String {
+        match choice {
+            BranchChoice::Number(branch) => branch.into(),
+            BranchChoice::Recommended => "recommended".into(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BranchChoice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "recommended" {
+            return Ok(BranchChoice::Recommended);
+        }
+        let valid = (3..=4).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "invalid driver branch {text:?}: expected the branch number, such as \"580\", or \"recommended\""
+            )));
+        }
+        Ok(BranchChoice::Number(Branch(
+            text.parse().map_err(serde::de::Error::custom)?,
+        )))
     }
 }
 

@@ -16,6 +16,7 @@ mod packages;
 mod plans;
 mod readonly;
 mod real_driver;
+mod recommend;
 mod rhel;
 mod runfile;
 mod spine;

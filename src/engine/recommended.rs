@@ -1,0 +1,35 @@
+//! `[driver] branch = "recommended"`: the branch is chosen from the host's
+//! facts (its GPUs, the plan's toolkit, the branch it runs) before any step
+//! is built, and the plan goes on as if it had named that branch.
+
+use std::borrow::Cow;
+
+use crate::compat::recommend::{self, Recommendation};
+use crate::facts::Facts;
+use crate::plan::{Branch, DriverTarget, Flavor, Plan};
+
+/// The plan with its recommended branch settled (unchanged when it names
+/// one), and the recommendation.
+pub fn settle<'a>(
+    plan: &'a Plan,
+    facts: &Facts,
+) -> Result<(Cow<'a, Plan>, Option<Recommendation>), String> {
+    if !plan.driver.recommended {
+        return Ok((Cow::Borrowed(plan), None));
+    }
+    let toolkit = plan.toolkit.as_ref().map(|t| t.version.short());
+    let needs = recommend::needs_of(facts, toolkit)
+        .map_err(|e| format!("[driver] branch = \"recommended\": {e}"))?;
+    let choice = recommend::recommend(&needs)
+        .map_err(|e| format!("[driver] branch = \"recommended\": {e}"))?;
+    let mut settled = plan.clone();
+    settled.driver.target = DriverTarget::Branch(Branch(choice.branch));
+    if settled.driver.flavor == Flavor::Auto {
+        settled.driver.flavor = if choice.flavor == "open" {
+            Flavor::Open
+        } else {
+            Flavor::Proprietary
+        };
+    }
+    Ok((Cow::Owned(settled), Some(choice)))
+}
