@@ -102,6 +102,25 @@ pub fn newest_cited(branch: u32) -> Option<Dotted> {
 /// A note when the release is newer than any the knowledge base cites for
 /// its branch: the answer still holds for the branch, but the base is older.
 fn newer_than_known(text: &str, version: &Dotted) -> Option<Reason> {
+    // A branch past its end of life has no releases the base could lack.
+    let kb = Knowledge::get();
+    let compiled = kb.meta().compiled.as_str();
+    let ended = kb.branch(version.major()).is_some_and(|b| {
+        let by_date = b
+            .end_of_life_date
+            .as_deref()
+            .is_some_and(|eol| eol < compiled);
+        // "November 2020": a year before the base's.
+        let by_text = b.end_of_life.as_deref().is_some_and(|text| {
+            text.split_whitespace()
+                .filter_map(|w| w.parse::<u32>().ok())
+                .any(|year| year > 1990 && compiled[..4].parse::<u32>().is_ok_and(|now| year < now))
+        });
+        by_date || by_text
+    });
+    if ended {
+        return None;
+    }
     let newest = newest_cited(version.major())?;
     (version > &newest).then(|| {
         reason(

@@ -316,8 +316,12 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
             fc_id.clone(),
             &fc.sources,
         ));
+        // The current matrix excludes New Feature Branches while listing
+        // some; the 2021 note (historical rows) names R440 itself.
+        let historical = fc.sources.iter().any(|s| s == "S-DC-2021");
         if let Some(kind) = kb.branch(branch).map(|b| b.kind.as_str())
             && kind.starts_with("NFB")
+            && !historical
         {
             verdict = Verdict::Ambiguous;
             readings.push(format!(

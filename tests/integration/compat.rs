@@ -138,10 +138,23 @@ const CASES: &[Case] = &[
     case("580.10.01", "cuda:13.0", None, "ambiguous", "minor-version", "minor_compat 13.x"),
     // Below the major's range, no minor-version compatibility before CUDA 11.
     case("525.53", "cuda:12.1", None, "incompatible", "none", "minor_compat 12.x"),
-    case("418.39", "cuda:10.2", None, "incompatible", "none", "minor_compat 10.x"),
+    // ... though forward compatibility (historical rows) serves data-center GPUs.
+    fc("418.39", "cuda:10.2", None, "cuda-compat-10-2"),
     case("396.37", "cuda:10.0", None, "incompatible", "none", "minor_compat 10.x"),
-    case("440.33", "cuda:11.0", None, "incompatible", "none", "minor_compat 11.x"),
+    fc("440.33", "cuda:11.0", None, "cuda-compat-11-0"),
+    case("410.48", "cuda:11.0", None, "incompatible", "none", "minor_compat 11.x"),
     // Forward compatibility on data-center GPUs, branches the matrix lists.
+    // Historical forward compatibility (S-DC-2021, March 2021): R418 runs
+    // 10.2, 11.0 and 11.1 through cuda-compat, R440 11.0 and 11.1, on
+    // data-center GPUs; nothing past 11.1 on R418, nothing for GeForce.
+    fc("418.87.01", "cuda:10.2", Some("0x1db5"), "cuda-compat-10-2"),
+    fc("418.87.01", "cuda:11.0", Some("0x1db5"), "cuda-compat-11-0"),
+    fc("418.87.01", "cuda:11.1", Some("0x1eb8"), "cuda-compat-11-1"),
+    fc("440.95.01", "cuda:11.0", Some("0x1eb8"), "cuda-compat-11-0"),
+    fc("440.95.01", "cuda:11.1", Some("0x1eb8"), "cuda-compat-11-1"),
+    case("410.48", "cuda:10.2", Some("0x1db5"), "incompatible", "none", "forward_compat cuda-compat-10-2"),
+    case("418.87.01", "cuda:11.2", Some("0x1eb8"), "incompatible", "none", "forward_compat (none)"),
+    case("418.87.01", "cuda:11.0", Some("0x1e04"), "incompatible", "none", "gpu 0x1e04"),
     fc("535.104.05", "cuda:13.0", H100, "cuda-compat-13-0"),
     fc("535.104.05", "cuda:13.2", A100, "cuda-compat-13-2"),
     fc("570.124.06", "cuda:13.1", Some("L40S"), "cuda-compat-13-1"),
