@@ -340,7 +340,10 @@ pub(super) fn cuda(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
             findings.push(Finding {
                 id: id.into(),
                 severity,
-                title: format!("{subject}: {}", check.summary),
+                title: match default_label(facts, subject) {
+                    Some(label) => format!("{label}: {}", check.summary),
+                    None => format!("{subject}: {}", check.summary),
+                },
                 evidence: vec![
                     evidence(
                         "/proc/driver/nvidia/version",
@@ -375,6 +378,14 @@ pub(super) fn cuda(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
             remedy: "take its directory off the loader path (/etc/ld.so.conf.d) and run ldconfig, or remove the compat package".into(),
         });
     }
+}
+
+/// "/usr/local/cuda (toolkit /usr/local/cuda-13.0)" when the subject is the
+/// default toolkit: what builds and programs get without asking.
+fn default_label(facts: &Facts, subject: &str) -> Option<String> {
+    let path = subject.strip_prefix("toolkit ")?;
+    (facts.toolkits.default.as_deref() == Some(path))
+        .then(|| format!("/usr/local/cuda ({subject}), the default toolkit"))
 }
 
 pub(super) fn environment(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {

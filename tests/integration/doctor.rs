@@ -171,6 +171,13 @@ fn secure_boot_headers_a_too_new_toolkit_and_a_shadowing_compat_library() {
             .unwrap()
             .contains("[compat] package = \"auto\"")
     );
+    // It is the toolkit /usr/local/cuda points at: what builds get by default.
+    assert!(
+        finding(&report, "toolkit-newer-than-driver")["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("/usr/local/cuda (toolkit /usr/local/cuda-13.0), the default toolkit:")
+    );
     assert!(
         finding(&report, "compat-older-than-driver")["title"]
             .as_str()
