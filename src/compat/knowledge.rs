@@ -128,6 +128,23 @@ pub struct ToolkitRow {
     pub notes: Option<String>,
 }
 
+impl BranchRow {
+    /// Whether the branch's support ended before `date` ("2026-11-22"): by
+    /// its end-of-life date, else by the year its end-of-life text names
+    /// ("November 2020").
+    pub fn ended_before(&self, date: &str) -> bool {
+        if let Some(eol) = &self.end_of_life_date {
+            return eol.as_str() < date;
+        }
+        let year: Option<u32> = date.get(..4).and_then(|y| y.parse().ok());
+        self.end_of_life.as_deref().is_some_and(|text| {
+            text.split_whitespace()
+                .filter_map(|w| w.parse::<u32>().ok())
+                .any(|y| y > 1990 && year.is_some_and(|now| y < now))
+        })
+    }
+}
+
 impl ToolkitRow {
     /// (major, minor, update index) of the release; the 10.x-era full
     /// versions count as their minor's only release (update 0).
@@ -340,6 +357,16 @@ pub fn parse_hex16(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn branches_end_by_date_or_by_the_year_their_text_names() {
+        let kb = Knowledge::get();
+        let on = |branch| kb.branch(branch).unwrap().ended_before("2026-11-22");
+        assert!(on(535), "end_of_life_date 2026-06-01");
+        assert!(!on(580), "end_of_life_date 2028-08-04");
+        assert!(on(440), "end_of_life \"November 2020\", no date");
+        assert!(!on(455), "\"Not Applicable\"");
+    }
 
     #[test]
     fn every_row_cites_known_sources() {

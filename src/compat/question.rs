@@ -104,20 +104,9 @@ pub fn newest_cited(branch: u32) -> Option<Dotted> {
 fn newer_than_known(text: &str, version: &Dotted) -> Option<Reason> {
     // A branch past its end of life has no releases the base could lack.
     let kb = Knowledge::get();
-    let compiled = kb.meta().compiled.as_str();
-    let ended = kb.branch(version.major()).is_some_and(|b| {
-        let by_date = b
-            .end_of_life_date
-            .as_deref()
-            .is_some_and(|eol| eol < compiled);
-        // "November 2020": a year before the base's.
-        let by_text = b.end_of_life.as_deref().is_some_and(|text| {
-            text.split_whitespace()
-                .filter_map(|w| w.parse::<u32>().ok())
-                .any(|year| year > 1990 && compiled[..4].parse::<u32>().is_ok_and(|now| year < now))
-        });
-        by_date || by_text
-    });
+    let ended = kb
+        .branch(version.major())
+        .is_some_and(|b| b.ended_before(&kb.meta().compiled));
     if ended {
         return None;
     }

@@ -57,8 +57,12 @@ fn unfit(row: &BranchRow, needs: &Needs, today: &str) -> Option<String> {
             row.kind
         ));
     }
-    if let Some(eol) = row.end_of_life_date.as_deref().filter(|eol| *eol < today) {
-        return Some(format!("end of life since {eol}"));
+    if row.ended_before(today) {
+        let eol = row
+            .end_of_life_date
+            .as_deref()
+            .or(row.end_of_life.as_deref());
+        return Some(format!("end of life since {}", eol.unwrap_or("?")));
     }
     for gpu in &needs.gpus {
         let last = gpu.last_driver_branch.or(kb
@@ -91,24 +95,14 @@ fn unfit(row: &BranchRow, needs: &Needs, today: &str) -> Option<String> {
 /// The module flavour for these GPUs on `branch`: open where every GPU
 /// takes it and the branch defaults to it (R560 on), or where one needs it.
 fn flavor(gpus: &[&GpuRow], branch: u32) -> Result<String, String> {
-    let kb = Knowledge::get();
-    let open_of = |g: &GpuRow| {
-        if g.open_module.is_empty() {
-            kb.arch_of(&g.compute_capability)
-                .map(|a| a.open_module.clone())
-                .unwrap_or_default()
-        } else {
-            g.open_module.clone()
-        }
-    };
     let required: Vec<&str> = gpus
         .iter()
-        .filter(|g| open_of(g) == "required")
+        .filter(|g| g.open_module == "required")
         .map(|g| g.name.as_str())
         .collect();
     let unsupported: Vec<&str> = gpus
         .iter()
-        .filter(|g| open_of(g) == "unsupported")
+        .filter(|g| g.open_module == "unsupported")
         .map(|g| g.name.as_str())
         .collect();
     match (required.is_empty(), unsupported.is_empty()) {
@@ -157,7 +151,31 @@ pub fn recommend(needs: &Needs) -> Result<Recommendation, String> {
         .map(|row| (row, unfit(row, needs, &today)))
         .collect();
     judged.sort_by_key(|(row, _)| std::cmp::Reverse(row.branch));
-    let datacenter = !needs.gpus.is_empty() && needs.gpus.iter().all(|g| g.class == "datacenter");
+    let (chosen, first) = choose(&judged, needs)?;
+    let mut reasons = vec![first];
+    reasons.extend(support_reasons(chosen, needs, &today));
+    let flavor = flavor(&needs.gpus, chosen.branch)?;
+    reasons.push(format!(
+        "flavor {flavor}: {}",
+        flavor_reason(&flavor, &needs.gpus, chosen.branch)
+    ));
+    let alternatives = alternatives(&judged, chosen, &today);
+    Ok(Recommendation {
+        branch: chosen.branch,
+        kind: chosen.kind.clone(),
+        flavor,
+        reasons,
+        alternatives,
+    })
+}
+
+/// The branch to take and the reason it wins: an installed one that
+/// qualifies, else the newest long-term one for data-center GPUs, else the
+/// newest that qualifies.
+fn choose<'a>(
+    judged: &[(&'a BranchRow, Option<String>)],
+    needs: &Needs,
+) -> Result<(&'a BranchRow, String), String> {
     let eligible = |long_term: bool| {
         judged
             .iter()
@@ -170,52 +188,59 @@ pub fn recommend(needs: &Needs) -> Result<Recommendation, String> {
             .find(|(row, why)| row.branch == b && why.is_none())
             .map(|(row, _)| *row)
     });
-    let (chosen, mut reasons) = match (
-        kept,
-        datacenter.then(|| eligible(true)).flatten(),
-        eligible(false),
-    ) {
-        (Some(row), _, _) => (
+    if let Some(row) = kept {
+        return Ok((
             row,
-            vec![format!(
+            format!(
                 "R{} is installed and still qualifies: a recommendation never moves a host off a branch that serves it",
                 row.branch
-            )],
-        ),
-        (None, Some(row), _) => (
+            ),
+        ));
+    }
+    let datacenter = !needs.gpus.is_empty() && needs.gpus.iter().all(|g| g.class == "datacenter");
+    if let Some(row) = eligible(true).filter(|_| datacenter) {
+        return Ok((
             row,
-            vec![format!(
+            format!(
                 "data-center GPUs prefer NVIDIA's long-term branches: R{} is the newest long-term ({}) branch that qualifies",
                 row.branch, row.kind
-            )],
-        ),
-        (None, None, Some(row)) => (
+            ),
+        ));
+    }
+    match eligible(false) {
+        Some(row) => Ok((
             row,
-            vec![format!(
+            format!(
                 "R{} is the newest production or long-term branch that qualifies ({})",
                 row.branch, row.kind
-            )],
-        ),
-        (None, None, None) => return Err(nothing_serves(&judged, needs)),
-    };
-    reasons.extend(support_reasons(chosen, needs, &today));
-    let flavor = flavor(&needs.gpus, chosen.branch)?;
-    reasons.push(format!(
-        "flavor {flavor}: {}",
-        flavor_reason(&flavor, &needs.gpus, chosen.branch)
-    ));
-    let alternatives = judged
+            ),
+        )),
+        None => Err(nothing_serves(judged, needs)),
+    }
+}
+
+/// Branches that ended this many years before the knowledge base are not
+/// worth listing as alternatives.
+const ENDED_LISTED_YEARS: u32 = 3;
+
+/// The other branches and why each was passed over: newer ones, and
+/// production ones that ended recently.
+fn alternatives(
+    judged: &[(&BranchRow, Option<String>)],
+    chosen: &BranchRow,
+    today: &str,
+) -> Vec<Alternative> {
+    let cutoff = today
+        .get(..4)
+        .and_then(|y| y.parse::<u32>().ok())
+        .map(|y| format!("{}{}", y - ENDED_LISTED_YEARS, &today[4..]))
+        .unwrap_or_default();
+    judged
         .iter()
         .filter(|(row, _)| {
             row.branch != chosen.branch && (is_production(row) || row.branch > chosen.branch)
         })
-        .filter(|(row, why)| {
-            why.is_none()
-                || row
-                    .end_of_life_date
-                    .as_deref()
-                    .is_none_or(|eol| eol >= "2024-01-01")
-        })
+        .filter(|(row, why)| why.is_none() || !row.ended_before(&cutoff))
         .map(|(row, why)| Alternative {
             branch: row.branch,
             kind: row.kind.clone(),
@@ -224,14 +249,7 @@ pub fn recommend(needs: &Needs) -> Result<Recommendation, String> {
                 .clone()
                 .unwrap_or_else(|| "qualifies, but not preferred".into()),
         })
-        .collect();
-    Ok(Recommendation {
-        branch: chosen.branch,
-        kind: chosen.kind.clone(),
-        flavor,
-        reasons,
-        alternatives,
-    })
+        .collect()
 }
 
 /// Why no branch serves: a GPU whose last branch reached its end of life,
