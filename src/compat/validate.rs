@@ -7,7 +7,7 @@ use super::knowledge::{GpuRow, Knowledge};
 use super::rules::{self, Mode, Target, Verdict};
 use crate::facts::Facts;
 use crate::facts::pci::Kind;
-use crate::plan::{CompatPackage, DriverTarget, Flavor, Plan};
+use crate::plan::{CompatPackage, Driver, DriverRef, DriverTarget, Flavor, Plan};
 use crate::version::Dotted;
 
 #[derive(Debug, Default)]
@@ -22,8 +22,8 @@ pub struct Validation {
 
 /// The driver release the plan asks for, as the rules read it: an exact
 /// release, or a branch's newest.
-fn planned_driver(plan: &Plan) -> String {
-    match &plan.driver.target {
+fn planned_driver(driver: &Driver) -> String {
+    match &driver.target {
         DriverTarget::Version(version) => version.to_string(),
         DriverTarget::Branch(branch) => branch.to_string(),
     }
@@ -48,38 +48,198 @@ fn branch_of(version: &str) -> u32 {
 }
 
 pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
-    let mut v = Validation::default();
-    let driver = planned_driver(plan);
-    let branch = plan.driver.target.branch().0;
-    let flavor = match plan.driver.flavor {
+    let mut v = match &plan.driver {
+        Some(driver) => validate_driver(plan, driver, facts),
+        None => validate_toolkit_only(plan, facts),
+    };
+    if v.compat_package.is_some() && gpus(facts).is_empty() {
+        v.warnings.push(
+            "forward compatibility works only on data-center GPUs, and no GPU is present to check"
+                .into(),
+        );
+    }
+    v.problems.dedup();
+    v.warnings.dedup();
+    v
+}
+
+fn flavor_name(flavor: Flavor) -> Option<&'static str> {
+    match flavor {
         Flavor::Open => Some("open"),
         Flavor::Proprietary => Some("proprietary"),
         Flavor::Auto => None,
-    };
-    let gpus = gpus(facts);
-    let mut reported: Vec<String> = Vec::new();
+    }
+}
 
-    // A container whose driver is the machine's underneath: a driver
-    // installed here can never load, and its libraries would not match the
-    // module that runs ("Driver/library version mismatch").
+/// A plan that installs a driver: the driver on every GPU, the toolkit on
+/// the driver, the compat package on both.
+fn validate_driver(plan: &Plan, planned: &Driver, facts: &Facts) -> Validation {
+    let mut v = Validation::default();
+    let driver = planned_driver(planned);
+    let branch = planned.target.branch().0;
+    let flavor = flavor_name(planned.flavor);
+    let gpus = gpus(facts);
+    container_driver_problem(&mut v, facts);
+    unknown_gpu_warning(&mut v, facts);
+    let toolkit = plan.toolkit.as_ref().map(|t| t.version.to_string());
+    let reported = gpu_problems(
+        &mut v,
+        &driver,
+        branch,
+        flavor,
+        &gpus,
+        toolkit.as_deref(),
+        true,
+    );
+    if let Some(toolkit) = &toolkit {
+        let on = OnDriver {
+            driver: &driver,
+            branch,
+            flavor,
+            toolkit_only: false,
+        };
+        toolkit_on_driver(&mut v, plan, &on, toolkit, &gpus, &reported);
+    }
+    named_compat(&mut v, plan, branch, &gpus, toolkit.is_some());
+    v
+}
+
+/// A plan without `[driver]`: the toolkit (and compat package) checked
+/// against every driver it will run on: the module that runs here (in a
+/// container, the machine's), the driver installed in an image, and
+/// `[toolkit] for_driver`. Nothing to run on is refused.
+fn validate_toolkit_only(plan: &Plan, facts: &Facts) -> Validation {
+    let mut v = Validation::default();
+    let Some(toolkit) = plan.toolkit.as_ref().map(|t| t.version.to_string()) else {
+        return v;
+    };
+    let drivers = drivers_underneath(plan, facts);
+    if drivers.is_empty() {
+        v.problems.push(
+            "nothing here can run the toolkit: no NVIDIA kernel module is loaded and no driver is installed in this root; \
+             an image baked for GPU nodes names the driver they run with [toolkit] for_driver = \"580\" (or \"580.95.05\"), \
+             or add a [driver] table to install one"
+                .into(),
+        );
+        return v;
+    }
+    unknown_gpu_warning(&mut v, facts);
+    let gpus = gpus(facts);
+    let flavor = facts.kernel_driver.flavor.as_deref();
+    for (driver, planned) in &drivers {
+        // The driver that runs drives these GPUs, whatever the knowledge
+        // base says; the one an image is baked for is checked like a plan's.
+        let branch = branch_of(driver);
+        let reported = gpu_problems(
+            &mut v,
+            driver,
+            branch,
+            flavor,
+            &gpus,
+            Some(&toolkit),
+            *planned,
+        );
+        let on = OnDriver {
+            driver,
+            branch,
+            flavor,
+            toolkit_only: true,
+        };
+        toolkit_on_driver(&mut v, plan, &on, &toolkit, &gpus, &reported);
+        named_compat(&mut v, plan, branch, &gpus, true);
+    }
+    compat_shadows_running(&mut v, &drivers);
+    v
+}
+
+/// A compat package one driver needs (the one an image is baked for)
+/// would come first on the loader path of a newer driver that runs here,
+/// and shadow it with an older libcuda.
+fn compat_shadows_running(v: &mut Validation, drivers: &[(String, bool)]) {
+    let Some(package) = v.compat_package.clone() else {
+        return;
+    };
+    let short = package.trim_start_matches("cuda-compat-").replace('-', ".");
+    let Some(fc) = rules::forward_compat_package(&short) else {
+        return;
+    };
+    for (driver, _) in drivers.iter().filter(|(_, named)| !named) {
+        if branch_of(driver) >= fc.built_from_branch {
+            v.problems.push(format!(
+                "{package} carries a libcuda from R{}, and the driver {driver} runs here: on the loader path it would shadow that driver with an older libcuda; \
+                 bake the image where no newer driver runs, or plan a toolkit both drivers run without it",
+                fc.built_from_branch
+            ));
+            v.compat_package = None;
+        }
+    }
+}
+
+/// The drivers a toolkit-only plan's toolkit will run on, without
+/// repeats: the loaded module's release, the installed user-mode
+/// driver's, and the plan's `for_driver` (a branch as its number; true:
+/// the plan names it).
+pub fn drivers_underneath(plan: &Plan, facts: &Facts) -> Vec<(String, bool)> {
+    let mut drivers: Vec<(String, bool)> = Vec::new();
+    let planned = plan
+        .toolkit
+        .as_ref()
+        .and_then(|t| t.for_driver.clone())
+        .map(|d| match d {
+            DriverRef::Branch(branch) => branch.to_string(),
+            DriverRef::Version(version) => version.0,
+        });
+    for (driver, named) in [
+        (facts.kernel_driver.version.clone(), false),
+        (facts.user_driver.version.clone(), false),
+        (planned, true),
+    ] {
+        if let Some(driver) = driver
+            && !drivers.iter().any(|(d, _)| *d == driver)
+        {
+            drivers.push((driver, named));
+        }
+    }
+    drivers
+}
+
+/// A container whose driver is the machine's underneath: a driver
+/// installed here can never load, and its libraries would not match the
+/// module that runs ("Driver/library version mismatch").
+fn container_driver_problem(v: &mut Validation, facts: &Facts) {
+    if let Some((container, module, mounted)) = machine_driver(facts) {
+        v.problems.push(format!(
+            "this is a {container} container whose NVIDIA driver comes from the machine underneath (kernel module {module}, libraries mounted at {mounted}): \
+             a driver installed here cannot load and would not match that module; apply the plan to the machine itself (or `--root` at its root), \
+             or leave out [driver] to install the toolkit only"
+        ));
+    }
+}
+
+/// In a container whose driver is the machine's: the container kind,
+/// the module's version and where the libraries are mounted.
+fn machine_driver(facts: &Facts) -> Option<(String, String, String)> {
     let host_libcuda = facts
         .user_driver
         .libcuda
         .as_deref()
         .is_some_and(|p| p.starts_with("/usr/local/nvidia/"));
-    if let (Some(container), Some(module)) = (&facts.os.container, &facts.kernel_driver.version)
-        && (host_libcuda || !facts.os.read_only_driver_mounts.is_empty())
-    {
-        let mounted = if facts.os.read_only_driver_mounts.is_empty() {
-            "/usr/local/nvidia".to_string()
-        } else {
-            facts.os.read_only_driver_mounts.join(", ")
-        };
-        v.problems.push(format!(
-            "this is a {container} container whose NVIDIA driver comes from the machine underneath (kernel module {module}, libraries mounted at {mounted}): \
-             a driver installed here cannot load and would not match that module; apply the plan to the machine itself (or `--root` at its root)"
-        ));
+    let (Some(container), Some(module)) = (&facts.os.container, &facts.kernel_driver.version)
+    else {
+        return None;
+    };
+    if !host_libcuda && facts.os.read_only_driver_mounts.is_empty() {
+        return None;
     }
+    let mounted = if facts.os.read_only_driver_mounts.is_empty() {
+        "/usr/local/nvidia".to_string()
+    } else {
+        facts.os.read_only_driver_mounts.join(", ")
+    };
+    Some((container.clone(), module.clone(), mounted))
+}
+
+fn unknown_gpu_warning(v: &mut Validation, facts: &Facts) {
     let unknown_gpus: Vec<&str> = facts
         .gpus
         .iter()
@@ -92,14 +252,26 @@ pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
             unknown_gpus.join(", ")
         ));
     }
+}
 
-    // The driver must support every GPU, in the planned flavour. A toolkit
-    // question with the toolkit's release carries the GPU checks too.
-    let toolkit = plan.toolkit.as_ref().map(|t| t.version.to_string());
-    let cuda_for_gpu_checks = toolkit.clone().unwrap_or_else(|| "12.0".to_string());
-    for gpu in &gpus {
+/// The driver must support every GPU, in the planned flavour; the
+/// toolkit (when there is one) every GPU's architecture. `driver_checks`:
+/// false when the driver is not the plan's (a toolkit-only plan), so
+/// only the toolkit's problems count. Returns the reasons reported.
+fn gpu_problems(
+    v: &mut Validation,
+    driver: &str,
+    branch: u32,
+    flavor: Option<&str>,
+    gpus: &[&GpuRow],
+    toolkit: Option<&str>,
+    driver_checks: bool,
+) -> Vec<String> {
+    let mut reported = Vec::new();
+    let cuda_for_gpu_checks = toolkit.unwrap_or("12.0").to_string();
+    for gpu in gpus {
         let answer = match rules::evaluate(
-            &driver,
+            driver,
             &Target::Cuda(cuda_for_gpu_checks.clone()),
             Some(gpu),
             flavor,
@@ -118,7 +290,13 @@ pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
             let is_problem = answer.verdict == Verdict::Incompatible
                 && !reason.text.contains("forward compatibility")
                 && !reason.text.contains("data-center GPU");
-            if is_problem && (toolkit.is_some() || !reason.text.starts_with("CUDA ")) {
+            let toolkit_problem = reason.text.starts_with("CUDA ");
+            let counts = if toolkit_problem {
+                toolkit.is_some()
+            } else {
+                driver_checks
+            };
+            if is_problem && counts {
                 reported.push(reason.text.clone());
                 v.problems.push(format!(
                     "{}: {}",
@@ -128,72 +306,137 @@ pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
             }
         }
     }
+    reported
+}
 
-    // The toolkit on the planned driver: native, minor-version, or only
-    // with a compat package (which the plan must allow), else refused.
-    if let Some(toolkit) = &toolkit {
-        let verdicts: Vec<rules::Answer> = if gpus.is_empty() {
-            rules::evaluate(&driver, &Target::Cuda(toolkit.clone()), None, flavor)
-                .into_iter()
-                .collect()
+/// The driver a toolkit is checked against.
+struct OnDriver<'a> {
+    /// A release ("580.159.04") or a branch ("580").
+    driver: &'a str,
+    branch: u32,
+    flavor: Option<&'a str>,
+    /// The driver is not the plan's: the way out is forward compatibility
+    /// or an older toolkit, not another driver.
+    toolkit_only: bool,
+}
+
+impl OnDriver<'_> {
+    /// "driver R580", or for the driver underneath "the driver 580.159.04".
+    fn label(&self) -> String {
+        if self.toolkit_only {
+            format!("the driver {}", self.driver)
         } else {
-            gpus.iter()
-                .filter_map(|gpu| {
-                    rules::evaluate(&driver, &Target::Cuda(toolkit.clone()), Some(gpu), flavor).ok()
-                })
-                .collect()
-        };
-        for answer in &verdicts {
-            match answer.verdict {
-                Verdict::NeedsCompatPackage => {
-                    let package = answer.package.clone().unwrap_or_default();
-                    match &plan.compat {
-                        CompatPackage::Auto => v.compat_package = Some(package),
-                        CompatPackage::Named(name) if *name == package => v.compat_package = Some(package),
-                        CompatPackage::Named(name) => v.problems.push(format!(
-                            "CUDA {toolkit} on driver R{branch} needs {package}, not {name}: set [compat] package = \"{package}\" (or \"auto\")"
-                        )),
-                        CompatPackage::None => v.problems.push(format!(
-                            "CUDA {toolkit} is newer than driver R{branch} runs natively or by minor-version compatibility{}: set [compat] package = \"auto\" to install {package}, or plan driver branch {} or newer",
-                            answer.gpu.as_ref().map(|g| format!(" on {g}")).unwrap_or_default(),
-                            answer.min_driver.as_deref().map(branch_of).unwrap_or(0)
-                        )),
-                    }
+            format!("driver R{}", self.branch)
+        }
+    }
+
+    /// What to plan instead: a newer driver, or (the driver not being the
+    /// plan's) the newest toolkit this driver runs natively.
+    fn way_out(&self, answer: &rules::Answer) -> String {
+        if !self.toolkit_only {
+            return format!(
+                "plan driver branch {} or newer",
+                answer.min_driver.as_deref().map(branch_of).unwrap_or(0)
+            );
+        }
+        match Knowledge::get()
+            .branch(self.branch)
+            .and_then(|b| b.max_cuda.clone())
+        {
+            Some(max) => format!(
+                "plan an older toolkit: CUDA {max} (the newest R{} runs natively) or older",
+                self.branch
+            ),
+            None => "plan an older toolkit".into(),
+        }
+    }
+}
+
+/// The toolkit on the driver: native, minor-version, or only with a
+/// compat package (which the plan must allow), else refused.
+fn toolkit_on_driver(
+    v: &mut Validation,
+    plan: &Plan,
+    on: &OnDriver,
+    toolkit: &str,
+    gpus: &[&GpuRow],
+    reported: &[String],
+) {
+    let (driver, flavor) = (on.driver, on.flavor);
+    let label = on.label();
+    let verdicts: Vec<rules::Answer> = if gpus.is_empty() {
+        rules::evaluate(driver, &Target::Cuda(toolkit.to_string()), None, flavor)
+            .into_iter()
+            .collect()
+    } else {
+        gpus.iter()
+            .filter_map(|gpu| {
+                rules::evaluate(
+                    driver,
+                    &Target::Cuda(toolkit.to_string()),
+                    Some(gpu),
+                    flavor,
+                )
+                .ok()
+            })
+            .collect()
+    };
+    for answer in &verdicts {
+        match answer.verdict {
+            Verdict::NeedsCompatPackage => {
+                let package = answer.package.clone().unwrap_or_default();
+                match &plan.compat {
+                    CompatPackage::Auto => v.compat_package = Some(package),
+                    CompatPackage::Named(name) if *name == package => v.compat_package = Some(package),
+                    CompatPackage::Named(name) => v.problems.push(format!(
+                        "CUDA {toolkit} on {label} needs {package}, not {name}: set [compat] package = \"{package}\" (or \"auto\")"
+                    )),
+                    CompatPackage::None => v.problems.push(format!(
+                        "CUDA {toolkit} is newer than {label} runs natively or by minor-version compatibility{}: set [compat] package = \"auto\" to install {package}, or {}",
+                        answer.gpu.as_ref().map(|g| format!(" on {g}")).unwrap_or_default(),
+                        on.way_out(answer)
+                    )),
                 }
-                Verdict::Incompatible => {
-                    if answer.reasons.iter().any(|r| reported.contains(&r.text)) {
-                        continue; // reported above with the GPU's own fix
-                    }
-                    let why = answer
-                        .reasons
-                        .iter()
-                        .rev()
-                        .find(|r| !r.text.is_empty())
-                        .map(|r| r.text.clone())
-                        .unwrap_or_default();
-                    v.problems.push(format!(
-                        "CUDA {toolkit} cannot run on driver R{branch}{}: {why}; plan driver branch {} or newer",
-                        answer.gpu.as_ref().map(|g| format!(" with {g}")).unwrap_or_default(),
-                        answer.min_driver.as_deref().map(branch_of).unwrap_or(0)
+            }
+            Verdict::Incompatible => {
+                if answer.reasons.iter().any(|r| reported.contains(&r.text)) {
+                    continue; // reported above with the GPU's own fix
+                }
+                let why = answer
+                    .reasons
+                    .iter()
+                    .rev()
+                    .find(|r| !r.text.is_empty())
+                    .map(|r| r.text.clone())
+                    .unwrap_or_default();
+                v.problems.push(format!(
+                    "CUDA {toolkit} cannot run on {label}{}: {why}; {}",
+                    answer
+                        .gpu
+                        .as_ref()
+                        .map(|g| format!(" with {g}"))
+                        .unwrap_or_default(),
+                    on.way_out(answer)
+                ));
+            }
+            Verdict::Ambiguous => v.warnings.push(format!(
+                "whether CUDA {toolkit} runs on {label} is ambiguous: {}",
+                answer.readings.join("; or ")
+            )),
+            Verdict::Compatible => {
+                if answer.mode == Mode::MinorVersion {
+                    v.warnings.push(format!(
+                        "CUDA {toolkit} runs on {label} by minor-version compatibility: {}",
+                        answer.limitations.join("; ")
                     ));
-                }
-                Verdict::Ambiguous => v.warnings.push(format!(
-                    "whether CUDA {toolkit} runs on driver R{branch} is ambiguous: {}",
-                    answer.readings.join("; or ")
-                )),
-                Verdict::Compatible => {
-                    if answer.mode == Mode::MinorVersion {
-                        v.warnings.push(format!(
-                            "CUDA {toolkit} runs on driver R{branch} by minor-version compatibility: {}",
-                            answer.limitations.join("; ")
-                        ));
-                    }
                 }
             }
         }
     }
+}
 
-    // An explicit compat package must make sense on this host.
+/// An explicit compat package must make sense on this host.
+fn named_compat(v: &mut Validation, plan: &Plan, branch: u32, gpus: &[&GpuRow], has_toolkit: bool) {
     if let CompatPackage::Named(name) = &plan.compat {
         let short = name.trim_start_matches("cuda-compat-").replace('-', ".");
         match rules::forward_compat_package(&short) {
@@ -221,7 +464,7 @@ pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
                         "{name} supports driver branches {} only, not R{branch}: plan one of them, or a driver that runs CUDA {short} natively",
                         fc.supported_branches.iter().map(|b| format!("R{b}")).collect::<Vec<_>>().join(", ")
                     ));
-                } else if v.compat_package.is_none() && toolkit.is_some() {
+                } else if v.compat_package.is_none() && has_toolkit {
                     v.problems.push(format!(
                         "{name} is pointless: the planned toolkit runs on driver R{branch} without it; set [compat] package = \"none\""
                     ));
@@ -238,15 +481,6 @@ pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
             }
         }
     }
-    if v.compat_package.is_some() && gpus.is_empty() {
-        v.warnings.push(
-            "forward compatibility works only on data-center GPUs, and no GPU is present to check"
-                .into(),
-        );
-    }
-    v.problems.dedup();
-    v.warnings.dedup();
-    v
 }
 
 /// What to do about a GPU the planned driver cannot serve.

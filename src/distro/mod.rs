@@ -216,14 +216,15 @@ pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, Dis
 }
 
 /// Resolves the plan's driver, toolkit and prerequisites into packages.
-/// `flavor` is the resolved flavour (never `auto`).
+/// `flavor` is the resolved flavour (never `auto`); None for a
+/// toolkit-only plan.
 pub fn desired(
     plan: &Plan,
     facts: &Facts,
-    flavor: Flavor,
+    flavor: Option<Flavor>,
     compat: Option<&str>,
 ) -> Result<Desired, DistroError> {
-    let set = set_for(facts, plan.driver.source)?;
+    let set = set_for(facts, plan.source())?;
     let family = facts.os.family;
     let expected_family = match set.family.as_str() {
         "rhel" => Some(Family::Rhel),
@@ -235,40 +236,90 @@ pub fn desired(
             set.id, set.family
         )));
     }
-    let release = facts.os.version_id.clone().unwrap_or_default();
-    let major_release = release.split('.').next().unwrap_or("").to_string();
-    if let Some(branches) = set
-        .branches
-        .get(&major_release)
-        .or_else(|| set.branches.get(&release))
-    {
-        let branch = plan.driver.target.branch().0;
-        if !branches.contains(&branch) {
-            return Err(DistroError::Unsupported(format!(
-                "{} {release} carries driver branch {} only, not {branch}; use source = \"cuda-repo\" for other branches",
-                facts.os.id.as_deref().unwrap_or("this distribution"),
-                branches
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )));
-        }
-    }
-    let (driver, other) = match flavor {
-        Flavor::Proprietary => (&set.driver_proprietary, &set.driver_open),
-        _ => (&set.driver_open, &set.driver_proprietary),
-    };
-    let branch = plan.driver.target.branch().to_string();
-    let fill = |name: &str| name.replace("{branch}", &branch);
     let mut desired = Desired {
-        pin: set.pin.clone(),
         manager: match set.manager.as_str() {
             "dnf" => Manager::Dnf,
             _ => Manager::Apt,
         },
         ..Desired::default()
     };
+    if let (Some(driver), Some(flavor)) = (&plan.driver, flavor) {
+        desired.pin = set.pin.clone();
+        driver_packages(&mut desired, set, driver, facts, flavor)?;
+        fabric_manager(&mut desired, set, driver, facts)?;
+        if plan.repositories.prerequisites {
+            prerequisites(&mut desired, set, driver, facts);
+        }
+    }
+    if let Some(toolkit) = &plan.toolkit {
+        toolkit_packages(&mut desired, set, plan, toolkit, compat);
+    }
+    if let Some(package) = compat {
+        let short = package.trim_start_matches("cuda-compat-").replace('-', ".");
+        desired.install.push(PackageSpec {
+            name: package.to_string(),
+            version: VersionSpec::Any,
+            hold: true,
+            alternatives: Vec::new(),
+        });
+        desired.compat_dir = Some(format!("/usr/local/cuda-{short}/compat"));
+    }
+    Ok(desired)
+}
+
+/// The release's major ("9" of "9.4") and the release itself.
+fn releases(facts: &Facts) -> (String, String) {
+    let release = facts.os.version_id.clone().unwrap_or_default();
+    let major = release.split('.').next().unwrap_or("").to_string();
+    (major, release)
+}
+
+/// The kernel a per-kernel package is built for: the running one or, in
+/// an image, the newest.
+fn target_kernel(facts: &Facts) -> Option<String> {
+    facts.os.running_kernel.clone().or_else(|| {
+        facts
+            .os
+            .kernels
+            .iter()
+            .map(|k| k.release.clone())
+            .max_by(|a, b| crate::version::dpkg_compare(a, b))
+    })
+}
+
+/// The driver set in the planned flavour (and the other flavour's
+/// packages to remove), with its module stream.
+fn driver_packages(
+    desired: &mut Desired,
+    set: &PackageSet,
+    driver: &crate::plan::Driver,
+    facts: &Facts,
+    flavor: Flavor,
+) -> Result<(), DistroError> {
+    let (major_release, release) = releases(facts);
+    let branch = driver.target.branch();
+    if let Some(branches) = set
+        .branches
+        .get(&major_release)
+        .or_else(|| set.branches.get(&release))
+        && !branches.contains(&branch.0)
+    {
+        return Err(DistroError::Unsupported(format!(
+            "{} {release} carries driver branch {} only, not {branch}; use source = \"cuda-repo\" for other branches",
+            facts.os.id.as_deref().unwrap_or("this distribution"),
+            branches
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )));
+    }
+    let (packages, other) = match flavor {
+        Flavor::Proprietary => (&set.driver_proprietary, &set.driver_open),
+        _ => (&set.driver_open, &set.driver_proprietary),
+    };
+    let branch = branch.to_string();
+    let fill = |name: &str| name.replace("{branch}", &branch);
     if let Some(module) = &set.stream_module
         && set.stream_releases.contains(&major_release)
     {
@@ -281,21 +332,14 @@ pub fn desired(
         }
     }
     // "{kernel}" in a driver package: built for one kernel (Ubuntu's
-    // precompiled modules), the running one or, in an image, the newest.
-    let kernel = facts.os.running_kernel.clone().or_else(|| {
-        facts
-            .os
-            .kernels
-            .iter()
-            .map(|k| k.release.clone())
-            .max_by(|a, b| crate::version::dpkg_compare(a, b))
-    });
+    // precompiled modules).
+    let kernel = target_kernel(facts);
     let driver_version = |name: &str| {
         if name.contains("{kernel}") {
             // Versioned like the kernel it is built for.
             VersionSpec::Any
         } else {
-            VersionSpec::Driver(plan.driver.target.clone())
+            VersionSpec::Driver(driver.target.clone())
         }
     };
     let fill_kernel = |name: &str| {
@@ -306,7 +350,7 @@ pub fn desired(
             None => Some(name),
         }
     };
-    for entry in driver {
+    for entry in packages {
         // "a|b": the first one the repositories offer.
         let mut choices = entry
             .split('|')
@@ -321,7 +365,7 @@ pub fn desired(
             alternatives: choices.collect(),
         });
     }
-    let ours: Vec<String> = driver
+    let ours: Vec<String> = packages
         .iter()
         .flat_map(|entry| entry.split('|'))
         .filter_map(fill_kernel)
@@ -332,47 +376,69 @@ pub fn desired(
         .filter_map(fill_kernel)
         .filter(|name| !ours.contains(name))
         .collect();
-    // NVSwitch systems (HGX, DGX) need Fabric Manager at exactly the
-    // driver's release before their GPUs can run CUDA work.
-    if facts
+    Ok(())
+}
+
+/// NVSwitch systems (HGX, DGX) need Fabric Manager at exactly the
+/// driver's release before their GPUs can run CUDA work.
+fn fabric_manager(
+    desired: &mut Desired,
+    set: &PackageSet,
+    driver: &crate::plan::Driver,
+    facts: &Facts,
+) -> Result<(), DistroError> {
+    if !facts
         .gpus
         .iter()
         .any(|g| g.kind == crate::facts::pci::Kind::Nvswitch)
     {
-        if set.fabric_manager.is_empty() {
-            return Err(DistroError::Unsupported(format!(
-                "this host has NVSwitches, which need NVIDIA Fabric Manager, and {} does not carry it: use source = \"cuda-repo\"",
-                set.id
-            )));
-        }
-        for name in &set.fabric_manager {
-            desired.install.push(PackageSpec {
-                name: fill(name),
-                version: VersionSpec::Driver(plan.driver.target.clone()),
-                hold: true,
-                alternatives: Vec::new(),
-            });
-        }
+        return Ok(());
     }
-    let prerequisites: &[String] = if plan.repositories.prerequisites {
-        &set.prerequisites
-    } else {
-        &[]
+    if set.fabric_manager.is_empty() {
+        return Err(DistroError::Unsupported(format!(
+            "this host has NVSwitches, which need NVIDIA Fabric Manager, and {} does not carry it: use source = \"cuda-repo\"",
+            set.id
+        )));
+    }
+    let branch = driver.target.branch().to_string();
+    for name in &set.fabric_manager {
+        desired.install.push(PackageSpec {
+            name: name.replace("{branch}", &branch),
+            version: VersionSpec::Driver(driver.target.clone()),
+            hold: true,
+            alternatives: Vec::new(),
+        });
+    }
+    Ok(())
+}
+
+/// What DKMS needs to build the module: kernel headers for every
+/// installed kernel, dkms, EPEL on the RHEL family.
+fn prerequisites(
+    desired: &mut Desired,
+    set: &PackageSet,
+    driver: &crate::plan::Driver,
+    facts: &Facts,
+) {
+    let (major_release, _) = releases(facts);
+    let branch = driver.target.branch().to_string();
+    let any = |name: String| PackageSpec {
+        name,
+        version: VersionSpec::Any,
+        hold: false,
+        alternatives: Vec::new(),
     };
-    if plan.repositories.prerequisites && set.family == "rhel" {
+    if set.family == "rhel" {
         match set.epel.get(facts.os.id.as_deref().unwrap_or("")) {
-            Some(package) => desired.install.push(PackageSpec {
-                name: package.replace("{major}", &major_release),
-                version: VersionSpec::Any,
-                hold: false,
-                alternatives: Vec::new(),
-            }),
+            Some(package) => desired
+                .install
+                .push(any(package.replace("{major}", &major_release))),
             None => desired.warnings.push(format!(
                 "dkms comes from EPEL: on RHEL enable codeready-builder and install epel-release-latest-{major_release}.noarch.rpm (or mirror it) before applying"
             )),
         }
     }
-    for name in prerequisites {
+    for name in &set.prerequisites {
         if let Some((package, "{kernel}")) = name.split_once('@') {
             // An rpm named once, installed per kernel (kernel-devel).
             for kernel in &facts.os.kernels {
@@ -390,58 +456,47 @@ pub fn desired(
             }
         } else if name.contains("{kernel}") {
             for kernel in &facts.os.kernels {
-                desired.install.push(PackageSpec {
-                    name: name.replace("{kernel}", &kernel.release),
-                    version: VersionSpec::Any,
-                    hold: false,
-                    alternatives: Vec::new(),
-                });
+                desired
+                    .install
+                    .push(any(name.replace("{kernel}", &kernel.release)));
             }
         } else {
-            desired.install.push(PackageSpec {
-                name: fill(name),
-                version: VersionSpec::Any,
-                hold: false,
-                alternatives: Vec::new(),
-            });
+            desired.install.push(any(name.replace("{branch}", &branch)));
         }
     }
-    if let Some(toolkit) = &plan.toolkit {
-        let short = toolkit.version.short();
-        let dashed = toolkit.version.dashed();
-        let prefix = match toolkit.version.update {
-            Some(update) => format!("{short}.{update}"),
-            None => short.clone(),
-        };
-        for name in &set.toolkit {
-            desired.install.push(PackageSpec {
-                name: name.replace("{dashed}", &dashed).replace("{short}", &short),
-                version: VersionSpec::Prefix(prefix.clone()),
-                hold: true,
-                alternatives: Vec::new(),
-            });
-        }
-        desired.toolkit_home = set
-            .toolkit_home
-            .as_ref()
-            .map(|home| home.replace("{short}", &short));
-        desired.toolkit_on_path = set.toolkit_on_path;
-        // `auto` manages the toolkit's compat package: absent unless needed.
-        if plan.compat == crate::plan::CompatPackage::Auto && compat.is_none() {
-            desired.remove.push(format!("cuda-compat-{dashed}"));
-        }
-    }
-    if let Some(package) = compat {
-        let short = package.trim_start_matches("cuda-compat-").replace('-', ".");
+}
+
+/// The toolkit's packages and home; `auto` removes its compat package
+/// unless the plan needs it.
+fn toolkit_packages(
+    desired: &mut Desired,
+    set: &PackageSet,
+    plan: &Plan,
+    toolkit: &crate::plan::ToolkitSpec,
+    compat: Option<&str>,
+) {
+    let short = toolkit.version.short();
+    let dashed = toolkit.version.dashed();
+    let prefix = match toolkit.version.update {
+        Some(update) => format!("{short}.{update}"),
+        None => short.clone(),
+    };
+    for name in &set.toolkit {
         desired.install.push(PackageSpec {
-            name: package.to_string(),
-            version: VersionSpec::Any,
+            name: name.replace("{dashed}", &dashed).replace("{short}", &short),
+            version: VersionSpec::Prefix(prefix.clone()),
             hold: true,
             alternatives: Vec::new(),
         });
-        desired.compat_dir = Some(format!("/usr/local/cuda-{short}/compat"));
     }
-    Ok(desired)
+    desired.toolkit_home = set
+        .toolkit_home
+        .as_ref()
+        .map(|home| home.replace("{short}", &short));
+    desired.toolkit_on_path = set.toolkit_on_path;
+    if plan.compat == crate::plan::CompatPackage::Auto && compat.is_none() {
+        desired.remove.push(format!("cuda-compat-{dashed}"));
+    }
 }
 
 #[cfg(test)]

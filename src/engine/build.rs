@@ -4,7 +4,7 @@
 
 use crate::distro;
 use crate::facts::Facts;
-use crate::plan::{Flavor, Loader, Plan, Source};
+use crate::plan::{Driver, Flavor, Loader, Plan, Source};
 use crate::step::file::{ManagedFile, header};
 use crate::step::initramfs::Initramfs;
 use crate::step::ldconfig::Ldconfig;
@@ -26,9 +26,9 @@ pub enum PlanRefused {
 }
 
 /// The flavour to install: the plan's, or for `auto` the one the GPUs need.
-pub fn resolve_flavor(plan: &Plan, facts: &Facts) -> Result<Flavor, PlanRefused> {
-    if plan.driver.flavor != Flavor::Auto {
-        return Ok(plan.driver.flavor);
+pub fn resolve_flavor(driver: &Driver, facts: &Facts) -> Result<Flavor, PlanRefused> {
+    if driver.flavor != Flavor::Auto {
+        return Ok(driver.flavor);
     }
     let gpus: Vec<_> = facts.gpu_devices().collect();
     if gpus.is_empty() {
@@ -75,14 +75,17 @@ pub fn build_steps(
             validation.problems.join("\n  - ")
         )));
     }
-    let flavor = resolve_flavor(plan, facts)?;
+    let Some(driver) = &plan.driver else {
+        return toolkit_only_steps(plan, facts, validation.compat_package.as_deref(), warnings);
+    };
+    let flavor = resolve_flavor(driver, facts)?;
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
 
     // 1. nouveau out of the way (file now, initramfs after the packages).
     let (blacklist, equivalent) = nouveau_blacklist(plan, facts, &mut steps);
 
     // 2. the package source, then the packages (or the runfiles).
-    let found = if plan.driver.source == Source::Runfile {
+    let found = if driver.source == Source::Runfile {
         runfile_steps(
             plan,
             facts,
@@ -91,19 +94,14 @@ pub fn build_steps(
             &mut steps,
         )?
     } else {
-        let desired = distro::desired(plan, facts, flavor, validation.compat_package.as_deref())
-            .map_err(|e| PlanRefused::Refused(e.to_string()))?;
-        warnings.extend(desired.warnings.iter().cloned());
-        if let Some(repository) = cuda_repository(plan, facts)? {
-            steps.push(Box::new(repository));
-        }
-        let found = (
-            desired.toolkit_home.clone(),
-            desired.compat_dir.clone(),
-            desired.toolkit_on_path,
-        );
-        steps.push(Box::new(step::packages::Packages::new(desired)));
-        found
+        package_steps(
+            plan,
+            facts,
+            Some(flavor),
+            validation.compat_package.as_deref(),
+            warnings,
+            &mut steps,
+        )?
     };
 
     // 3. environment of the default toolkit.
@@ -125,9 +123,53 @@ pub fn build_steps(
 
     // 5. persistence mode, once the daemon can run.
     steps.push(Box::new(Persistence {
-        enabled: plan.driver.persistence,
+        enabled: driver.persistence,
     }));
     Ok(steps)
+}
+
+/// A plan without `[driver]`: the toolkit (and compat) and its
+/// environment, nothing that touches the driver, nouveau or the initramfs.
+fn toolkit_only_steps(
+    plan: &Plan,
+    facts: &Facts,
+    compat: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Box<dyn Step>>, PlanRefused> {
+    let mut steps: Vec<Box<dyn Step>> = Vec::new();
+    let found = if plan.source() == Source::Runfile {
+        toolkit_runfile(plan, &mut steps)
+    } else {
+        package_steps(plan, facts, None, compat, warnings, &mut steps)?
+    };
+    environment_steps(plan, found, &mut steps);
+    Ok(steps)
+}
+
+/// The package source (NVIDIA's repository for `cuda-repo`) and the
+/// packages; returns where the toolkit and the compat library are.
+#[allow(clippy::type_complexity)]
+fn package_steps(
+    plan: &Plan,
+    facts: &Facts,
+    flavor: Option<Flavor>,
+    compat: Option<&str>,
+    warnings: &mut Vec<String>,
+    steps: &mut Vec<Box<dyn Step>>,
+) -> Result<(Option<String>, Option<String>, bool), PlanRefused> {
+    let desired = distro::desired(plan, facts, flavor, compat)
+        .map_err(|e| PlanRefused::Refused(e.to_string()))?;
+    warnings.extend(desired.warnings.iter().cloned());
+    if let Some(repository) = cuda_repository(plan, facts)? {
+        steps.push(Box::new(repository));
+    }
+    let found = (
+        desired.toolkit_home.clone(),
+        desired.compat_dir.clone(),
+        desired.toolkit_on_path,
+    );
+    steps.push(Box::new(step::packages::Packages::new(desired)));
+    Ok(found)
 }
 
 /// The nouveau blacklist file step; returns its content and the vendor
@@ -264,18 +306,19 @@ fn runfile_steps(
     compat: Option<&str>,
     steps: &mut Vec<Box<dyn Step>>,
 ) -> Result<(Option<String>, Option<String>, bool), PlanRefused> {
-    use step::runfile::{Component, Runfile, driver_args, toolkit_args};
+    use step::runfile::{Component, Runfile, driver_args};
     if let Some(package) = compat {
         return Err(PlanRefused::Refused(format!(
             "{package} comes from NVIDIA's CUDA repository, not a runfile: set [compat] package = \"none\" and a driver that runs the toolkit natively, or use source = \"cuda-repo\""
         )));
     }
-    let Some(download) = &plan.driver.runfile else {
+    let Some(download) = plan.driver.as_ref().and_then(|d| d.runfile.as_ref()) else {
         return Err(PlanRefused::Refused(
             "source = \"runfile\" needs [driver] runfile and sha256".into(),
         ));
     };
-    let crate::plan::DriverTarget::Version(version) = &plan.driver.target else {
+    let Some(crate::plan::DriverTarget::Version(version)) = plan.driver.as_ref().map(|d| &d.target)
+    else {
         return Err(PlanRefused::Refused(
             "source = \"runfile\" needs an exact [driver] version".into(),
         ));
@@ -298,6 +341,17 @@ fn runfile_steps(
             version: version.to_string(),
         },
     }));
+    Ok(toolkit_runfile(plan, steps))
+}
+
+/// The toolkit from its runfile (`--toolkit` only), when the plan names
+/// one; returns its home for the environment steps.
+#[allow(clippy::type_complexity)]
+fn toolkit_runfile(
+    plan: &Plan,
+    steps: &mut Vec<Box<dyn Step>>,
+) -> (Option<String>, Option<String>, bool) {
+    use step::runfile::{Component, Runfile, toolkit_args};
     let mut home = None;
     if let Some(toolkit) = &plan.toolkit
         && let (Some(url), Some(sha256)) = (&toolkit.runfile, &toolkit.sha256)
@@ -319,13 +373,13 @@ fn runfile_steps(
         }));
         home = Some(path);
     }
-    Ok((home, None, false))
+    (home, None, false)
 }
 
 /// NVIDIA's CUDA repository for a `cuda-repo` plan: the plan's mirror or
 /// NVIDIA's own, with the key and the fingerprint to trust.
 fn cuda_repository(plan: &Plan, facts: &Facts) -> Result<Option<CudaRepository>, PlanRefused> {
-    if plan.driver.source != Source::CudaRepo {
+    if plan.source() != Source::CudaRepo {
         return Ok(None);
     }
     let refuse = |message: String| PlanRefused::Refused(message);

@@ -105,7 +105,7 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
     report.changed = pending_count > 0 || resuming.is_some();
     report.reboot_required = match &built.window {
         Some(window) => !window.live,
-        None => reboot_needed(&facts) && resuming.is_none(),
+        None => plan.driver.is_some() && reboot_needed(&facts) && resuming.is_none(),
     };
     report.msg = match (&resuming, pending_count) {
         (Some(generation), _) => format!(

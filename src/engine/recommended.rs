@@ -14,7 +14,7 @@ pub fn settle<'a>(
     plan: &'a Plan,
     facts: &Facts,
 ) -> Result<(Cow<'a, Plan>, Option<Recommendation>), String> {
-    if !plan.driver.recommended {
+    if !plan.driver.as_ref().is_some_and(|d| d.recommended) {
         return Ok((Cow::Borrowed(plan), None));
     }
     let toolkit = plan.toolkit.as_ref().map(|t| t.version.short());
@@ -23,13 +23,15 @@ pub fn settle<'a>(
     let choice = recommend::recommend(&needs)
         .map_err(|e| format!("[driver] branch = \"recommended\": {e}"))?;
     let mut settled = plan.clone();
-    settled.driver.target = DriverTarget::Branch(Branch(choice.branch));
-    if settled.driver.flavor == Flavor::Auto {
-        settled.driver.flavor = if choice.flavor == "open" {
-            Flavor::Open
-        } else {
-            Flavor::Proprietary
-        };
+    if let Some(driver) = settled.driver.as_mut() {
+        driver.target = DriverTarget::Branch(Branch(choice.branch));
+        if driver.flavor == Flavor::Auto {
+            driver.flavor = if choice.flavor == "open" {
+                Flavor::Open
+            } else {
+                Flavor::Proprietary
+            };
+        }
     }
     Ok((Cow::Owned(settled), Some(choice)))
 }

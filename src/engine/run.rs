@@ -71,7 +71,7 @@ impl Apply<'_> {
                 })
                 .collect();
             report.msg = "no changes: the host matches the plan".into();
-            report.reboot_required = reboot_needed(&facts);
+            report.reboot_required = self.plan.driver.is_some() && reboot_needed(&facts);
             return report.finish(host);
         }
         let mut journal = match open_generation(host, self.plan, resuming.as_ref(), lock) {
@@ -204,7 +204,7 @@ impl Apply<'_> {
         report.changed = true;
         report.reboot_required = match &report.window {
             Some(window) => !window.live,
-            None => reboot_needed(facts),
+            None => self.plan.driver.is_some() && reboot_needed(facts),
         };
         // A generation whose end is not on disk would be taken for an
         // interrupted one, and undone, by the next run: undo it now.

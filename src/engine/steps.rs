@@ -53,7 +53,10 @@ pub fn steps(
     warnings: &mut Vec<String>,
 ) -> Result<Steps, Box<Refusal>> {
     let steps = build_steps(plan, facts, warnings).map_err(|r| Box::new(r.into()))?;
-    if plan.driver.persistence && !facts.services.systemd && !host.has_tool("systemctl") {
+    if plan.driver.as_ref().is_some_and(|d| d.persistence)
+        && !facts.services.systemd
+        && !host.has_tool("systemctl")
+    {
         warnings.push(
             "no systemd in this root: [driver] persistence is not set up (start nvidia-persistenced some other way)".into(),
         );
@@ -78,6 +81,9 @@ pub fn steps(
         progress: &Silent,
         writable: false,
     };
+    if plan.driver.is_none() {
+        return Ok(built); // the driver underneath is not the plan's to swap
+    }
     let change = driver_change(&built.steps, &ctx).map_err(|message| {
         Box::new(Refusal {
             message,
@@ -92,9 +98,12 @@ pub fn steps(
 
 impl Steps {
     fn push_verify(&mut self, plan: &Plan) {
+        let Some(driver) = &plan.driver else {
+            return; // a toolkit-only plan leaves the driver as it is
+        };
         self.steps.push(Box::new(verify::Verify {
-            target: plan.driver.target.clone(),
-            persistence: plan.driver.persistence,
+            target: driver.target.clone(),
+            persistence: driver.persistence,
             result: self.verification.clone(),
         }));
     }
@@ -249,12 +258,13 @@ fn splice(steps: &mut Vec<Box<dyn Step>>, index: usize, window: &Window, plan: &
 /// modules-load.d usually did it at boot), the services it stopped
 /// started again.
 fn resume_steps(plan: &Plan, facts: &Facts, generation: &Generation) -> Vec<Box<dyn Step>> {
-    let after = match &plan.driver.target {
-        DriverTarget::Version(version) => version.to_string(),
-        DriverTarget::Branch(branch) => format!("{branch}.*"),
+    let after = match plan.driver.as_ref().map(|d| &d.target) {
+        Some(DriverTarget::Version(version)) => version.to_string(),
+        Some(DriverTarget::Branch(branch)) => format!("{branch}.*"),
+        None => String::new(),
     };
     let mut restore: Vec<Box<dyn Step>> = Vec::new();
-    if facts.os.booted() {
+    if facts.os.booted() && plan.driver.is_some() {
         restore.push(Box::new(Load {
             modules: vec!["nvidia".into()],
             after,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use schema::{
-    Branch, CompatPackage, DriverVersion, EnvironmentSpec, Flavor, HolderPolicy, Loader,
+    Branch, CompatPackage, DriverRef, DriverVersion, EnvironmentSpec, Flavor, HolderPolicy, Loader,
     NouveauSpec, Reload, RepositoriesSpec, Source, StopTimeout, ToolkitSpec, ToolkitVersion,
     UnitName, UpgradeSpec,
 };
@@ -41,7 +41,9 @@ pub struct Plan {
     /// waits for a reboot).
     #[serde(skip)]
     pub bytes: Vec<u8>,
-    pub driver: Driver,
+    /// None: a toolkit-only plan, validated against the driver that runs
+    /// underneath (the host's, a container's machine's, or `for_driver`).
+    pub driver: Option<Driver>,
     pub toolkit: Option<ToolkitSpec>,
     pub compat: CompatPackage,
     pub nouveau: NouveauSpec,
@@ -141,7 +143,7 @@ impl Plan {
         if text.trim().is_empty() {
             return Err(invalid(
                 0,
-                "the plan is empty: expected at least a [driver] table with `branch` or `version`"
+                "the plan is empty: expected a [driver] table (`branch` or `version`) or a [toolkit] table (`version`)"
                     .into(),
             ));
         }
@@ -149,92 +151,31 @@ impl Plan {
             let offset = error.span().map(|span| span.start).unwrap_or(0);
             invalid(offset, error.message().trim_end().to_string())
         })?;
-        let driver_span = spec.driver.span();
-        let driver = spec.driver.into_inner();
-        let recommended = driver.branch == Some(schema::BranchChoice::Recommended);
-        let target = match (driver.branch, driver.version) {
-            (Some(schema::BranchChoice::Number(branch)), None) => DriverTarget::Branch(branch),
-            // Settled from the host's facts before planning.
-            (Some(schema::BranchChoice::Recommended), None) => DriverTarget::Branch(Branch(0)),
-            (None, Some(version)) => DriverTarget::Version(version),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    driver_span.start,
-                    "[driver] takes `branch` or `version`, not both".into(),
-                ));
-            }
-            (None, None) => {
-                return Err(invalid(
-                    driver_span.start,
-                    "[driver] needs `branch` (such as \"580\") or `version` (such as \"580.95.05\")"
-                        .into(),
-                ));
-            }
-        };
-        let runfile = match (driver.source, driver.runfile, driver.sha256) {
-            (Source::Runfile, Some(url), Some(sha256)) => {
-                if !matches!(target, DriverTarget::Version(_)) {
-                    return Err(invalid(
-                        driver_span.start,
-                        "source = \"runfile\" installs one release: set [driver] version (such as \"580.95.05\") instead of branch".into(),
-                    ));
-                }
-                Some(Download {
-                    url: url.0,
-                    sha256: sha256.0,
-                })
-            }
-            (Source::Runfile, _, _) => {
-                return Err(invalid(
-                    driver_span.start,
-                    "source = \"runfile\" needs [driver] runfile (its URL) and sha256 (nothing unverified is executed)".into(),
-                ));
-            }
-            (_, None, None) => None,
-            (source, _, _) => {
-                return Err(invalid(
-                    driver_span.start,
-                    format!(
-                        "[driver] runfile and sha256 go with source = \"runfile\", not \"{source}\""
-                    ),
-                ));
-            }
+        let driver = match spec.driver {
+            Some(driver) => Some(driver_of(driver, &invalid)?),
+            None => None,
         };
         let toolkit_span = spec.toolkit.as_ref().map(|t| t.span());
         let toolkit = spec.toolkit.map(|t| t.into_inner());
-        if let (Some(toolkit), Some(toolkit_span)) = (&toolkit, toolkit_span) {
-            let runfile_driver = runfile.is_some();
-            let has_runfile = toolkit.runfile.is_some() || toolkit.sha256.is_some();
-            let message = match (
-                runfile_driver,
-                toolkit.runfile.is_some(),
-                toolkit.sha256.is_some(),
-            ) {
-                (true, true, true) | (false, false, false) => None,
-                (true, _, _) => Some(
-                    "with a runfile driver, [toolkit] needs runfile (cuda_<version>_<driver>_linux.run) and sha256",
-                ),
-                (false, _, _) if has_runfile => Some(
-                    "[toolkit] runfile goes with [driver] source = \"runfile\"; other sources install the toolkit's packages",
-                ),
-                _ => None,
-            };
-            if let Some(message) = message {
-                return Err(invalid(toolkit_span.start, message.into()));
+        match (&toolkit, toolkit_span) {
+            (Some(toolkit), Some(span)) => {
+                if let Some(message) = toolkit_problem(toolkit, driver.as_ref()) {
+                    return Err(invalid(span.start, message));
+                }
             }
+            _ if driver.is_none() => {
+                return Err(invalid(
+                    0,
+                    "the plan installs nothing: add [driver] (`branch` or `version`) or [toolkit] (`version`)".into(),
+                ));
+            }
+            _ => {}
         }
         Ok(Plan {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(bytes)),
             bytes: bytes.to_vec(),
-            driver: Driver {
-                target,
-                recommended,
-                flavor: driver.flavor,
-                source: driver.source,
-                runfile,
-                persistence: driver.persistence,
-            },
+            driver,
             toolkit,
             compat: spec.compat.package,
             nouveau: spec.nouveau,
@@ -242,6 +183,115 @@ impl Plan {
             repositories: spec.repositories,
             upgrade: spec.upgrade,
         })
+    }
+}
+
+impl Plan {
+    /// Where the packages come from: the driver's source, or a
+    /// toolkit-only plan's (NVIDIA's CUDA repository unless it says).
+    pub fn source(&self) -> Source {
+        match (&self.driver, &self.toolkit) {
+            (Some(driver), _) => driver.source,
+            (None, Some(toolkit)) => toolkit.source.unwrap_or(Source::CudaRepo),
+            (None, None) => Source::CudaRepo,
+        }
+    }
+}
+
+/// `[driver]` checked: one target, the runfile only with its sha256.
+fn driver_of(
+    spanned: toml::Spanned<schema::DriverSpec>,
+    invalid: &dyn Fn(usize, String) -> PlanError,
+) -> Result<Driver, PlanError> {
+    let start = spanned.span().start;
+    let driver = spanned.into_inner();
+    let recommended = driver.branch == Some(schema::BranchChoice::Recommended);
+    let target = match (driver.branch, driver.version) {
+        (Some(schema::BranchChoice::Number(branch)), None) => DriverTarget::Branch(branch),
+        // Settled from the host's facts before planning.
+        (Some(schema::BranchChoice::Recommended), None) => DriverTarget::Branch(Branch(0)),
+        (None, Some(version)) => DriverTarget::Version(version),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                start,
+                "[driver] takes `branch` or `version`, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                start,
+                "[driver] needs `branch` (such as \"580\") or `version` (such as \"580.95.05\"); a plan without [driver] installs the toolkit only".into(),
+            ));
+        }
+    };
+    let runfile = match (driver.source, driver.runfile, driver.sha256) {
+        (Source::Runfile, Some(url), Some(sha256)) => {
+            if !matches!(target, DriverTarget::Version(_)) {
+                return Err(invalid(
+                    start,
+                    "source = \"runfile\" installs one release: set [driver] version (such as \"580.95.05\") instead of branch".into(),
+                ));
+            }
+            Some(Download {
+                url: url.0,
+                sha256: sha256.0,
+            })
+        }
+        (Source::Runfile, _, _) => {
+            return Err(invalid(
+                start,
+                "source = \"runfile\" needs [driver] runfile (its URL) and sha256 (nothing unverified is executed)".into(),
+            ));
+        }
+        (_, None, None) => None,
+        (source, _, _) => {
+            return Err(invalid(
+                start,
+                format!(
+                    "[driver] runfile and sha256 go with source = \"runfile\", not \"{source}\""
+                ),
+            ));
+        }
+    };
+    Ok(Driver {
+        target,
+        recommended,
+        flavor: driver.flavor,
+        source: driver.source,
+        runfile,
+        persistence: driver.persistence,
+    })
+}
+
+/// What is wrong with `[toolkit]` beside this `[driver]` (or none).
+fn toolkit_problem(toolkit: &ToolkitSpec, driver: Option<&Driver>) -> Option<String> {
+    let runfile = toolkit.runfile.is_some();
+    let sha256 = toolkit.sha256.is_some();
+    match driver {
+        Some(driver) => {
+            if toolkit.source.is_some_and(|s| s != driver.source) {
+                return Some(format!(
+                    "[toolkit] source goes with toolkit-only plans; this toolkit comes from the driver's source (\"{}\")",
+                    driver.source
+                ));
+            }
+            if toolkit.for_driver.is_some() {
+                return Some("[toolkit] for_driver goes with toolkit-only plans: the toolkit runs on the plan's [driver]".into());
+            }
+            match (driver.runfile.is_some(), runfile, sha256) {
+                (true, true, true) | (false, false, false) => None,
+                (true, _, _) => Some("with a runfile driver, [toolkit] needs runfile (cuda_<version>_<driver>_linux.run) and sha256".into()),
+                (false, _, _) => Some("[toolkit] runfile goes with [driver] source = \"runfile\"; other sources install the toolkit's packages".into()),
+            }
+        }
+        None => match (toolkit.source.unwrap_or(Source::CudaRepo), runfile, sha256) {
+            (Source::Runfile, true, true) => None,
+            (Source::Runfile, _, _) => Some("[toolkit] source = \"runfile\" needs runfile (cuda_<version>_<driver>_linux.run) and sha256".into()),
+            (_, false, false) => None,
+            (source, _, _) => Some(format!(
+                "[toolkit] runfile and sha256 go with source = \"runfile\", not \"{source}\""
+            )),
+        },
     }
 }
 
@@ -288,8 +338,9 @@ loader = "profile"
 "#,
         )
         .unwrap();
-        assert_eq!(plan.driver.target, DriverTarget::Branch(Branch(580)));
-        assert_eq!(plan.driver.source, Source::CudaRepo);
+        let driver = plan.driver.as_ref().unwrap();
+        assert_eq!(driver.target, DriverTarget::Branch(Branch(580)));
+        assert_eq!(driver.source, Source::CudaRepo);
         assert_eq!(plan.toolkit.unwrap().version.short(), "12.8");
         assert_eq!(plan.compat, CompatPackage::Auto);
         assert!(

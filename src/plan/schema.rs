@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
-    pub driver: toml::Spanned<DriverSpec>,
+    /// Absent: a toolkit-only plan, run on the driver underneath.
+    #[serde(default)]
+    pub driver: Option<toml::Spanned<DriverSpec>>,
     #[serde(default)]
     pub toolkit: Option<toml::Spanned<ToolkitSpec>>,
     #[serde(default)]
@@ -316,6 +318,47 @@ pub struct ToolkitSpec {
     /// Owns /usr/local/cuda and the environment (PATH, loader path).
     #[serde(default = "yes")]
     pub default: bool,
+    /// Toolkit-only plans: where the toolkit comes from (a plan with a
+    /// `[driver]` takes the driver's source).
+    pub source: Option<Source>,
+    /// Toolkit-only plans: the driver the toolkit will run on where none
+    /// runs here (an image baked for nodes with that driver), "580" or
+    /// "580.95.05". Checked as well as the driver that runs, if any.
+    pub for_driver: Option<DriverRef>,
+}
+
+/// A driver branch ("580") or an exact release ("580.95.05").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum DriverRef {
+    Branch(Branch),
+    Version(DriverVersion),
+}
+
+impl From<DriverRef> for String {
+    fn from(driver: DriverRef) -> String {
+        match driver {
+            DriverRef::Branch(branch) => branch.into(),
+            DriverRef::Version(version) => version.0,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DriverRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if (3..=4).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(DriverRef::Branch(Branch(
+                text.parse().map_err(serde::de::Error::custom)?,
+            )));
+        }
+        if dotted_numbers(&text, 2..=3, 4) && text.split('.').next().is_some_and(|b| b.len() >= 3) {
+            return Ok(DriverRef::Version(DriverVersion(text)));
+        }
+        Err(serde::de::Error::custom(format!(
+            "invalid driver {text:?}: expected a branch such as \"580\" or a release such as \"580.95.05\""
+        )))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

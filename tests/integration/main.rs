@@ -20,6 +20,7 @@ mod recommend;
 mod rhel;
 mod runfile;
 mod spine;
+mod toolkit_only;
 mod ubuntu;
 mod validation;
 mod vm;
