@@ -84,7 +84,9 @@ pub fn build_steps(
     // 1. nouveau out of the way (file now, initramfs after the packages).
     let (blacklist, equivalent) = nouveau_blacklist(plan, facts, &mut steps);
 
-    // 2. the package source, then the packages (or the runfiles).
+    // 2. the module signing key (Secure Boot), the package source, then
+    // the packages (or the runfiles).
+    super::secure_boot::signing_steps(plan, driver, facts, warnings, &mut steps)?;
     let found = if driver.source == Source::Runfile {
         runfile_steps(
             plan,
@@ -137,6 +139,11 @@ fn toolkit_only_steps(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Box<dyn Step>>, PlanRefused> {
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
+    if plan.signing.is_some() {
+        warnings.push(
+            "[secure_boot] signs the modules a driver plan builds; a toolkit-only plan builds none".into(),
+        );
+    }
     let found = if plan.source() == Source::Runfile {
         toolkit_runfile(plan, &mut steps)
     } else {
@@ -336,7 +343,11 @@ fn runfile_steps(
     steps.push(Box::new(Runfile {
         url: download.url.clone(),
         sha256: download.sha256.clone(),
-        args: driver_args(flavor, kernel),
+        args: [
+            driver_args(flavor, kernel),
+            super::secure_boot::runfile_args(plan.signing.as_ref()),
+        ]
+        .concat(),
         component: Component::Driver {
             version: version.to_string(),
         },
@@ -428,6 +439,7 @@ fn cuda_repository(plan: &Plan, facts: &Facts) -> Result<Option<CudaRepository>,
         }
     };
     Ok(Some(CudaRepository {
+        kind: crate::step::repository::RepoKind::Cuda,
         url,
         key_url,
         fingerprint,

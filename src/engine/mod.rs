@@ -9,6 +9,7 @@ mod history;
 mod recommended;
 mod report;
 mod run;
+mod secure_boot;
 mod steps;
 mod undo;
 
@@ -17,6 +18,7 @@ pub use build::{
     resolve_flavor,
 };
 pub use history::{History, history};
+pub use secure_boot::DKMS_SIGNING_CONF;
 pub use report::{AnsibleDiff, Exit, Report, StepReport};
 pub use undo::{rollback, undo_generation};
 

@@ -104,6 +104,7 @@ impl Steps {
         self.steps.push(Box::new(verify::Verify {
             target: driver.target.clone(),
             persistence: driver.persistence,
+            signing: plan.signing.as_ref().map(|s| s.cert.clone()),
             result: self.verification.clone(),
         }));
     }

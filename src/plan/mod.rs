@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use schema::{
-    Branch, CompatPackage, DriverRef, DriverVersion, EnvironmentSpec, Flavor, HolderPolicy, Loader,
+    Branch, CompatPackage, ContainerRuntime, DriverRef, DriverVersion, EnvironmentSpec, Flavor, HolderPolicy, Loader,
     NouveauSpec, Reload, RepositoriesSpec, Source, StopTimeout, ToolkitSpec, ToolkitVersion,
     UnitName, UpgradeSpec,
 };
@@ -50,6 +50,19 @@ pub struct Plan {
     pub environment: EnvironmentSpec,
     pub repositories: RepositoriesSpec,
     pub upgrade: UpgradeSpec,
+    /// `[secure_boot]`: the key pair that signs the modules built here.
+    pub signing: Option<Signing>,
+    /// `[container] runtime`.
+    pub container: ContainerRuntime,
+    /// `[dcgm] enable`.
+    pub dcgm: bool,
+}
+
+/// The enrolled key pair modules are signed with (paths on the host).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Signing {
+    pub key: String,
+    pub cert: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -171,6 +184,27 @@ impl Plan {
             }
             _ => {}
         }
+        let signing = match spec.secure_boot {
+            None => None,
+            Some(spanned) => {
+                let start = spanned.span().start;
+                match spanned.into_inner() {
+                    schema::SecureBootSpec {
+                        key: Some(key),
+                        cert: Some(cert),
+                    } => Some(Signing {
+                        key: key.0,
+                        cert: cert.0,
+                    }),
+                    _ => {
+                        return Err(invalid(
+                            start,
+                            "[secure_boot] needs both key (the private key) and cert (its certificate, enrolled with `mokutil --import`)".into(),
+                        ));
+                    }
+                }
+            }
+        };
         Ok(Plan {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(bytes)),
@@ -182,6 +216,9 @@ impl Plan {
             environment: spec.environment,
             repositories: spec.repositories,
             upgrade: spec.upgrade,
+            signing,
+            container: spec.container.runtime,
+            dcgm: spec.dcgm.enable,
         })
     }
 }

@@ -24,6 +24,87 @@ pub struct PlanSpec {
     pub repositories: RepositoriesSpec,
     #[serde(default)]
     pub upgrade: UpgradeSpec,
+    #[serde(default)]
+    pub secure_boot: Option<toml::Spanned<SecureBootSpec>>,
+    #[serde(default)]
+    pub container: ContainerSpec,
+    #[serde(default)]
+    pub dcgm: DcgmSpec,
+}
+
+/// `[container]`: NVIDIA's container toolkit and the runtime it serves.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    #[serde(default)]
+    pub runtime: ContainerRuntime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerRuntime {
+    Docker,
+    Containerd,
+    CriO,
+    #[default]
+    None,
+}
+
+impl fmt::Display for ContainerRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContainerRuntime::Docker => "docker",
+            ContainerRuntime::Containerd => "containerd",
+            ContainerRuntime::CriO => "cri-o",
+            ContainerRuntime::None => "none",
+        })
+    }
+}
+
+/// `[dcgm]`: NVIDIA's Data Center GPU Manager, held with the driver.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DcgmSpec {
+    #[serde(default)]
+    pub enable: bool,
+}
+
+/// `[secure_boot]`: the enrolled key (MOK or db) that signs the modules
+/// DKMS or a runfile builds, so a Secure Boot kernel loads them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureBootSpec {
+    /// The private key, "/var/lib/shim-signed/mok/MOK.priv".
+    pub key: Option<HostPath>,
+    /// Its certificate (DER or PEM), "/var/lib/shim-signed/mok/MOK.der".
+    pub cert: Option<HostPath>,
+}
+
+/// An absolute path on the host: no `..`, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct HostPath(pub String);
+
+impl From<HostPath> for String {
+    fn from(path: HostPath) -> String {
+        path.0
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let valid = text.starts_with('/')
+            && text.len() <= 4096
+            && !text.split('/').any(|part| part == "..")
+            && !text.chars().any(|c| c.is_control() || c == '"' || c == '\\');
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "invalid path {text:?}: expected an absolute path on the host, such as \"/var/lib/shim-signed/mok/MOK.priv\""
+            )));
+        }
+        Ok(HostPath(text))
+    }
 }
 
 /// `[upgrade]`: what an upgrade may do to a node that is running work.
@@ -187,6 +268,10 @@ pub struct RepositoriesSpec {
     /// The key's fingerprint (default: NVIDIA's, pinned in provision). A
     /// mirror that signs with its own key names it here.
     pub cuda_fingerprint: Option<Fingerprint>,
+    /// NVIDIA's libnvidia-container repository (default: NVIDIA's).
+    pub container: Option<Url>,
+    pub container_key: Option<Url>,
+    pub container_fingerprint: Option<Fingerprint>,
     /// Install kernel headers for every installed kernel (and dkms, EPEL on
     /// the RHEL family) so DKMS can build.
     #[serde(default = "yes")]
@@ -199,6 +284,9 @@ impl Default for RepositoriesSpec {
             cuda: None,
             cuda_key: None,
             cuda_fingerprint: None,
+            container: None,
+            container_key: None,
+            container_fingerprint: None,
             prerequisites: true,
         }
     }

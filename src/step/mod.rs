@@ -9,6 +9,7 @@ pub mod packages;
 pub mod persistence;
 pub mod repository;
 pub mod runfile;
+pub mod signature;
 pub mod verify;
 pub mod window;
 

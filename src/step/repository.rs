@@ -14,7 +14,40 @@ pub const APT_LIST: &str = "/etc/apt/sources.list.d/provision-cuda.list";
 pub const DNF_KEY: &str = "/etc/pki/rpm-gpg/RPM-GPG-KEY-provision-cuda";
 pub const DNF_REPO: &str = "/etc/yum.repos.d/provision-cuda.repo";
 
+/// Which of NVIDIA's repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    /// The CUDA repository: drivers, toolkits, compat, DCGM.
+    Cuda,
+    /// libnvidia-container: the container toolkit.
+    Container,
+}
+
+impl RepoKind {
+    fn id(self) -> &'static str {
+        match self {
+            RepoKind::Cuda => ID,
+            RepoKind::Container => "repository:container",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RepoKind::Cuda => "cuda",
+            RepoKind::Container => "container",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            RepoKind::Cuda => "NVIDIA's CUDA repository",
+            RepoKind::Container => "NVIDIA's libnvidia-container repository",
+        }
+    }
+}
+
 pub struct CudaRepository {
+    pub kind: RepoKind,
     /// The repository URL, ending in '/'.
     pub url: String,
     pub key_url: String,
@@ -24,31 +57,44 @@ pub struct CudaRepository {
 }
 
 impl CudaRepository {
-    fn key_path(&self) -> &'static str {
+    fn key_path(&self) -> String {
+        let name = self.kind.name();
         match self.family {
-            Family::Rhel => DNF_KEY,
-            Family::Debian => APT_KEYRING,
+            Family::Rhel => format!("/etc/pki/rpm-gpg/RPM-GPG-KEY-provision-{name}"),
+            Family::Debian => format!("/usr/share/keyrings/provision-{name}-archive-keyring.gpg"),
         }
     }
 
-    fn source_path(&self) -> &'static str {
+    fn source_path(&self) -> String {
+        let name = self.kind.name();
         match self.family {
-            Family::Rhel => DNF_REPO,
-            Family::Debian => APT_LIST,
+            Family::Rhel => format!("/etc/yum.repos.d/provision-{name}.repo"),
+            Family::Debian => format!("/etc/apt/sources.list.d/provision-{name}.list"),
         }
     }
 
     /// The source definition provision writes.
     pub fn source(&self) -> String {
-        match self.family {
-            Family::Debian => format!(
-                "{}deb [signed-by={APT_KEYRING}] {} /\n",
-                header("NVIDIA's CUDA repository, its key checked against a pinned fingerprint"),
+        let what = format!(
+            "{}, its key checked against a pinned fingerprint",
+            self.kind.title()
+        );
+        let key = self.key_path();
+        match (self.family, self.kind) {
+            (Family::Debian, _) => format!(
+                "{}deb [signed-by={key}] {} /\n",
+                header(&what),
                 self.url
             ),
-            Family::Rhel => format!(
-                "{}[provision-cuda]\nname=NVIDIA CUDA (provision)\nbaseurl={}\nenabled=1\ngpgcheck=1\ngpgkey=file://{DNF_KEY}\n",
-                header("NVIDIA's CUDA repository, its key checked against a pinned fingerprint"),
+            (Family::Rhel, RepoKind::Cuda) => format!(
+                "{}[provision-cuda]\nname=NVIDIA CUDA (provision)\nbaseurl={}\nenabled=1\ngpgcheck=1\ngpgkey=file://{key}\n",
+                header(&what),
+                self.url
+            ),
+            // libnvidia-container signs its metadata, not each package.
+            (Family::Rhel, RepoKind::Container) => format!(
+                "{}[provision-container]\nname=NVIDIA libnvidia-container (provision)\nbaseurl={}\nenabled=1\ngpgcheck=0\nrepo_gpgcheck=1\ngpgkey=file://{key}\n",
+                header(&what),
                 self.url
             ),
         }
@@ -68,7 +114,7 @@ impl CudaRepository {
             .unwrap_or_default()
             .into_iter()
             .map(|name| format!("{dir}/{name}"))
-            .filter(|path| path != self.source_path())
+            .filter(|path| *path != self.source_path())
             .collect();
         files.extend(single.map(str::to_string));
         files.into_iter().find(|path| {
@@ -94,7 +140,7 @@ impl CudaRepository {
 
 impl Step for CudaRepository {
     fn id(&self) -> String {
-        ID.to_string()
+        self.kind.id().to_string()
     }
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
@@ -115,7 +161,7 @@ impl Step for CudaRepository {
             )));
         }
         let mut diff = unified(
-            self.source_path(),
+            &self.source_path(),
             current.as_deref().unwrap_or(""),
             &source,
         );
@@ -133,7 +179,7 @@ impl Step for CudaRepository {
             } else {
                 Action::Update
             },
-            summary: format!("configure NVIDIA's CUDA repository {}", self.url),
+            summary: format!("configure {} {}", self.kind.title(), self.url),
             diff: Diff::Text(diff),
             commands: vec![format!(
                 "download {} and verify fingerprint {}",
@@ -151,10 +197,11 @@ impl Step for CudaRepository {
             .map_err(|e| StepError::Failed(format!("{}: {e}", self.key_url)))?;
         if !found.contains(&self.fingerprint) {
             return Err(StepError::Failed(format!(
-                "the key at {} has fingerprint {}, not the pinned {}: refusing it (a mirror that signs with its own key sets [repositories] cuda_fingerprint)",
+                "the key at {} has fingerprint {}, not the pinned {}: refusing it (a mirror that signs with its own key sets [repositories] {}_fingerprint)",
                 self.key_url,
                 found.join(", "),
-                self.fingerprint
+                self.fingerprint,
+                self.kind.name()
             )));
         }
         let root = &ctx.host.root;
@@ -163,11 +210,12 @@ impl Step for CudaRepository {
             Family::Debian => packets,
             Family::Rhel => bytes,
         };
-        journal.record_file(ID, self.key_path())?;
-        root.write_atomic(self.key_path(), &key_bytes, 0o644)
-            .map_err(io_error(self.key_path()))?;
-        journal.record_file(ID, self.source_path())?;
-        root.write_atomic(self.source_path(), self.source().as_bytes(), 0o644)
-            .map_err(io_error(self.source_path()))
+        let (id, key_path, source_path) = (self.kind.id(), self.key_path(), self.source_path());
+        journal.record_file(id, &key_path)?;
+        root.write_atomic(&key_path, &key_bytes, 0o644)
+            .map_err(io_error(&key_path))?;
+        journal.record_file(id, &source_path)?;
+        root.write_atomic(&source_path, self.source().as_bytes(), 0o644)
+            .map_err(io_error(&source_path))
     }
 }

@@ -33,7 +33,11 @@ pub struct VerifyCheck {
     pub evidence: String,
 }
 
-fn check(name: &str, passed: Option<bool>, evidence: impl Into<String>) -> VerifyCheck {
+pub(crate) fn check(
+    name: &str,
+    passed: Option<bool>,
+    evidence: impl Into<String>,
+) -> VerifyCheck {
     VerifyCheck {
         name: name.into(),
         passed,
@@ -44,26 +48,26 @@ fn check(name: &str, passed: Option<bool>, evidence: impl Into<String>) -> Verif
 pub struct Verify {
     pub target: DriverTarget,
     pub persistence: bool,
+    /// `[secure_boot] cert`: the certificate the module must be signed by.
+    pub signing: Option<String>,
     /// Where the result goes for the report.
     pub result: Arc<Mutex<Option<Verification>>>,
 }
 
 /// Runs every check on `facts` (gathered after the change).
-pub fn verify(
-    host: &Host,
-    facts: &Facts,
-    target: &DriverTarget,
-    persistence: bool,
-) -> Verification {
+pub fn verify(host: &Host, facts: &Facts, verify: &Verify) -> Verification {
     let live = host.root.is_host() && facts.os.booted();
-    let mut checks = vec![userspace(facts, target)];
+    let mut checks = vec![userspace(facts, &verify.target)];
     if live {
         checks.push(module(host, facts));
         checks.push(pci(facts));
         checks.push(smi(host, facts));
-        checks.push(persistenced(host, facts, persistence));
+        checks.push(persistenced(host, facts, verify.persistence));
     } else {
         checks.push(module_file(host, facts));
+    }
+    if let Some(cert) = &verify.signing {
+        checks.push(super::signature::signature(host, facts, cert, live));
     }
     Verification {
         passed: checks.iter().all(|c| c.passed != Some(false)),
@@ -276,7 +280,7 @@ impl Step for Verify {
     }
 
     fn apply(&self, ctx: &Context, _journal: &mut Journal) -> Result<(), StepError> {
-        let result = verify(ctx.host, ctx.facts, &self.target, self.persistence);
+        let result = verify(ctx.host, ctx.facts, self);
         let failed: Vec<String> = result
             .checks
             .iter()

@@ -19,6 +19,7 @@ mod real_driver;
 mod recommend;
 mod rhel;
 mod runfile;
+mod secure_boot;
 mod spine;
 mod toolkit_only;
 mod ubuntu;

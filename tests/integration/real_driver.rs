@@ -1,17 +1,30 @@
 //! Debian's real NVIDIA 535 driver, from Debian's own archive, in the
-//! bookworm rootfs: DKMS builds the real nvidia-current.ko for the rootfs's
-//! kernel, nouveau is blacklisted in the initramfs, a second apply changes
-//! nothing, rollback removes it all. About five minutes (a 1.8 GB download
+//! bookworm rootfs with Secure Boot modelled as on: DKMS builds the real
+//! nvidia-current.ko for the rootfs's kernel, signed with a freshly
+//! generated key pair (`[secure_boot]`), nouveau is blacklisted in the
+//! initramfs, a second apply changes nothing, rollback removes it all
+//! (the DKMS signing configuration byte for byte). About five minutes (a 1.8 GB download
 //! with the CUDA 11.8 toolkit, and the module build): ignored by a plain
 //! `cargo test`, run by `scripts/test` (CI).
 
-use crate::support::{Rootfs, apply_ok, assert_same_tree, mounts_under, provision, repo};
+use crate::secure_boot::{generate_mok, secure_boot_on, secure_boot_section};
+use crate::support::{
+    Rootfs, apply_ok, assert_same_tree, mounts_under, plan_file, provision, repo,
+};
 
 #[test]
 #[ignore = "downloads 1.8 GB and builds the real module (about 5 minutes): scripts/test runs it"]
 fn debian_12_real_535_driver_with_dkms() {
     let rootfs = Rootfs::new();
-    let plan = repo().join("plans/debian-12-distro-535.toml");
+    secure_boot_on(rootfs.path());
+    let (key, cert) = generate_mok(rootfs.path());
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = fs_err::read_to_string(repo().join("plans/debian-12-distro-535.toml")).unwrap();
+    let plan = plan_file(
+        dir.path(),
+        "signed.toml",
+        &format!("{shipped}{}", secure_boot_section(&key, &cert)),
+    );
     let kernel = rootfs.kernel();
     let before_tree = rootfs.tree(&["etc", "boot"]);
     let before_packages = rootfs.packages();
@@ -50,6 +63,34 @@ fn debian_12_real_535_driver_with_dkms() {
             .chroot(&["modinfo", "-F", "license", &module])
             .contains("NVIDIA")
     );
+
+    // Signed with the plan's key, not the one DKMS would make up: the
+    // signer is the certificate's name, the key id its serial number.
+    let signer = rootfs.chroot(&["modinfo", "-F", "signer", &module]);
+    assert_eq!(signer.trim(), "provision test MOK");
+    let sig_key = rootfs.chroot(&["modinfo", "-F", "sig_key", &module]);
+    let serial = rootfs.chroot(&["openssl", "x509", "-inform", "DER", "-in", &cert, "-noout", "-serial"]);
+    let hex = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .collect::<String>()
+            .to_ascii_uppercase()
+            .trim_start_matches('0')
+            .to_string()
+    };
+    assert_eq!(
+        hex(sig_key.trim()),
+        hex(serial.trim().trim_start_matches("serial=")),
+        "sig_key {sig_key} is the certificate's {serial}"
+    );
+    let signature = report["verify"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "signature")
+        .unwrap_or_else(|| panic!("no signature check: {report:#}"))
+        .clone();
+    assert_eq!(signature["passed"], true, "{signature:#}");
 
     // nouveau is blacklisted in the initramfs too.
     let listing = rootfs.chroot(&["lsinitramfs", &format!("/boot/initrd.img-{kernel}")]);
