@@ -141,7 +141,8 @@ fn toolkit_only_steps(
     let mut steps: Vec<Box<dyn Step>> = Vec::new();
     if plan.signing.is_some() {
         warnings.push(
-            "[secure_boot] signs the modules a driver plan builds; a toolkit-only plan builds none".into(),
+            "[secure_boot] signs the modules a driver plan builds; a toolkit-only plan builds none"
+                .into(),
         );
     }
     let found = if plan.source() == Source::Runfile {
@@ -164,10 +165,22 @@ fn package_steps(
     warnings: &mut Vec<String>,
     steps: &mut Vec<Box<dyn Step>>,
 ) -> Result<(Option<String>, Option<String>, bool), PlanRefused> {
-    let desired = distro::desired(plan, facts, flavor, compat)
+    let mut desired = distro::desired(plan, facts, flavor, compat)
         .map_err(|e| PlanRefused::Refused(e.to_string()))?;
     warnings.extend(desired.warnings.iter().cloned());
+    if plan.dcgm && plan.source() != Source::CudaRepo {
+        return Err(PlanRefused::Refused(format!(
+            "[dcgm] comes from NVIDIA's CUDA repository, and this plan's source is \"{}\": set source = \"cuda-repo\"",
+            plan.source()
+        )));
+    }
+    desired
+        .install
+        .extend(super::container::extra_packages(plan, facts)?);
     if let Some(repository) = cuda_repository(plan, facts)? {
+        steps.push(Box::new(repository));
+    }
+    if let Some(repository) = super::container::container_repository(plan, facts)? {
         steps.push(Box::new(repository));
     }
     let found = (
@@ -176,6 +189,12 @@ fn package_steps(
         desired.toolkit_on_path,
     );
     steps.push(Box::new(step::packages::Packages::new(desired)));
+    if let Some(runtime) = super::container::runtime_step(plan, facts)? {
+        steps.push(Box::new(runtime));
+    }
+    if let Some(dcgm) = super::container::dcgm_step(plan) {
+        steps.push(Box::new(dcgm));
+    }
     Ok(found)
 }
 
@@ -314,6 +333,11 @@ fn runfile_steps(
     steps: &mut Vec<Box<dyn Step>>,
 ) -> Result<(Option<String>, Option<String>, bool), PlanRefused> {
     use step::runfile::{Component, Runfile, driver_args};
+    if plan.container != crate::plan::ContainerRuntime::None || plan.dcgm {
+        return Err(PlanRefused::Refused(
+            "[container] and [dcgm] install packages from NVIDIA's repositories, and a runfile driver has none: use source = \"cuda-repo\"".into(),
+        ));
+    }
     if let Some(package) = compat {
         return Err(PlanRefused::Refused(format!(
             "{package} comes from NVIDIA's CUDA repository, not a runfile: set [compat] package = \"none\" and a driver that runs the toolkit natively, or use source = \"cuda-repo\""

@@ -5,6 +5,7 @@
 //! a [`Report`]; nothing here prints.
 
 mod build;
+mod container;
 mod history;
 mod recommended;
 mod report;
@@ -18,8 +19,8 @@ pub use build::{
     resolve_flavor,
 };
 pub use history::{History, history};
-pub use secure_boot::DKMS_SIGNING_CONF;
 pub use report::{AnsibleDiff, Exit, Report, StepReport};
+pub use secure_boot::DKMS_SIGNING_CONF;
 pub use undo::{rollback, undo_generation};
 
 use report::{pending, satisfied};

@@ -93,19 +93,14 @@ fn no_key_message(driver: &Driver, facts: &Facts) -> String {
         "Secure Boot is on ({}) and {how}: the kernel refuses a module no enrolled key signed, so the install would succeed and the GPU never appear. \
          Set [secure_boot] key and cert to a key pair enrolled in MOK (make one with `openssl req -new -x509 -newkey rsa:2048 -nodes -days 36500 -subj \"/CN=GPU module signing/\" -outform DER -keyout MOK.priv -out MOK.der`, \
          enroll it with `mokutil --import MOK.der` and confirm at the next boot) or in the firmware's db{ubuntu}",
-        facts
-            .os
-            .secure_boot_source
-            .as_deref()
-            .unwrap_or("detected")
+        facts.os.secure_boot_source.as_deref().unwrap_or("detected")
     )
 }
 
 /// Both files exist in the root; the private key is not world-readable.
 fn check_key_pair(signing: &Signing, facts: &Facts) -> Result<(), PlanRefused> {
-    let root = Root::new(&facts.root).map_err(|e| {
-        PlanRefused::Refused(format!("{}: {e}", facts.root))
-    })?;
+    let root =
+        Root::new(&facts.root).map_err(|e| PlanRefused::Refused(format!("{}: {e}", facts.root)))?;
     for (what, path) in [("key", &signing.key), ("cert", &signing.cert)] {
         if !root.exists(path) {
             return Err(PlanRefused::Refused(format!(

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use schema::{
-    Branch, CompatPackage, ContainerRuntime, DriverRef, DriverVersion, EnvironmentSpec, Flavor, HolderPolicy, Loader,
-    NouveauSpec, Reload, RepositoriesSpec, Source, StopTimeout, ToolkitSpec, ToolkitVersion,
-    UnitName, UpgradeSpec,
+    Branch, CompatPackage, ContainerRuntime, DriverRef, DriverVersion, EnvironmentSpec, Flavor,
+    HolderPolicy, Loader, NouveauSpec, Reload, RepositoriesSpec, Source, StopTimeout, ToolkitSpec,
+    ToolkitVersion, UnitName, UpgradeSpec,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -97,7 +97,9 @@ impl<'de> Deserialize<'de> for HostPath {
         let valid = text.starts_with('/')
             && text.len() <= 4096
             && !text.split('/').any(|part| part == "..")
-            && !text.chars().any(|c| c.is_control() || c == '"' || c == '\\');
+            && !text
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\');
         if !valid {
             return Err(serde::de::Error::custom(format!(
                 "invalid path {text:?}: expected an absolute path on the host, such as \"/var/lib/shim-signed/mok/MOK.priv\""

@@ -81,11 +81,9 @@ impl CudaRepository {
         );
         let key = self.key_path();
         match (self.family, self.kind) {
-            (Family::Debian, _) => format!(
-                "{}deb [signed-by={key}] {} /\n",
-                header(&what),
-                self.url
-            ),
+            (Family::Debian, _) => {
+                format!("{}deb [signed-by={key}] {} /\n", header(&what), self.url)
+            }
             (Family::Rhel, RepoKind::Cuda) => format!(
                 "{}[provision-cuda]\nname=NVIDIA CUDA (provision)\nbaseurl={}\nenabled=1\ngpgcheck=1\ngpgkey=file://{key}\n",
                 header(&what),

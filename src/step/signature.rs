@@ -82,7 +82,9 @@ fn cert_identity(host: &Host, cert: &str) -> Result<CertIdentity, String> {
             Err(error) => last = error.to_string(),
         }
     }
-    Err(format!("cannot read the certificate {cert} with openssl: {last}"))
+    Err(format!(
+        "cannot read the certificate {cert} with openssl: {last}"
+    ))
 }
 
 fn modinfo(host: &Host, field: &str, module: &str) -> Option<String> {

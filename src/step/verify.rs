@@ -33,11 +33,7 @@ pub struct VerifyCheck {
     pub evidence: String,
 }
 
-pub(crate) fn check(
-    name: &str,
-    passed: Option<bool>,
-    evidence: impl Into<String>,
-) -> VerifyCheck {
+pub(crate) fn check(name: &str, passed: Option<bool>, evidence: impl Into<String>) -> VerifyCheck {
     VerifyCheck {
         name: name.into(),
         passed,

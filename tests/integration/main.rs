@@ -5,6 +5,7 @@ mod support;
 
 mod ansible;
 mod compat;
+mod container;
 mod corpus;
 mod crash;
 mod doctor;

@@ -69,7 +69,9 @@ fn debian_12_real_535_driver_with_dkms() {
     let signer = rootfs.chroot(&["modinfo", "-F", "signer", &module]);
     assert_eq!(signer.trim(), "provision test MOK");
     let sig_key = rootfs.chroot(&["modinfo", "-F", "sig_key", &module]);
-    let serial = rootfs.chroot(&["openssl", "x509", "-inform", "DER", "-in", &cert, "-noout", "-serial"]);
+    let serial = rootfs.chroot(&[
+        "openssl", "x509", "-inform", "DER", "-in", &cert, "-noout", "-serial",
+    ]);
     let hex = |s: &str| {
         s.chars()
             .filter(|c| c.is_ascii_hexdigit())

@@ -26,7 +26,9 @@ pub fn generate_mok(root: &Path) -> (String, String) {
     let dir = root.join("var/lib/shim-signed/mok");
     fs_err::create_dir_all(&dir).unwrap();
     let status = std::process::Command::new("openssl")
-        .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650"])
+        .args([
+            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        ])
         .args(["-subj", "/CN=provision test MOK/", "-outform", "DER"])
         .arg("-keyout")
         .arg(dir.join("MOK.priv"))
@@ -36,8 +38,7 @@ pub fn generate_mok(root: &Path) -> (String, String) {
         .status()
         .unwrap();
     assert!(status.success(), "openssl req");
-    fs_err::set_permissions(dir.join("MOK.priv"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    fs_err::set_permissions(dir.join("MOK.priv"), std::fs::Permissions::from_mode(0o600)).unwrap();
     (
         "/var/lib/shim-signed/mok/MOK.priv".into(),
         "/var/lib/shim-signed/mok/MOK.der".into(),
@@ -67,7 +68,13 @@ fn without_a_key_a_module_build_under_secure_boot_is_refused_before_any_change()
     let plan = plan_file(dir.path(), "plan.toml", &distro_plan());
     let before = rootfs.tree(&["etc", "boot", "var/lib/dpkg"]);
     for verb in ["plan", "apply"] {
-        let run = provision(&[verb, plan.to_str().unwrap(), "--root", rootfs.arg(), "--json"]);
+        let run = provision(&[
+            verb,
+            plan.to_str().unwrap(),
+            "--root",
+            rootfs.arg(),
+            "--json",
+        ]);
         assert_eq!(run.code, 1, "{verb}: {run:?}");
         let msg = run.json()["msg"].as_str().unwrap().to_string();
         assert!(msg.contains("Secure Boot is on"), "{msg}");
@@ -75,7 +82,11 @@ fn without_a_key_a_module_build_under_secure_boot_is_refused_before_any_change()
         assert!(msg.contains("mokutil --import MOK.der"), "{msg}");
         assert!(msg.contains("[secure_boot] key and cert"), "{msg}");
     }
-    assert_same_tree(&before, &rootfs.tree(&["etc", "boot", "var/lib/dpkg"]), "refused");
+    assert_same_tree(
+        &before,
+        &rootfs.tree(&["etc", "boot", "var/lib/dpkg"]),
+        "refused",
+    );
 
     // A key anyone can read, or one that is not there, is refused too.
     let (key, cert) = generate_mok(rootfs.path());
@@ -86,18 +97,37 @@ fn without_a_key_a_module_build_under_secure_boot_is_refused_before_any_change()
         "signed.toml",
         &format!("{}{}", distro_plan(), secure_boot_section(&key, &cert)),
     );
-    let run = provision(&["plan", plan.to_str().unwrap(), "--root", rootfs.arg(), "--json"]);
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.json()["msg"].as_str().unwrap().contains("is readable by every user (mode 644)"),
+        run.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("is readable by every user (mode 644)"),
         "{run:?}"
     );
     let missing = plan_file(
         dir.path(),
         "missing.toml",
-        &format!("{}{}", distro_plan(), secure_boot_section("/root/none.priv", &cert)),
+        &format!(
+            "{}{}",
+            distro_plan(),
+            secure_boot_section("/root/none.priv", &cert)
+        ),
     );
-    let run = provision(&["plan", missing.to_str().unwrap(), "--root", rootfs.arg(), "--json"]);
+    let run = provision(&[
+        "plan",
+        missing.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.json()["msg"]
@@ -119,7 +149,10 @@ fn a_half_secure_boot_table_is_a_located_error() {
     let run = provision(&["plan", plan.to_str().unwrap(), "--json"]);
     assert_eq!(run.code, 1, "{run:?}");
     let msg = run.json()["msg"].as_str().unwrap().to_string();
-    assert!(msg.contains("plan.toml:3:1: [secure_boot] needs both key"), "{msg}");
+    assert!(
+        msg.contains("plan.toml:3:1: [secure_boot] needs both key"),
+        "{msg}"
+    );
     let plan = plan_file(
         dir.path(),
         "relative.toml",
@@ -127,7 +160,10 @@ fn a_half_secure_boot_table_is_a_located_error() {
     );
     let run = provision(&["plan", plan.to_str().unwrap(), "--json"]);
     assert!(
-        run.json()["msg"].as_str().unwrap().contains("relative.toml:4:7: invalid path \"mok.priv\""),
+        run.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("relative.toml:4:7: invalid path \"mok.priv\""),
         "{run:?}"
     );
 }
@@ -145,17 +181,40 @@ fn dkms_is_told_to_sign_with_the_key_and_rollback_removes_it_byte_for_byte() {
         &format!("{}{}", distro_plan(), secure_boot_section(&key, &cert)),
     );
     let before = rootfs.tree(&["etc", "boot"]);
-    let planned = provision(&["plan", plan.to_str().unwrap(), "--root", rootfs.arg(), "--json"]);
+    let planned = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
     assert_eq!(planned.code, 0, "{planned:?}");
     let signing = step(&planned.json(), "secure-boot:dkms-signing").clone();
     assert_eq!(signing["action"], "create", "{signing:#}");
-    assert!(signing["diff"].to_string().contains(&format!("mok_signing_key=\\\"{key}\\\"")), "{signing:#}");
+    assert!(
+        signing["diff"]
+            .to_string()
+            .contains(&format!("mok_signing_key=\\\"{key}\\\"")),
+        "{signing:#}"
+    );
 
-    let applied = provision(&["apply", plan.to_str().unwrap(), "--root", rootfs.arg(), "--json"]);
+    let applied = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
     assert_eq!(applied.code, 0, "{applied:?}");
     let conf = rootfs.read("/etc/dkms/framework.conf.d/provision-signing.conf");
-    assert!(conf.contains(&format!("mok_signing_key=\"{key}\"\n")), "{conf}");
-    assert!(conf.contains(&format!("mok_certificate=\"{cert}\"\n")), "{conf}");
+    assert!(
+        conf.contains(&format!("mok_signing_key=\"{key}\"\n")),
+        "{conf}"
+    );
+    assert!(
+        conf.contains(&format!("mok_certificate=\"{cert}\"\n")),
+        "{conf}"
+    );
     // The steps run in order: the key is in place before DKMS builds.
     let ids: Vec<String> = applied.json()["steps"]
         .as_array()
