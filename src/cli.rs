@@ -38,6 +38,19 @@ pub struct Common {
     pub json: bool,
 }
 
+/// Serve the host from an offline bundle.
+#[derive(Debug, Clone, Args)]
+pub struct BundleArgs {
+    /// The bundle (`provision bundle`) to serve packages from; overrides
+    /// [repositories] bundle.
+    #[arg(long, value_name = "FILE.tar")]
+    pub bundle: Option<PathBuf>,
+    /// The manifest's sha256 as `provision bundle` printed it: a bundle
+    /// with another is refused.
+    #[arg(long, value_name = "HASH", requires = "bundle")]
+    pub bundle_sha256: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Report what the host has, layer by layer: OS, GPUs, nouveau, kernel
@@ -59,6 +72,8 @@ pub enum Command {
         plan: PathBuf,
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        bundle: BundleArgs,
         /// Exit 2 when changes are pending (0 when none).
         #[arg(long)]
         detailed_exitcode: bool,
@@ -72,9 +87,38 @@ pub enum Command {
         plan: PathBuf,
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        bundle: BundleArgs,
         /// Wait up to SECONDS for another run's lock (0: fail at once).
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         lock_timeout: u64,
+    },
+    /// Make an offline bundle: every package PLAN needs on a host of one
+    /// release that a minimal install lacks, resolved by apt against that
+    /// release's repositories (and NVIDIA's, or the plan's mirrors), as a
+    /// local repository and a manifest in one tar. Prints the manifest's
+    /// sha256, which `--bundle-sha256` checks on the air-gapped host.
+    Bundle {
+        plan: PathBuf,
+        /// The release to bundle for, as `detect` names it: debian-12,
+        /// ubuntu-24.04, ...
+        #[arg(long = "for", value_name = "ID-VERSION")]
+        release: String,
+        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "sbsa"])]
+        arch: String,
+        /// A kernel to carry headers for (repeatable; default: the
+        /// release's current kernel).
+        #[arg(long = "kernel", value_name = "RELEASE")]
+        kernels: Vec<String>,
+        /// The distribution's archive (default: its official one).
+        #[arg(long, value_name = "URL")]
+        mirror: Option<String>,
+        /// Where to write the bundle.
+        #[arg(short = 'o', long = "output", value_name = "FILE.tar")]
+        output: PathBuf,
+        /// Print one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Undo the most recent applied generation (a driver swapped back is
     /// reloaded, or left to a reboot).

@@ -1,6 +1,7 @@
 //! provision: turns a host into a working NVIDIA GPU node from a TOML plan,
 //! and upgrades it later without surprises.
 
+pub mod bundle;
 pub mod cli;
 pub mod compat;
 pub mod distro;

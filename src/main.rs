@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use provision::cli::{Cli, Command, Common};
+use provision::cli::{BundleArgs, Cli, Command, Common};
 use provision::engine::{self, Exit, Report};
 use provision::facts::{Facts, Options};
 use provision::host::{Host, Root, SystemRunner};
@@ -100,13 +100,24 @@ fn run(cli: Cli) -> Exit {
         Command::Plan {
             plan,
             common,
+            bundle,
             detailed_exitcode,
-        } => plan_verb(&plan, &common, detailed_exitcode),
+        } => plan_verb(&plan, &common, &bundle, detailed_exitcode),
         Command::Apply {
             plan,
             common,
+            bundle,
             lock_timeout,
-        } => apply(&plan, &common, lock_timeout),
+        } => apply(&plan, &common, &bundle, lock_timeout),
+        Command::Bundle {
+            plan,
+            release,
+            arch,
+            kernels,
+            mirror,
+            output,
+            json,
+        } => bundle_verb(&plan, release, arch, kernels, mirror, output, json),
         Command::Compat {
             driver,
             cuda,
@@ -170,8 +181,40 @@ fn detect(common: &Common, initramfs: bool, origins: bool) -> Exit {
     Exit::Success
 }
 
-fn plan_verb(plan: &Path, common: &Common, detailed_exitcode: bool) -> Exit {
-    let plan = match load_plan(plan, "plan", common) {
+/// The plan with its bundle checked (`plan`) or unpacked (`apply`),
+/// before anything looks at the host.
+fn with_bundle(
+    mut plan: Plan,
+    args: &BundleArgs,
+    unpack: bool,
+    verb: &str,
+    common: &Common,
+) -> Result<Plan, Exit> {
+    let named = match &args.bundle {
+        Some(path) => Some((path.clone(), args.bundle_sha256.clone())),
+        None => plan.bundle_ref(),
+    };
+    let Some((path, sha256)) = named else {
+        return Ok(plan);
+    };
+    let opened = if unpack {
+        provision::bundle::open(&path, sha256.as_deref())
+    } else {
+        provision::bundle::check(&path, sha256.as_deref())
+    };
+    match opened {
+        Ok(opened) => {
+            plan.bundle = Some(opened);
+            Ok(plan)
+        }
+        Err(error) => Err(fail(error.to_string(), verb, common)),
+    }
+}
+
+fn plan_verb(plan: &Path, common: &Common, bundle: &BundleArgs, detailed_exitcode: bool) -> Exit {
+    let plan = match load_plan(plan, "plan", common)
+        .and_then(|plan| with_bundle(plan, bundle, false, "plan", common))
+    {
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
@@ -190,8 +233,10 @@ fn plan_verb(plan: &Path, common: &Common, detailed_exitcode: bool) -> Exit {
     }
 }
 
-fn apply(plan: &Path, common: &Common, lock_timeout: u64) -> Exit {
-    let plan = match load_plan(plan, "apply", common) {
+fn apply(plan: &Path, common: &Common, bundle: &BundleArgs, lock_timeout: u64) -> Exit {
+    let plan = match load_plan(plan, "apply", common)
+        .and_then(|plan| with_bundle(plan, bundle, true, "apply", common))
+    {
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
@@ -214,6 +259,58 @@ fn apply(plan: &Path, common: &Common, lock_timeout: u64) -> Exit {
     );
     print_report(&report, "apply", common);
     report.exit
+}
+
+/// `provision bundle`: resolve, download, write the tar, print its hash.
+fn bundle_verb(
+    plan: &Path,
+    release: String,
+    arch: String,
+    kernels: Vec<String>,
+    mirror: Option<String>,
+    output: std::path::PathBuf,
+    json: bool,
+) -> Exit {
+    let common = Common { root: None, json };
+    let plan = match load_plan(plan, "bundle", &common) {
+        Ok(plan) => plan,
+        Err(exit) => return exit,
+    };
+    let progress = progress_for(&common);
+    let runner = SystemRunner::new(Path::new("/"), progress.clone(), false);
+    let request = provision::bundle::build::Request {
+        plan: &plan,
+        release,
+        arch,
+        kernels,
+        mirror,
+        output,
+    };
+    let started = std::time::Instant::now();
+    match provision::bundle::build::build(&request, &runner, progress.as_ref()) {
+        Ok(built) => {
+            if json {
+                let mut value = serde_json::to_value(&built).unwrap_or_default();
+                value["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{}: {} package(s) for {}, {:.1} MB, in {:.0} s\nmanifest sha256 {}",
+                    built.output.display(),
+                    built.packages,
+                    built.manifest.release,
+                    built.bytes as f64 / 1e6,
+                    started.elapsed().as_secs_f64(),
+                    built.manifest_sha256
+                );
+            }
+            Exit::Success
+        }
+        Err(error) => fail(error.to_string(), "bundle", &common),
+    }
 }
 
 fn rollback(common: &Common, lock_timeout: u64) -> Exit {

@@ -320,17 +320,7 @@ fn driver_packages(
     };
     let branch = branch.to_string();
     let fill = |name: &str| name.replace("{branch}", &branch);
-    if let Some(module) = &set.stream_module
-        && set.stream_releases.contains(&major_release)
-    {
-        let stream = match flavor {
-            Flavor::Proprietary => &set.stream_proprietary,
-            _ => &set.stream_open,
-        };
-        if let Some(stream) = stream {
-            desired.stream = Some((module.clone(), fill(stream)));
-        }
-    }
+    desired.stream = module_stream(set, &major_release, flavor, &branch);
     // "{kernel}" in a driver package: built for one kernel (Ubuntu's
     // precompiled modules).
     let kernel = target_kernel(facts);
@@ -377,6 +367,24 @@ fn driver_packages(
         .filter(|name| !ours.contains(name))
         .collect();
     Ok(())
+}
+
+/// The dnf module stream the driver comes from on this release, if any.
+fn module_stream(
+    set: &PackageSet,
+    major_release: &str,
+    flavor: Flavor,
+    branch: &str,
+) -> Option<(String, String)> {
+    let module = set.stream_module.as_ref()?;
+    if !set.stream_releases.iter().any(|r| r == major_release) {
+        return None;
+    }
+    let stream = match flavor {
+        Flavor::Proprietary => set.stream_proprietary.as_ref(),
+        _ => set.stream_open.as_ref(),
+    }?;
+    Some((module.clone(), stream.replace("{branch}", branch)))
 }
 
 /// NVSwitch systems (HGX, DGX) need Fabric Manager at exactly the

@@ -177,11 +177,21 @@ fn package_steps(
     desired
         .install
         .extend(super::container::extra_packages(plan, facts)?);
-    if let Some(repository) = cuda_repository(plan, facts)? {
-        steps.push(Box::new(repository));
-    }
-    if let Some(repository) = super::container::container_repository(plan, facts)? {
-        steps.push(Box::new(repository));
+    if let Some(opened) = &plan.bundle {
+        if opened.manifest.plan_sha256 != plan.sha256 {
+            warnings.push(format!(
+                "the bundle was made for another plan (sha256 {}): a package this plan needs that it lacks cannot be installed offline",
+                opened.manifest.plan_sha256
+            ));
+        }
+        steps.push(Box::new(bundle_repository(opened, facts)?));
+    } else {
+        if let Some(repository) = cuda_repository(plan, facts)? {
+            steps.push(Box::new(repository));
+        }
+        if let Some(repository) = super::container::container_repository(plan, facts)? {
+            steps.push(Box::new(repository));
+        }
     }
     let found = (
         desired.toolkit_home.clone(),
@@ -409,6 +419,32 @@ fn toolkit_runfile(
         home = Some(path);
     }
     (home, None, false)
+}
+
+/// The offline bundle's repository, for the release it was made for.
+fn bundle_repository(
+    opened: &crate::bundle::Opened,
+    facts: &Facts,
+) -> Result<step::bundle::BundleRepository, PlanRefused> {
+    let here = format!(
+        "{}-{}",
+        facts.os.id.as_deref().unwrap_or("unknown"),
+        facts.os.version_id.as_deref().unwrap_or("unknown")
+    );
+    if opened.manifest.release != here {
+        return Err(PlanRefused::Refused(format!(
+            "the bundle was made for {}, and this host is {here}: make one with `provision bundle PLAN --for {here}`",
+            opened.manifest.release
+        )));
+    }
+    if facts.os.family != Some(crate::facts::os::Family::Debian) {
+        return Err(PlanRefused::Refused(
+            "bundles serve Debian-family hosts for now".into(),
+        ));
+    }
+    Ok(step::bundle::BundleRepository {
+        opened: opened.clone(),
+    })
 }
 
 /// NVIDIA's CUDA repository for a `cuda-repo` plan: the plan's mirror or

@@ -18,6 +18,7 @@ pub use build::{
     COMPAT_CONF, LOADER_CONF, NOUVEAU_CONF, PROFILE_SCRIPT, PlanRefused, build_steps,
     resolve_flavor,
 };
+pub use container::{container_repository, extra_packages};
 pub use history::{History, history};
 pub use report::{AnsibleDiff, Exit, Report, StepReport};
 pub use secure_boot::DKMS_SIGNING_CONF;

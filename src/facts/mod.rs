@@ -38,7 +38,7 @@ impl Unknown {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Facts {
     /// The directory read as `/`.
     pub root: String,

@@ -56,6 +56,9 @@ pub struct Plan {
     pub container: ContainerRuntime,
     /// `[dcgm] enable`.
     pub dcgm: bool,
+    /// The offline bundle the host is served from, once checked.
+    #[serde(skip)]
+    pub bundle: Option<crate::bundle::Opened>,
 }
 
 /// The enrolled key pair modules are signed with (paths on the host).
@@ -184,27 +187,7 @@ impl Plan {
             }
             _ => {}
         }
-        let signing = match spec.secure_boot {
-            None => None,
-            Some(spanned) => {
-                let start = spanned.span().start;
-                match spanned.into_inner() {
-                    schema::SecureBootSpec {
-                        key: Some(key),
-                        cert: Some(cert),
-                    } => Some(Signing {
-                        key: key.0,
-                        cert: cert.0,
-                    }),
-                    _ => {
-                        return Err(invalid(
-                            start,
-                            "[secure_boot] needs both key (the private key) and cert (its certificate, enrolled with `mokutil --import`)".into(),
-                        ));
-                    }
-                }
-            }
-        };
+        let signing = signing_of(spec.secure_boot, &invalid)?;
         Ok(Plan {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(bytes)),
@@ -219,11 +202,31 @@ impl Plan {
             signing,
             container: spec.container.runtime,
             dcgm: spec.dcgm.enable,
+            bundle: None,
         })
     }
 }
 
 impl Plan {
+    /// The bundle the plan names (`[repositories] bundle`), resolved
+    /// against the plan's directory, and its manifest hash.
+    pub fn bundle_ref(&self) -> Option<(PathBuf, Option<String>)> {
+        let named = self.repositories.bundle.as_ref()?;
+        let path = Path::new(named);
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(path)
+        };
+        Some((
+            path,
+            self.repositories
+                .bundle_sha256
+                .as_ref()
+                .map(|h| h.0.clone()),
+        ))
+    }
+
     /// Where the packages come from: the driver's source, or a
     /// toolkit-only plan's (NVIDIA's CUDA repository unless it says).
     pub fn source(&self) -> Source {
@@ -232,6 +235,30 @@ impl Plan {
             (None, Some(toolkit)) => toolkit.source.unwrap_or(Source::CudaRepo),
             (None, None) => Source::CudaRepo,
         }
+    }
+}
+
+/// `[secure_boot]` checked: both the key and its certificate.
+fn signing_of(
+    spec: Option<toml::Spanned<schema::SecureBootSpec>>,
+    invalid: &dyn Fn(usize, String) -> PlanError,
+) -> Result<Option<Signing>, PlanError> {
+    let Some(spanned) = spec else {
+        return Ok(None);
+    };
+    let start = spanned.span().start;
+    match spanned.into_inner() {
+        schema::SecureBootSpec {
+            key: Some(key),
+            cert: Some(cert),
+        } => Ok(Some(Signing {
+            key: key.0,
+            cert: cert.0,
+        })),
+        _ => Err(invalid(
+            start,
+            "[secure_boot] needs both key (the private key) and cert (its certificate, enrolled with `mokutil --import`)".into(),
+        )),
     }
 }
 

@@ -274,6 +274,11 @@ pub struct RepositoriesSpec {
     pub container: Option<Url>,
     pub container_key: Option<Url>,
     pub container_fingerprint: Option<Fingerprint>,
+    /// An offline bundle (`provision bundle`) to serve the host from,
+    /// relative to the plan's directory or absolute.
+    pub bundle: Option<String>,
+    /// The bundle manifest's sha256, as `provision bundle` printed it.
+    pub bundle_sha256: Option<Sha256Hex>,
     /// Install kernel headers for every installed kernel (and dkms, EPEL on
     /// the RHEL family) so DKMS can build.
     #[serde(default = "yes")]
@@ -289,6 +294,8 @@ impl Default for RepositoriesSpec {
             container: None,
             container_key: None,
             container_fingerprint: None,
+            bundle: None,
+            bundle_sha256: None,
             prerequisites: true,
         }
     }

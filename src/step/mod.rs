@@ -2,6 +2,7 @@
 //! what would change; `apply` records its undo in the journal, then makes
 //! the change. Dry-run is "run every check and print the changes".
 
+pub mod bundle;
 pub mod container;
 pub mod dcgm;
 pub mod file;

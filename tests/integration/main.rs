@@ -4,6 +4,7 @@
 mod support;
 
 mod ansible;
+mod bundle;
 mod compat;
 mod container;
 mod corpus;

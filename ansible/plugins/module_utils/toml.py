@@ -11,7 +11,7 @@ import math
 
 # Plan values that are strings although YAML reads them as numbers
 # (branch: 580, version: 12.8).
-STRING_KEYS = {("driver", "branch"), ("driver", "version"), ("toolkit", "version")}
+STRING_KEYS = {("driver", "branch"), ("driver", "version"), ("toolkit", "version"), ("toolkit", "for_driver")}
 
 
 class TomlError(ValueError):

@@ -42,7 +42,7 @@ options:
     description:
       - 'The plan as a dictionary of its sections, for example
         C({driver: {branch: "580", flavor: open, source: cuda-repo}, toolkit: {version: "13.0"}}).'
-      - Numbers given for C(driver.branch), C(driver.version) and C(toolkit.version) are written as strings.
+      - Numbers given for C(driver.branch), C(driver.version), C(toolkit.version) and C(toolkit.for_driver) are written as strings.
     type: dict
   state:
     description:
@@ -64,6 +64,14 @@ options:
       - Seconds to wait for another provision run on the host to finish (C(--lock-timeout)).
     type: int
     default: 0
+  bundle:
+    description:
+      - An offline bundle on the target (C(provision bundle)) to serve the packages from (C(--bundle)).
+    type: path
+  bundle_sha256:
+    description:
+      - The bundle manifest's sha256 as C(provision bundle) printed it (C(--bundle-sha256)); another is refused.
+    type: str
 notes:
   - The plan given as O(plan_content) or O(plan_vars) is written to a temporary file on the target;
     provision keeps its own copy while a generation waits for a reboot.
@@ -224,8 +232,11 @@ def main():
             root=dict(type="path"),
             binary=dict(type="path", default="/usr/bin/provision"),
             lock_timeout=dict(type="int", default=0),
+            bundle=dict(type="path"),
+            bundle_sha256=dict(type="str"),
         ),
         mutually_exclusive=[("plan", "plan_content", "plan_vars")],
+        required_by={"bundle_sha256": "bundle"},
         required_if=[("state", "applied", ("plan", "plan_content", "plan_vars"), True)],
         supports_check_mode=True,
     )
@@ -233,10 +244,15 @@ def main():
         rollback(module)
         return
     path, _text = plan_file(module)
+    bundle = []
+    if module.params["bundle"]:
+        bundle = ["--bundle", module.params["bundle"]]
+        if module.params["bundle_sha256"]:
+            bundle += ["--bundle-sha256", module.params["bundle_sha256"]]
     if module.check_mode:
-        rc, document = runner.run(module, ["plan", path])
+        rc, document = runner.run(module, ["plan", path] + bundle)
     else:
-        args = ["apply", path]
+        args = ["apply", path] + bundle
         if module.params["lock_timeout"]:
             args += ["--lock-timeout", str(module.params["lock_timeout"])]
         rc, document = runner.run(module, args)

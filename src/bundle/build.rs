@@ -1,0 +1,694 @@
+//! `provision bundle`: the plan's packages for one release, resolved by
+//! the real apt against that release's repositories (the distribution's
+//! archive, NVIDIA's repositories or the plan's mirrors) in a throwaway
+//! apt state of its own: nothing of this machine's apt, dpkg or any host is
+//! read or written. The host it serves is modelled as a minimal install of
+//! the release (its `Priority: required` packages), so the bundle carries
+//! everything else the plan pulls in: DKMS, the compiler, kernel headers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{BundleError, BundledPackage, MANIFEST, Manifest, ManifestFile, REPO_DIR, hex};
+use crate::distro::{self, PackageSpec, VersionSpec};
+use crate::facts::Facts;
+use crate::facts::os::{Family, Kernel};
+use crate::host::{Cmd, Runner, run_checked};
+use crate::plan::{CompatPackage, Flavor, Plan, Source};
+use crate::progress::Progress;
+
+/// What to bundle.
+pub struct Request<'a> {
+    pub plan: &'a Plan,
+    /// "debian-12", as `detect` names a release.
+    pub release: String,
+    /// "x86_64" or "sbsa".
+    pub arch: String,
+    /// Kernels to carry headers for (default: the release's current one).
+    pub kernels: Vec<String>,
+    /// The distribution archive (default: the release's official one).
+    pub mirror: Option<String>,
+    pub output: PathBuf,
+}
+
+/// What `bundle` made.
+#[derive(Debug, serde::Serialize)]
+pub struct Built {
+    pub output: PathBuf,
+    pub manifest_sha256: String,
+    pub bytes: u64,
+    pub packages: usize,
+    pub manifest: Manifest,
+}
+
+/// A release provision can bundle for.
+struct Release {
+    id: &'static str,
+    version: &'static str,
+    codename: &'static str,
+    family: Family,
+    archive: &'static str,
+    security: &'static str,
+    components: &'static str,
+    keyring: &'static str,
+    kernel_meta: &'static str,
+}
+
+const fn debian(version: &'static str, codename: &'static str) -> Release {
+    Release {
+        id: "debian",
+        version,
+        codename,
+        family: Family::Debian,
+        archive: "http://deb.debian.org/debian",
+        security: "http://deb.debian.org/debian-security",
+        components: "main contrib non-free non-free-firmware",
+        keyring: "/usr/share/keyrings/debian-archive-keyring.gpg",
+        kernel_meta: "linux-image-amd64",
+    }
+}
+
+const fn ubuntu(version: &'static str, codename: &'static str) -> Release {
+    Release {
+        id: "ubuntu",
+        version,
+        codename,
+        family: Family::Debian,
+        archive: "http://archive.ubuntu.com/ubuntu",
+        security: "http://security.ubuntu.com/ubuntu",
+        components: "main restricted universe multiverse",
+        keyring: "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+        kernel_meta: "linux-image-generic",
+    }
+}
+
+const RELEASES: &[Release] = &[
+    debian("12", "bookworm"),
+    debian("13", "trixie"),
+    ubuntu("22.04", "jammy"),
+    ubuntu("24.04", "noble"),
+];
+
+fn release_of(name: &str) -> Result<&'static Release, BundleError> {
+    RELEASES
+        .iter()
+        .find(|r| format!("{}-{}", r.id, r.version) == name)
+        .ok_or_else(|| {
+            let known: Vec<String> = RELEASES
+                .iter()
+                .map(|r| format!("{}-{}", r.id, r.version))
+                .collect();
+            BundleError::Build(format!(
+                "--for {name}: provision bundles for {} (RHEL-family bundles are not made yet)",
+                known.join(", ")
+            ))
+        })
+}
+
+/// A throwaway apt: its own configuration, lists, cache and dpkg status,
+/// all under one temporary directory.
+struct Apt<'a> {
+    dir: tempfile::TempDir,
+    runner: &'a dyn Runner,
+    debian_arch: &'static str,
+}
+
+impl<'a> Apt<'a> {
+    fn new(runner: &'a dyn Runner, debian_arch: &'static str) -> Result<Apt<'a>, BundleError> {
+        let dir = tempfile::Builder::new()
+            .prefix("provision-bundle-")
+            .tempdir()
+            .map_err(|e| BundleError::Build(format!("a temporary directory: {e}")))?;
+        let base = dir.path();
+        for sub in [
+            "etc/apt/apt.conf.d",
+            "etc/apt/preferences.d",
+            "etc/apt/sources.list.d",
+            "etc/apt/trusted.gpg.d",
+            "keys",
+            "state/lists/partial",
+            "cache/archives/partial",
+            "log",
+        ] {
+            fs_err::create_dir_all(base.join(sub)).map_err(io)?;
+        }
+        fs_err::write(base.join("status"), "").map_err(io)?;
+        let d = base.display();
+        let conf = format!(
+            "Dir::Etc \"{d}/etc/apt\";\nDir::Etc::Parts \"{d}/etc/apt/apt.conf.d\";\nDir::Etc::SourceList \"{d}/etc/apt/sources.list\";\nDir::Etc::SourceParts \"{d}/etc/apt/sources.list.d\";\nDir::Etc::PreferencesParts \"{d}/etc/apt/preferences.d\";\nDir::Etc::TrustedParts \"{d}/etc/apt/trusted.gpg.d\";\nDir::State \"{d}/state\";\nDir::State::status \"{d}/status\";\nDir::Cache \"{d}/cache\";\nDir::Log \"{d}/log\";\nDebug::NoLocking \"true\";\nAPT::Architecture \"{debian_arch}\";\nAPT::Architectures {{ \"{debian_arch}\"; }};\nAcquire::Languages \"none\";\nAcquire::Retries \"5\";\nAPT::Install-Recommends \"false\";\nAPT::Sandbox::User \"root\";\n"
+        );
+        fs_err::write(base.join("apt.conf"), conf).map_err(io)?;
+        Ok(Apt {
+            dir,
+            runner,
+            debian_arch,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, program: &str) -> Cmd {
+        Cmd::read(program)
+            .outside()
+            .env(
+                "APT_CONFIG",
+                self.path().join("apt.conf").display().to_string(),
+            )
+            .env("DEBIAN_FRONTEND", "noninteractive")
+    }
+
+    fn run(&self, cmd: Cmd) -> Result<String, BundleError> {
+        run_checked(self.runner, &cmd)
+            .map(|o| o.stdout)
+            .map_err(|e| BundleError::Build(e.to_string()))
+    }
+}
+
+fn io(error: std::io::Error) -> BundleError {
+    BundleError::Build(error.to_string())
+}
+
+/// Makes the bundle `request` asks for.
+pub fn build(
+    request: &Request,
+    runner: &dyn Runner,
+    progress: &dyn Progress,
+) -> Result<Built, BundleError> {
+    let release = release_of(&request.release)?;
+    let debian_arch = match request.arch.as_str() {
+        "x86_64" => "amd64",
+        "sbsa" | "aarch64" => "arm64",
+        other => {
+            return Err(BundleError::Build(format!(
+                "--arch {other}: expected x86_64 or sbsa"
+            )));
+        }
+    };
+    let apt = Apt::new(runner, debian_arch)?;
+    let sources = write_sources(&apt, release, request)?;
+    progress.step_started(
+        "bundle:update",
+        "apt-get update against the release's repositories",
+    );
+    apt.run(apt.cmd("apt-get").args(["update", "-q"]))?;
+    minimal_status(&apt)?;
+    let facts = target_facts(&apt, release, request)?;
+    let specs = wanted(request.plan, &facts)?;
+    let exact = resolve(&apt, &specs)?;
+    progress.step_started(
+        "bundle:download",
+        "apt-get install --download-only for a minimal install",
+    );
+    let uris = download(&apt, &exact)?;
+    let manifest = write_repo(&apt, release, request, &sources, &uris)?;
+    write_tar(&apt, manifest, &request.output)
+}
+
+/// sources.list for the release (and NVIDIA's repositories the plan uses),
+/// each signed-by a keyring checked before it is trusted.
+fn write_sources(
+    apt: &Apt,
+    release: &Release,
+    request: &Request,
+) -> Result<Vec<String>, BundleError> {
+    let plan = request.plan;
+    if !Path::new(release.keyring).is_file() {
+        return Err(BundleError::Build(format!(
+            "{} is missing on this machine: install the distribution's archive keyring (debian-archive-keyring or ubuntu-keyring) to verify its repositories",
+            release.keyring
+        )));
+    }
+    let archive = request
+        .mirror
+        .clone()
+        .unwrap_or_else(|| release.archive.to_string());
+    let code = release.codename;
+    let comps = release.components;
+    let key = release.keyring;
+    let mut lines = vec![
+        format!("deb [signed-by={key}] {archive} {code} {comps}"),
+        format!("deb [signed-by={key}] {archive} {code}-updates {comps}"),
+    ];
+    if request.mirror.is_none() {
+        let security = release.security;
+        lines.push(format!(
+            "deb [signed-by={key}] {security} {code}-security {comps}"
+        ));
+    }
+    let mut sources = vec![archive.clone()];
+    if request.mirror.is_none() {
+        sources.push(release.security.to_string());
+    }
+    for (name, url, key_url, fingerprint) in nvidia_repositories(plan, release, request)? {
+        let keyring = apt.path().join(format!("keys/{name}.gpg"));
+        fetch_key(&key_url, &fingerprint, &keyring)?;
+        lines.push(format!("deb [signed-by={}] {url} /", keyring.display()));
+        sources.push(url);
+    }
+    let text = lines.join("\n") + "\n";
+    fs_err::write(apt.path().join("etc/apt/sources.list"), text).map_err(io)?;
+    Ok(sources)
+}
+
+/// NVIDIA's repositories the plan draws from: (name, url, key, fingerprint).
+fn nvidia_repositories(
+    plan: &Plan,
+    release: &Release,
+    request: &Request,
+) -> Result<Vec<(String, String, String, String)>, BundleError> {
+    let mut repos = Vec::new();
+    let facts = bare_facts(release, &[]);
+    if plan.source() == Source::CudaRepo {
+        let known = distro::repository_for(&facts);
+        let repo_arch = if request.arch == "x86_64" {
+            "x86_64"
+        } else {
+            "sbsa"
+        };
+        let url = match (&plan.repositories.cuda, known) {
+            (Some(url), _) => url.0.clone(),
+            (None, Some(known)) => known.url.replace("{arch}", repo_arch),
+            (None, None) => {
+                return Err(BundleError::Build(format!(
+                    "NVIDIA publishes no CUDA repository provision knows for {}: set [repositories] cuda",
+                    request.release
+                )));
+            }
+        };
+        let url = if url.ends_with('/') {
+            url
+        } else {
+            format!("{url}/")
+        };
+        let key = match (&plan.repositories.cuda_key, known) {
+            (Some(key), _) => key.0.clone(),
+            (None, Some(known)) => format!("{url}{}", known.key),
+            (None, None) => unreachable!(),
+        };
+        let fingerprint = plan
+            .repositories
+            .cuda_fingerprint
+            .as_ref()
+            .map(|f| f.0.clone())
+            .or_else(|| known.and_then(|k| k.fingerprint.clone()))
+            .ok_or_else(|| BundleError::Build("set [repositories] cuda_fingerprint".into()))?;
+        repos.push(("cuda".to_string(), url, key, fingerprint));
+    }
+    if let Some(container) = crate::engine::container_repository(plan, &facts)
+        .map_err(|e| BundleError::Build(e.to_string()))?
+    {
+        repos.push((
+            "container".to_string(),
+            container.url,
+            container.key_url,
+            container.fingerprint,
+        ));
+    }
+    Ok(repos)
+}
+
+/// Downloads a repository key and keeps it only with the pinned
+/// fingerprint, as a binary keyring apt reads.
+fn fetch_key(url: &str, fingerprint: &str, keyring: &Path) -> Result<(), BundleError> {
+    use crate::distro::openpgp::{dearmor, fingerprints};
+    let bytes =
+        crate::fetch::fetch_small(url, 1 << 20).map_err(|e| BundleError::Build(e.to_string()))?;
+    let packets = dearmor(&bytes).map_err(|e| BundleError::Build(format!("{url}: {e}")))?;
+    let found = fingerprints(&packets).map_err(|e| BundleError::Build(format!("{url}: {e}")))?;
+    if !found.iter().any(|f| f == fingerprint) {
+        return Err(BundleError::Build(format!(
+            "the key at {url} has fingerprint {}, not the pinned {fingerprint}: refusing it",
+            found.join(", ")
+        )));
+    }
+    fs_err::write(keyring, packets).map_err(io)
+}
+
+/// The dpkg status of a minimal install: the release's `Priority:
+/// required` packages and what they depend on, as apt resolves them from
+/// nothing (what `debootstrap --variant=minbase` installs).
+fn minimal_status(apt: &Apt) -> Result<(), BundleError> {
+    let stanzas = list_stanzas(apt)?;
+    let required: std::collections::BTreeSet<String> = stanzas
+        .iter()
+        .filter(|(_, _, stanza)| {
+            stanza
+                .lines()
+                .any(|l| l == "Priority: required" || l == "Essential: yes")
+        })
+        .map(|(name, _, _)| name.clone())
+        .collect();
+    let simulated = apt.run(
+        apt.cmd("apt-get")
+            .args(["-s", "-q", "install"])
+            .args(required.iter().cloned()),
+    )?;
+    let tx = distro::apt::parse_simulation(&simulated);
+    let mut status = String::new();
+    for (name, _, version) in &tx.install {
+        let Some((_, _, stanza)) = stanzas.iter().find(|(n, v, _)| n == name && v == version)
+        else {
+            continue;
+        };
+        status.push_str(&format!("Package: {name}\nStatus: install ok installed\n"));
+        for line in stanza.lines().filter(|l| {
+            !l.starts_with("Package:")
+                && !l.starts_with(' ')
+                && ![
+                    "Filename:",
+                    "Size:",
+                    "MD5sum:",
+                    "SHA256:",
+                    "Description",
+                    "Tag:",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+        }) {
+            status.push_str(line);
+            status.push('\n');
+        }
+        status.push_str("Description: part of a minimal install\n\n");
+    }
+    fs_err::write(apt.path().join("status"), status).map_err(io)
+}
+
+/// Every stanza of the release's lists: (package, version, text).
+fn list_stanzas(apt: &Apt) -> Result<Vec<(String, String, String)>, BundleError> {
+    let mut all = Vec::new();
+    let lists = fs_err::read_dir(apt.path().join("state/lists")).map_err(io)?;
+    for entry in lists {
+        let path = entry.map_err(io)?.path();
+        if !path.to_string_lossy().ends_with("_Packages") {
+            continue;
+        }
+        let text = fs_err::read_to_string(&path).map_err(io)?;
+        for stanza in text.split("\n\n") {
+            let field = |key: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                    .map(|v| v.trim().to_string())
+            };
+            if let (Some(name), Some(version)) = (field("Package"), field("Version")) {
+                all.push((name, version, stanza.to_string()));
+            }
+        }
+    }
+    Ok(all)
+}
+
+fn bare_facts(release: &Release, kernels: &[String]) -> Facts {
+    let mut facts = Facts::default();
+    facts.os.id = Some(release.id.into());
+    facts.os.version_id = Some(release.version.into());
+    facts.os.family = Some(release.family);
+    facts.os.kernels = kernels
+        .iter()
+        .map(|k| Kernel {
+            release: k.clone(),
+            running: false,
+            headers: false,
+            nvidia_module: None,
+            initramfs: None,
+        })
+        .collect();
+    facts
+}
+
+/// The target host as the package sets read it: the release, and the
+/// kernels to build for (the plan's, or the release's current one).
+fn target_facts(apt: &Apt, release: &Release, request: &Request) -> Result<Facts, BundleError> {
+    let mut kernels = request.kernels.clone();
+    if kernels.is_empty() {
+        let meta = release.kernel_meta.replace("amd64", apt.debian_arch);
+        let text = apt.run(apt.cmd("apt-cache").args(["depends", &meta]))?;
+        let prefix = "linux-image-";
+        let current = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find_map(|d| d.strip_prefix(prefix).map(str::to_string))
+            .ok_or_else(|| {
+                BundleError::Build(format!(
+                    "{meta} names no kernel in the release's lists: pass --kernel"
+                ))
+            })?;
+        kernels.push(current);
+    }
+    Ok(bare_facts(release, &kernels))
+}
+
+/// The packages the plan installs on such a host.
+fn wanted(plan: &Plan, facts: &Facts) -> Result<Vec<PackageSpec>, BundleError> {
+    let flavor = match &plan.driver {
+        Some(driver) if driver.flavor == Flavor::Auto => {
+            return Err(BundleError::Build(
+                "a bundle is made for no GPU in particular: set [driver] flavor = \"open\" or \"proprietary\"".into(),
+            ));
+        }
+        Some(driver) => Some(driver.flavor),
+        None => None,
+    };
+    if plan
+        .driver
+        .as_ref()
+        .is_some_and(|d| d.source == Source::Runfile)
+    {
+        return Err(BundleError::Build(
+            "a runfile plan downloads its runfiles into provision's cache: copy the cache, a bundle carries packages".into(),
+        ));
+    }
+    let compat = match &plan.compat {
+        CompatPackage::Named(name) => Some(name.as_str()),
+        _ => None,
+    };
+    let mut desired = distro::desired(plan, facts, flavor, compat)
+        .map_err(|e| BundleError::Build(e.to_string()))?;
+    desired.install.extend(
+        crate::engine::extra_packages(plan, facts)
+            .map_err(|e| BundleError::Build(e.to_string()))?,
+    );
+    Ok(desired.install)
+}
+
+/// Exact versions: the newest each spec accepts, the driver set at one
+/// release every package of it offers; an alternative where the first
+/// name is not offered.
+fn resolve(apt: &Apt, specs: &[PackageSpec]) -> Result<Vec<(String, String)>, BundleError> {
+    let mut names: Vec<String> = Vec::new();
+    for spec in specs {
+        names.push(spec.name.clone());
+        names.extend(spec.alternatives.iter().map(|(n, _)| n.clone()));
+    }
+    let offered =
+        distro::apt::parse_madison(&apt.run(apt.cmd("apt-cache").arg("madison").args(names))?);
+    let driver_release = driver_release(specs, &offered);
+    let mut exact = Vec::new();
+    for spec in specs {
+        let choices = std::iter::once((spec.name.clone(), spec.version.clone()))
+            .chain(spec.alternatives.iter().cloned());
+        let found = choices.into_iter().find_map(|(name, version)| {
+            let versions = offered.get(&name)?;
+            let pick = versions.iter().find(|v| {
+                version.accepts(v)
+                    && match (&version, &driver_release) {
+                        (VersionSpec::Driver(_), Some(release)) => {
+                            crate::version::upstream(v) == release
+                        }
+                        _ => true,
+                    }
+            })?;
+            Some((name, pick.clone()))
+        });
+        match found {
+            Some(found) => exact.push(found),
+            None => {
+                return Err(BundleError::Build(format!(
+                    "{} ({}) is not offered by the release's repositories",
+                    spec.name,
+                    spec.version.describe()
+                )));
+            }
+        }
+    }
+    Ok(exact)
+}
+
+/// The newest upstream release every driver package offers.
+fn driver_release(
+    specs: &[PackageSpec],
+    offered: &BTreeMap<String, Vec<String>>,
+) -> Option<String> {
+    let driver: Vec<&PackageSpec> = specs
+        .iter()
+        .filter(|s| matches!(s.version, VersionSpec::Driver(_)))
+        .collect();
+    let first = driver.first()?;
+    offered.get(&first.name)?.iter().find_map(|v| {
+        let upstream = crate::version::upstream(v);
+        let everywhere = first.version.accepts(v)
+            && driver.iter().all(|s| {
+                offered
+                    .get(&s.name)
+                    .is_some_and(|vs| vs.iter().any(|o| crate::version::upstream(o) == upstream))
+            });
+        everywhere.then(|| upstream.to_string())
+    })
+}
+
+/// Downloads the transaction a minimal host would run: (uri, file name).
+fn download(apt: &Apt, exact: &[(String, String)]) -> Result<Vec<(String, String)>, BundleError> {
+    let wanted: Vec<String> = exact.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let printed = apt.run(
+        apt.cmd("apt-get")
+            .args(["install", "-y", "-q", "--download-only", "--print-uris"])
+            .args(wanted.iter().cloned()),
+    )?;
+    let uris: Vec<(String, String)> = printed
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let uri = parts.next()?.trim_matches('\'');
+            let file = parts.next()?;
+            (uri.contains("://") && file.ends_with(".deb"))
+                .then(|| (uri.to_string(), file.to_string()))
+        })
+        .collect();
+    apt.run(
+        apt.cmd("apt-get")
+            .args(["install", "-y", "-q", "--download-only"])
+            .args(wanted),
+    )?;
+    Ok(uris)
+}
+
+/// The flat repository (the .debs, Packages, Release) and its manifest.
+fn write_repo(
+    apt: &Apt,
+    release: &Release,
+    request: &Request,
+    sources: &[String],
+    uris: &[(String, String)],
+) -> Result<Manifest, BundleError> {
+    let repo = apt.path().join("out").join(REPO_DIR);
+    fs_err::create_dir_all(&repo).map_err(io)?;
+    let mut packages_index = String::new();
+    let mut packages = Vec::new();
+    for (uri, file) in uris {
+        let from = apt.path().join("cache/archives").join(file);
+        let to = repo.join(file);
+        fs_err::rename(&from, &to).map_err(io)?;
+        let control = apt.run(
+            Cmd::read("dpkg-deb")
+                .outside()
+                .args(["-f", &to.display().to_string()]),
+        )?;
+        let bytes = fs_err::read(&to).map_err(io)?;
+        packages_index.push_str(control.trim_end());
+        packages_index.push_str(&format!(
+            "\nFilename: ./{file}\nSize: {}\nSHA256: {}\n\n",
+            bytes.len(),
+            hex(Sha256::digest(&bytes))
+        ));
+        let field = |key: &str| {
+            control
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .unwrap_or("")
+                .to_string()
+        };
+        // The longest source the URI starts with ("debian-security" over "debian").
+        let source = sources
+            .iter()
+            .filter(|s| uri.starts_with(&format!("{}/", s.trim_end_matches('/'))))
+            .max_by_key(|s| s.len())
+            .cloned()
+            .unwrap_or_else(|| {
+                uri.rsplit_once('/')
+                    .map_or(uri.clone(), |(dir, _)| dir.to_string())
+            });
+        packages.push(BundledPackage {
+            name: field("Package"),
+            version: field("Version"),
+            source,
+        });
+    }
+    fs_err::write(repo.join("Packages"), &packages_index).map_err(io)?;
+    let index_sha = hex(Sha256::digest(packages_index.as_bytes()));
+    let release_file = format!(
+        "Origin: provision-bundle\nLabel: provision-bundle\nSuite: {}\nCodename: {}\nArchitectures: {}\nSHA256:\n {index_sha} {} Packages\n",
+        request.release,
+        release.codename,
+        apt.debian_arch,
+        packages_index.len()
+    );
+    fs_err::write(repo.join("Release"), release_file).map_err(io)?;
+    let mut files = Vec::new();
+    let mut names: Vec<String> = fs_err::read_dir(&repo)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    for name in names {
+        let bytes = fs_err::read(repo.join(&name)).map_err(io)?;
+        files.push(ManifestFile {
+            path: format!("{REPO_DIR}/{name}"),
+            sha256: hex(Sha256::digest(&bytes)),
+            size: bytes.len() as u64,
+        });
+    }
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Manifest {
+        format: 1,
+        release: request.release.clone(),
+        arch: request.arch.clone(),
+        plan_sha256: request.plan.sha256.clone(),
+        created: crate::journal::now(),
+        sources: sources.to_vec(),
+        packages,
+        files,
+    })
+}
+
+/// The tar: the manifest first, then the repository; written beside the
+/// output and renamed into place.
+fn write_tar(apt: &Apt, manifest: Manifest, output: &Path) -> Result<Built, BundleError> {
+    let json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Build(e.to_string()))?;
+    let manifest_sha256 = hex(Sha256::digest(&json));
+    let partial = output.with_extension("tar.partial");
+    let file = fs_err::File::create(&partial).map_err(io)?;
+    let mut tar = tar::Builder::new(file);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(json.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    tar.append_data(&mut header, MANIFEST, json.as_slice())
+        .map_err(io)?;
+    for file in &manifest.files {
+        let path = apt.path().join("out").join(&file.path);
+        let mut source = fs_err::File::open(&path).map_err(io)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.size);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, &file.path, &mut source)
+            .map_err(io)?;
+    }
+    tar.into_inner().map_err(io)?.sync_all().map_err(io)?;
+    fs_err::rename(&partial, output).map_err(io)?;
+    let bytes = fs_err::metadata(output).map_err(io)?.len();
+    Ok(Built {
+        output: output.to_path_buf(),
+        manifest_sha256,
+        bytes,
+        packages: manifest.packages.len(),
+        manifest,
+    })
+}
