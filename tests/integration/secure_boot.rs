@@ -45,6 +45,31 @@ pub fn generate_mok(root: &Path) -> (String, String) {
     )
 }
 
+/// A copy of a fixture host (read-only snapshot) with a MOK key pair in
+/// it, and a plan file: the shipped `plan` with `[secure_boot]` naming it.
+pub fn signed_copy(
+    fixture: &str,
+    plan: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(crate::support::fixture(fixture))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (key, cert) = generate_mok(&root);
+    let shipped = fs_err::read_to_string(repo().join(plan)).unwrap();
+    let plan = plan_file(
+        dir.path(),
+        "signed.toml",
+        &format!("{shipped}{}", secure_boot_section(&key, &cert)),
+    );
+    (dir, root, plan)
+}
+
 pub fn secure_boot_section(key: &str, cert: &str) -> String {
     format!("[secure_boot]\nkey = \"{key}\"\ncert = \"{cert}\"\n")
 }

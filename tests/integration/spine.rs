@@ -821,8 +821,26 @@ fn an_undo_that_cannot_finish_exits_3_and_rollback_finishes_it_later() {
 
 #[test]
 fn a_reboot_is_required_while_nouveau_holds_the_gpu_or_the_module_is_stale() {
-    let plan = repo().join("plans/debian-12-distro-535.toml");
-    let host = crate::support::fixture("debian-12-a6000-nouveau");
+    // Secure Boot is on there: without a key the plan is refused outright.
+    let shipped = repo().join("plans/debian-12-distro-535.toml");
+    let unsigned = provision(&[
+        "plan",
+        shipped.to_str().unwrap(),
+        "--root",
+        crate::support::fixture("debian-12-a6000-nouveau")
+            .to_str()
+            .unwrap(),
+        "--json",
+    ]);
+    assert_eq!(unsigned.code, 1, "{unsigned:?}");
+    assert!(
+        unsigned.stdout.contains("Secure Boot is on"),
+        "{unsigned:?}"
+    );
+    let (_dir, host, plan) = crate::secure_boot::signed_copy(
+        "debian-12-a6000-nouveau",
+        "plans/debian-12-distro-535.toml",
+    );
     let run = provision(&[
         "plan",
         plan.to_str().unwrap(),
