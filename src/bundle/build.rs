@@ -188,6 +188,7 @@ pub fn build(
             )));
         }
     };
+    precheck(request.plan)?;
     let apt = Apt::new(runner, debian_arch)?;
     let sources = write_sources(&apt, release, request)?;
     progress.step_started(
@@ -442,26 +443,33 @@ fn target_facts(apt: &Apt, release: &Release, request: &Request) -> Result<Facts
     Ok(bare_facts(release, &kernels))
 }
 
+/// What a bundle cannot be made for, found before anything is fetched.
+fn precheck(plan: &Plan) -> Result<(), BundleError> {
+    let Some(driver) = &plan.driver else {
+        return Ok(());
+    };
+    let refuse = |message: &str| Err(BundleError::Build(message.into()));
+    if driver.recommended {
+        return refuse(
+            "[driver] branch = \"recommended\" is chosen from a host's GPUs: name the branch in a plan to bundle",
+        );
+    }
+    if driver.flavor == Flavor::Auto {
+        return refuse(
+            "a bundle is made for no GPU in particular: set [driver] flavor = \"open\" or \"proprietary\"",
+        );
+    }
+    if driver.source == Source::Runfile {
+        return refuse(
+            "a runfile plan downloads its runfiles into provision's cache: copy the cache, a bundle carries packages",
+        );
+    }
+    Ok(())
+}
+
 /// The packages the plan installs on such a host.
 fn wanted(plan: &Plan, facts: &Facts) -> Result<Vec<PackageSpec>, BundleError> {
-    let flavor = match &plan.driver {
-        Some(driver) if driver.flavor == Flavor::Auto => {
-            return Err(BundleError::Build(
-                "a bundle is made for no GPU in particular: set [driver] flavor = \"open\" or \"proprietary\"".into(),
-            ));
-        }
-        Some(driver) => Some(driver.flavor),
-        None => None,
-    };
-    if plan
-        .driver
-        .as_ref()
-        .is_some_and(|d| d.source == Source::Runfile)
-    {
-        return Err(BundleError::Build(
-            "a runfile plan downloads its runfiles into provision's cache: copy the cache, a bundle carries packages".into(),
-        ));
-    }
+    let flavor = plan.driver.as_ref().map(|d| d.flavor);
     let compat = match &plan.compat {
         CompatPackage::Named(name) => Some(name.as_str()),
         _ => None,

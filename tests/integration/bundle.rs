@@ -346,3 +346,50 @@ fn debian_12_real_535_bundle_applies_offline_like_online() {
         "a tampered bundle",
     );
 }
+
+#[test]
+fn what_a_bundle_cannot_be_made_for_is_refused_before_anything_is_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.tar");
+    let cases = [
+        (
+            DRIVER_PLAN,
+            "rhel-9",
+            "provision bundles for debian-12, debian-13, ubuntu-22.04, ubuntu-24.04",
+        ),
+        (
+            "[driver]\nbranch = \"535\"\n",
+            "debian-12",
+            "set [driver] flavor",
+        ),
+        (
+            "[driver]\nbranch = \"recommended\"\nflavor = \"open\"\n",
+            "debian-12",
+            "name the branch",
+        ),
+        (
+            "[driver]\nversion = \"580.95.05\"\nflavor = \"open\"\nsource = \"runfile\"\nrunfile = \"https://example.invalid/x.run\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+            "debian-12",
+            "copy the cache",
+        ),
+    ];
+    for (text, release, expected) in cases {
+        let plan = plan_file(dir.path(), "plan.toml", text);
+        // No network: a refusal must not need one.
+        let run = offline(&[
+            "bundle",
+            plan.to_str().unwrap(),
+            "--for",
+            release,
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(run.code, 1, "{text}: {run:?}");
+        assert!(
+            run.json()["msg"].as_str().unwrap().contains(expected),
+            "{expected}: {run:?}"
+        );
+        assert!(!out.exists(), "nothing written");
+    }
+}

@@ -213,3 +213,84 @@ fn a_daemon_json_docker_cannot_read_is_refused_before_any_change() {
         "{run:?}"
     );
 }
+
+const CONTAINERD_TOML: &str = "version = 2\nroot = \"/var/lib/containerd\"\n\n[grpc]\naddress = \"/run/containerd/containerd.sock\"\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"runc\"\n";
+
+#[test]
+fn containerd_and_cri_o_gain_the_runtime_on_a_toolkit_only_host_and_roll_back() {
+    let server = Server::serve(&repo().join("target/test-repos"));
+    for (runtime, path) in [
+        ("containerd", "etc/containerd/config.toml"),
+        ("cri-o", "etc/crio/crio.conf.d/99-nvidia.toml"),
+    ] {
+        let rootfs = Rootfs::new();
+        rootfs.no_apt_sources();
+        if runtime == "containerd" {
+            fs_err::create_dir_all(rootfs.path().join("etc/containerd")).unwrap();
+            fs_err::write(rootfs.path().join(path), CONTAINERD_TOML).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // A node whose driver is someone else's: the toolkit for it, and the
+        // container runtime.
+        let plan = plan_file(
+            dir.path(),
+            "plan.toml",
+            &format!(
+                "[toolkit]\nversion = \"12.8\"\nfor_driver = \"580\"\n[container]\nruntime = \"{runtime}\"\n{}{}",
+                cuda_repo_section(&server.url("nvidia-debian12/")),
+                container_section(&server.url("libnvidia-container/"))
+            ),
+        );
+        let before = rootfs.tree(&["etc"]);
+        let before_packages = rootfs.packages();
+        run(&[
+            "apply",
+            plan.to_str().unwrap(),
+            "--root",
+            rootfs.arg(),
+            "--json",
+        ]);
+        let text = fs_err::read_to_string(rootfs.path().join(path)).unwrap();
+        assert!(
+            text.contains("/usr/bin/nvidia-container-runtime"),
+            "{runtime}: {text}"
+        );
+        if runtime == "containerd" {
+            let config: toml::Table = text.parse().unwrap();
+            assert_eq!(
+                config["root"].as_str(),
+                Some("/var/lib/containerd"),
+                "{text}"
+            );
+            assert_eq!(
+                config["grpc"]["address"].as_str(),
+                Some("/run/containerd/containerd.sock")
+            );
+            let cri = &config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"];
+            assert_eq!(cri["default_runtime_name"].as_str(), Some("runc"), "{text}");
+            assert_eq!(
+                cri["runtimes"]["nvidia"]["runtime_type"].as_str(),
+                Some("io.containerd.runc.v2")
+            );
+        } else {
+            assert!(text.contains("[crio.runtime.runtimes.nvidia]"), "{text}");
+        }
+        let packages = rootfs.packages();
+        assert_eq!(packages["nvidia-container-toolkit"].1, true, "held");
+        assert!(
+            !packages.contains_key("nvidia-driver-cuda"),
+            "no driver on a toolkit-only host"
+        );
+        let again = run(&[
+            "apply",
+            plan.to_str().unwrap(),
+            "--root",
+            rootfs.arg(),
+            "--json",
+        ]);
+        assert_eq!(again["changed"], false, "{runtime}: {again:#}");
+        run(&["rollback", "--root", rootfs.arg(), "--json"]);
+        assert_same_tree(&before, &rootfs.tree(&["etc"]), runtime);
+        assert_eq!(before_packages, rootfs.packages());
+    }
+}
