@@ -609,16 +609,7 @@ fn write_repo(
                 .unwrap_or("")
                 .to_string()
         };
-        // The longest source the URI starts with ("debian-security" over "debian").
-        let source = sources
-            .iter()
-            .filter(|s| uri.starts_with(&format!("{}/", s.trim_end_matches('/'))))
-            .max_by_key(|s| s.len())
-            .cloned()
-            .unwrap_or_else(|| {
-                uri.rsplit_once('/')
-                    .map_or(uri.clone(), |(dir, _)| dir.to_string())
-            });
+        let source = source_of(uri, sources);
         packages.push(BundledPackage {
             name: field("Package"),
             version: field("Version"),
@@ -635,20 +626,7 @@ fn write_repo(
         packages_index.len()
     );
     fs_err::write(repo.join("Release"), release_file).map_err(io)?;
-    let mut files = Vec::new();
-    let mut names: Vec<String> = fs_err::read_dir(&repo)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
-    for name in names {
-        let bytes = fs_err::read(repo.join(&name)).map_err(io)?;
-        files.push(ManifestFile {
-            path: format!("{REPO_DIR}/{name}"),
-            sha256: hex(Sha256::digest(&bytes)),
-            size: bytes.len() as u64,
-        });
-    }
+    let files = listed_files(&repo)?;
     packages.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Manifest {
         format: 1,
@@ -660,6 +638,39 @@ fn write_repo(
         packages,
         files,
     })
+}
+
+/// The repository a URI was downloaded from: the longest source it starts
+/// with ("debian-security" over "debian"), else its directory.
+fn source_of(uri: &str, sources: &[String]) -> String {
+    sources
+        .iter()
+        .filter(|s| uri.starts_with(&format!("{}/", s.trim_end_matches('/'))))
+        .max_by_key(|s| s.len())
+        .cloned()
+        .unwrap_or_else(|| {
+            uri.rsplit_once('/')
+                .map_or(uri.to_string(), |(dir, _)| dir.to_string())
+        })
+}
+
+/// Every file of the repository with its sha256, by name.
+fn listed_files(repo: &Path) -> Result<Vec<ManifestFile>, BundleError> {
+    let mut names: Vec<String> = fs_err::read_dir(repo)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let mut files = Vec::new();
+    for name in names {
+        let bytes = fs_err::read(repo.join(&name)).map_err(io)?;
+        files.push(ManifestFile {
+            path: format!("{REPO_DIR}/{name}"),
+            sha256: hex(Sha256::digest(&bytes)),
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(files)
 }
 
 /// The tar: the manifest first, then the repository; written beside the
