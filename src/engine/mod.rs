@@ -6,6 +6,7 @@
 
 mod build;
 mod container;
+mod enrolled;
 mod history;
 mod recommended;
 mod report;

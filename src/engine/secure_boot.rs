@@ -65,7 +65,9 @@ pub fn signing_steps(
         return Ok(());
     };
     check_key_pair(signing, facts)?;
-    if !secure_boot {
+    if secure_boot {
+        check_enrolled(signing, facts, warnings)?;
+    } else {
         warnings.push(format!(
             "Secure Boot is {} here: modules are signed with {} all the same, ready for when it is on",
             match facts.os.secure_boot {
@@ -118,6 +120,37 @@ fn check_key_pair(signing: &Signing, facts: &Facts) -> Result<(), PlanRefused> {
         )));
     }
     Ok(())
+}
+
+/// The certificate is in an enrolled key list (MokListRT, db), else the
+/// module it signs would be refused at load; a host whose lists cannot be
+/// read gets a warning.
+fn check_enrolled(
+    signing: &Signing,
+    facts: &Facts,
+    warnings: &mut Vec<String>,
+) -> Result<(), PlanRefused> {
+    let root =
+        Root::new(&facts.root).map_err(|e| PlanRefused::Refused(format!("{}: {e}", facts.root)))?;
+    let cert = root
+        .read_bytes(&signing.cert)
+        .map_err(|e| PlanRefused::Refused(format!("[secure_boot] cert {}: {e}", signing.cert)))?;
+    match super::enrolled::enrolled(&root, &cert) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(lists)) => Err(PlanRefused::Refused(format!(
+            "[secure_boot] cert {} is not enrolled (not in {}): the kernel would refuse the module it signs; enroll it with `mokutil --import {}` and confirm at the next boot",
+            signing.cert,
+            lists.join(" or "),
+            signing.cert
+        ))),
+        None => {
+            warnings.push(format!(
+                "cannot confirm that {} is enrolled: no MokListRT or db is readable here (`mokutil --test-key {}` tells)",
+                signing.cert, signing.cert
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// The DKMS drop-in: present with a key, absent (removed if provision

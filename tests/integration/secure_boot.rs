@@ -255,3 +255,76 @@ fn dkms_is_told_to_sign_with_the_key_and_rollback_removes_it_byte_for_byte() {
     assert!(!rootfs.path().join("etc/dkms/framework.conf.d").exists());
     assert_same_tree(&before, &rootfs.tree(&["etc", "boot"]), "rollback");
 }
+
+/// One EFI_SIGNATURE_LIST with an X.509 entry, as shim exports MokListRT.
+fn signature_list(der: &[u8]) -> Vec<u8> {
+    let guid = [
+        0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0,
+        0x72,
+    ];
+    let each = 16 + der.len();
+    let mut list = guid.to_vec();
+    list.extend(((28 + each) as u32).to_le_bytes());
+    list.extend(0u32.to_le_bytes());
+    list.extend((each as u32).to_le_bytes());
+    list.extend([0x11; 16]);
+    list.extend(der);
+    list
+}
+
+#[test]
+fn a_key_that_is_not_enrolled_is_refused_and_an_enrolled_one_plans() {
+    let (_dir, root, plan) =
+        signed_copy("debian-12-a6000-nouveau", "plans/debian-12-distro-535.toml");
+    let mok = root.join("sys/firmware/efi/mok-variables/MokListRT");
+    fs_err::create_dir_all(mok.parent().unwrap()).unwrap();
+    // Shim's list holds some other key only.
+    fs_err::write(&mok, signature_list(b"\x30\x82another certificate")).unwrap();
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("MOK.der is not enrolled (not in MokListRT)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("mokutil --import /var/lib/shim-signed/mok/MOK.der"),
+        "{msg}"
+    );
+    // Enrolled (the certificate's DER in the list): planned, no warning about it.
+    let der = fs_err::read(root.join("var/lib/shim-signed/mok/MOK.der")).unwrap();
+    let mut lists = signature_list(b"\x30\x82another certificate");
+    lists.extend(signature_list(&der));
+    fs_err::write(&mok, lists).unwrap();
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("cannot confirm"), "{run:?}");
+    // No list readable: planned with a warning.
+    fs_err::remove_file(&mok).unwrap();
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.json()["warnings"]
+            .to_string()
+            .contains("cannot confirm that /var/lib/shim-signed/mok/MOK.der is enrolled"),
+        "{run:?}"
+    );
+}
