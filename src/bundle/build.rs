@@ -261,54 +261,29 @@ fn nvidia_repositories(
     release: &Release,
     request: &Request,
 ) -> Result<Vec<(String, String, String, String)>, BundleError> {
-    let mut repos = Vec::new();
     let facts = bare_facts(release, &[]);
-    if plan.source() == Source::CudaRepo {
-        let known = distro::repository_for(&facts);
-        let repo_arch = if request.arch == "x86_64" {
-            "x86_64"
-        } else {
-            "sbsa"
-        };
-        let url = match (&plan.repositories.cuda, known) {
-            (Some(url), _) => url.0.clone(),
-            (None, Some(known)) => known.url.replace("{arch}", repo_arch),
-            (None, None) => {
-                return Err(BundleError::Build(format!(
-                    "NVIDIA publishes no CUDA repository provision knows for {}: set [repositories] cuda",
-                    request.release
-                )));
-            }
-        };
-        let url = if url.ends_with('/') {
-            url
-        } else {
-            format!("{url}/")
-        };
-        let key = match (&plan.repositories.cuda_key, known) {
-            (Some(key), _) => key.0.clone(),
-            (None, Some(known)) => format!("{url}{}", known.key),
-            (None, None) => unreachable!(),
-        };
-        let fingerprint = plan
-            .repositories
-            .cuda_fingerprint
-            .as_ref()
-            .map(|f| f.0.clone())
-            .or_else(|| known.and_then(|k| k.fingerprint.clone()))
-            .ok_or_else(|| BundleError::Build("set [repositories] cuda_fingerprint".into()))?;
-        repos.push(("cuda".to_string(), url, key, fingerprint));
-    }
-    if let Some(container) = crate::engine::container_repository(plan, &facts)
-        .map_err(|e| BundleError::Build(e.to_string()))?
-    {
-        repos.push((
-            "container".to_string(),
-            container.url,
-            container.key_url,
-            container.fingerprint,
-        ));
-    }
+    let arch = if request.arch == "x86_64" {
+        "x86_64"
+    } else {
+        "sbsa"
+    };
+    let refused = |e: crate::engine::PlanRefused| BundleError::Build(e.to_string());
+    let repos = [
+        (
+            "cuda",
+            crate::engine::cuda_repository(plan, &facts, arch).map_err(refused)?,
+        ),
+        (
+            "container",
+            crate::engine::container_repository(plan, &facts, arch).map_err(refused)?,
+        ),
+    ];
+    let repos = repos
+        .into_iter()
+        .filter_map(|(name, repo)| {
+            repo.map(|r| (name.to_string(), r.url, r.key_url, r.fingerprint))
+        })
+        .collect();
     Ok(repos)
 }
 

@@ -186,10 +186,12 @@ fn package_steps(
         }
         steps.push(Box::new(bundle_repository(opened, facts)?));
     } else {
-        if let Some(repository) = cuda_repository(plan, facts)? {
+        if let Some(repository) = cuda_repository(plan, facts, distro::repo_arch())? {
             steps.push(Box::new(repository));
         }
-        if let Some(repository) = super::container::container_repository(plan, facts)? {
+        if let Some(repository) =
+            super::container::container_repository(plan, facts, distro::repo_arch())?
+        {
             steps.push(Box::new(repository));
         }
     }
@@ -448,8 +450,13 @@ fn bundle_repository(
 }
 
 /// NVIDIA's CUDA repository for a `cuda-repo` plan: the plan's mirror or
-/// NVIDIA's own, with the key and the fingerprint to trust.
-fn cuda_repository(plan: &Plan, facts: &Facts) -> Result<Option<CudaRepository>, PlanRefused> {
+/// NVIDIA's own for `arch` (its path component: "x86_64", "sbsa"), with
+/// the key and the fingerprint to trust.
+pub fn cuda_repository(
+    plan: &Plan,
+    facts: &Facts,
+    arch: &str,
+) -> Result<Option<CudaRepository>, PlanRefused> {
     if plan.source() != Source::CudaRepo {
         return Ok(None);
     }
@@ -467,7 +474,7 @@ fn cuda_repository(plan: &Plan, facts: &Facts) -> Result<Option<CudaRepository>,
     let repos = &plan.repositories;
     let mut url = match (&repos.cuda, known) {
         (Some(url), _) => url.0.clone(),
-        (None, Some(known)) => known.url.replace("{arch}", distro::repo_arch()),
+        (None, Some(known)) => known.url.replace("{arch}", arch),
         (None, None) => {
             return Err(refuse(format!(
                 "NVIDIA publishes no CUDA repository provision knows for {system}: set [repositories] cuda to one"

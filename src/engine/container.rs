@@ -7,7 +7,7 @@
 
 use super::build::PlanRefused;
 use crate::compat::knowledge::Knowledge;
-use crate::distro::{self, PackageSpec, VersionSpec};
+use crate::distro::{PackageSpec, VersionSpec};
 use crate::facts::Facts;
 use crate::facts::os::Family;
 use crate::host::Root;
@@ -70,9 +70,11 @@ fn dcgm_cuda_major(plan: &Plan, facts: &Facts) -> Result<u32, PlanRefused> {
 }
 
 /// The libnvidia-container repository: the plan's mirror or NVIDIA's.
+/// `arch`: NVIDIA's path component for the CPU ("x86_64", "sbsa").
 pub fn container_repository(
     plan: &Plan,
     facts: &Facts,
+    arch: &str,
 ) -> Result<Option<CudaRepository>, PlanRefused> {
     if plan.container == ContainerRuntime::None {
         return Ok(None);
@@ -83,7 +85,7 @@ pub fn container_repository(
         )
     })?;
     let repos = &plan.repositories;
-    let arch = match (family, distro::repo_arch()) {
+    let arch = match (family, arch) {
         (Family::Debian, "x86_64") => "amd64",
         (Family::Debian, _) => "arm64",
         (Family::Rhel, "x86_64") => "x86_64",

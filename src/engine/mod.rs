@@ -17,7 +17,7 @@ mod undo;
 
 pub use build::{
     COMPAT_CONF, LOADER_CONF, NOUVEAU_CONF, PROFILE_SCRIPT, PlanRefused, build_steps,
-    resolve_flavor,
+    cuda_repository, resolve_flavor,
 };
 pub use container::{container_repository, extra_packages};
 pub use history::{History, history};
