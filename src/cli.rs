@@ -110,9 +110,16 @@ pub enum Command {
         /// release's current kernel).
         #[arg(long = "kernel", value_name = "RELEASE")]
         kernels: Vec<String>,
-        /// The distribution's archive (default: its official one).
-        #[arg(long, value_name = "URL")]
-        mirror: Option<String>,
+        /// The distribution's repositories: Debian/Ubuntu, its archive
+        /// (default: the official one); RHEL family (repeatable), dnf base
+        /// URLs of BaseOS, AppStream, EPEL (default: NVIDIA's repository
+        /// only).
+        #[arg(long = "mirror", value_name = "URL")]
+        mirrors: Vec<String>,
+        /// RHEL family: an ASCII-armored key that signs the --mirror
+        /// rpms (repeatable; RPM-GPG-KEY-redhat-release, ...).
+        #[arg(long = "mirror-key", value_name = "FILE")]
+        mirror_keys: Vec<PathBuf>,
         /// Where to write the bundle.
         #[arg(short = 'o', long = "output", value_name = "FILE.tar")]
         output: PathBuf,

@@ -114,10 +114,22 @@ fn run(cli: Cli) -> Exit {
             release,
             arch,
             kernels,
-            mirror,
+            mirrors,
+            mirror_keys,
             output,
             json,
-        } => bundle_verb(&plan, release, arch, kernels, mirror, output, json),
+        } => bundle_verb(
+            &plan,
+            provision::bundle::build::Sources {
+                release,
+                arch,
+                kernels,
+                mirrors,
+                mirror_keys,
+            },
+            output,
+            json,
+        ),
         Command::Compat {
             driver,
             cuda,
@@ -264,10 +276,7 @@ fn apply(plan: &Path, common: &Common, bundle: &BundleArgs, lock_timeout: u64) -
 /// `provision bundle`: resolve, download, write the tar, print its hash.
 fn bundle_verb(
     plan: &Path,
-    release: String,
-    arch: String,
-    kernels: Vec<String>,
-    mirror: Option<String>,
+    sources: provision::bundle::build::Sources,
     output: std::path::PathBuf,
     json: bool,
 ) -> Exit {
@@ -280,10 +289,7 @@ fn bundle_verb(
     let runner = SystemRunner::new(Path::new("/"), progress.clone(), false);
     let request = provision::bundle::build::Request {
         plan: &plan,
-        release,
-        arch,
-        kernels,
-        mirror,
+        sources,
         output,
     };
     let started = std::time::Instant::now();

@@ -22,15 +22,25 @@ use crate::progress::Progress;
 /// What to bundle.
 pub struct Request<'a> {
     pub plan: &'a Plan,
-    /// "debian-12", as `detect` names a release.
+    pub sources: Sources,
+    pub output: PathBuf,
+}
+
+/// The release to bundle for and where its packages come from.
+pub struct Sources {
+    /// "debian-12", as `detect` names a release; "rhel-9" for the RHEL
+    /// family.
     pub release: String,
     /// "x86_64" or "sbsa".
     pub arch: String,
     /// Kernels to carry headers for (default: the release's current one).
     pub kernels: Vec<String>,
-    /// The distribution archive (default: the release's official one).
-    pub mirror: Option<String>,
-    pub output: PathBuf,
+    /// The distribution's repositories: its archive (Debian family, at most
+    /// one; default: the release's official one), or dnf base URLs (RHEL
+    /// family: BaseOS, AppStream, EPEL mirrors; default: none).
+    pub mirrors: Vec<String>,
+    /// Keys (ASCII-armored files) that sign the RHEL-family mirrors' rpms.
+    pub mirror_keys: Vec<PathBuf>,
 }
 
 /// What `bundle` made.
@@ -44,11 +54,11 @@ pub struct Built {
 }
 
 /// A release provision can bundle for.
-struct Release {
-    id: &'static str,
-    version: &'static str,
+pub(super) struct Release {
+    pub(super) id: &'static str,
+    pub(super) version: &'static str,
     codename: &'static str,
-    family: Family,
+    pub(super) family: Family,
     archive: &'static str,
     security: &'static str,
     components: &'static str,
@@ -84,27 +94,48 @@ const fn ubuntu(version: &'static str, codename: &'static str) -> Release {
     }
 }
 
+/// An RHEL-family major release: one bundle serves RHEL, Rocky, Alma,
+/// Oracle Linux and CentOS Stream of it. Its distribution repositories
+/// need a subscription (RHEL) or are the site's own: they come from
+/// `--mirror`, NVIDIA's repository from the plan.
+const fn rhel(version: &'static str) -> Release {
+    Release {
+        id: "rhel",
+        version,
+        codename: "",
+        family: Family::Rhel,
+        archive: "",
+        security: "",
+        components: "",
+        keyring: "",
+        kernel_meta: "kernel-core",
+    }
+}
+
 const RELEASES: &[Release] = &[
     debian("12", "bookworm"),
     debian("13", "trixie"),
     ubuntu("22.04", "jammy"),
     ubuntu("24.04", "noble"),
+    rhel("8"),
+    rhel("9"),
 ];
 
+impl Release {
+    /// "debian-12", "rhel-9".
+    pub(super) fn name(&self) -> String {
+        format!("{}-{}", self.id, self.version)
+    }
+}
+
 fn release_of(name: &str) -> Result<&'static Release, BundleError> {
-    RELEASES
-        .iter()
-        .find(|r| format!("{}-{}", r.id, r.version) == name)
-        .ok_or_else(|| {
-            let known: Vec<String> = RELEASES
-                .iter()
-                .map(|r| format!("{}-{}", r.id, r.version))
-                .collect();
-            BundleError::Build(format!(
-                "--for {name}: provision bundles for {} (RHEL-family bundles are not made yet)",
-                known.join(", ")
-            ))
-        })
+    RELEASES.iter().find(|r| r.name() == name).ok_or_else(|| {
+        let known: Vec<String> = RELEASES.iter().map(Release::name).collect();
+        BundleError::Build(format!(
+            "--for {name}: provision bundles for {} (one rhel-N bundle serves RHEL, Rocky, Alma, Oracle Linux and CentOS N)",
+            known.join(", ")
+        ))
+    })
 }
 
 /// A throwaway apt: its own configuration, lists, cache and dpkg status,
@@ -168,7 +199,7 @@ impl<'a> Apt<'a> {
     }
 }
 
-fn io(error: std::io::Error) -> BundleError {
+pub(super) fn io(error: std::io::Error) -> BundleError {
     BundleError::Build(error.to_string())
 }
 
@@ -178,8 +209,8 @@ pub fn build(
     runner: &dyn Runner,
     progress: &dyn Progress,
 ) -> Result<Built, BundleError> {
-    let release = release_of(&request.release)?;
-    let debian_arch = match request.arch.as_str() {
+    let release = release_of(&request.sources.release)?;
+    let debian_arch = match request.sources.arch.as_str() {
         "x86_64" => "amd64",
         "sbsa" | "aarch64" => "arm64",
         other => {
@@ -189,6 +220,15 @@ pub fn build(
         }
     };
     precheck(request.plan)?;
+    if release.family == Family::Rhel {
+        return super::rpm::build(request, release, runner, progress);
+    }
+    if request.sources.mirrors.len() > 1 || !request.sources.mirror_keys.is_empty() {
+        return Err(BundleError::Build(format!(
+            "{}: one --mirror (the distribution's archive, checked with its keyring) and no --mirror-key",
+            release.name()
+        )));
+    }
     let apt = Apt::new(runner, debian_arch)?;
     let sources = write_sources(&apt, release, request)?;
     progress.step_started(
@@ -198,15 +238,18 @@ pub fn build(
     apt.run(apt.cmd("apt-get").args(["update", "-q"]))?;
     minimal_status(&apt)?;
     let facts = target_facts(&apt, release, request)?;
-    let specs = wanted(request.plan, &facts)?;
-    let exact = resolve(&apt, &specs)?;
+    let specs = wanted(request.plan, &facts)?.install;
+    let offered = distro::apt::parse_madison(
+        &apt.run(apt.cmd("apt-cache").arg("madison").args(names_of(&specs)))?,
+    );
+    let exact = resolve(&specs, &offered)?;
     progress.step_started(
         "bundle:download",
         "apt-get install --download-only for a minimal install",
     );
     let uris = download(&apt, &exact)?;
     let manifest = write_repo(&apt, release, request, &sources, &uris)?;
-    write_tar(&apt, manifest, &request.output)
+    write_tar(&apt.path().join("out"), manifest, &request.output)
 }
 
 /// sources.list for the release (and NVIDIA's repositories the plan uses),
@@ -224,8 +267,10 @@ fn write_sources(
         )));
     }
     let archive = request
-        .mirror
-        .clone()
+        .sources
+        .mirrors
+        .first()
+        .cloned()
         .unwrap_or_else(|| release.archive.to_string());
     let code = release.codename;
     let comps = release.components;
@@ -234,14 +279,14 @@ fn write_sources(
         format!("deb [signed-by={key}] {archive} {code} {comps}"),
         format!("deb [signed-by={key}] {archive} {code}-updates {comps}"),
     ];
-    if request.mirror.is_none() {
+    if request.sources.mirrors.is_empty() {
         let security = release.security;
         lines.push(format!(
             "deb [signed-by={key}] {security} {code}-security {comps}"
         ));
     }
     let mut sources = vec![archive.clone()];
-    if request.mirror.is_none() {
+    if request.sources.mirrors.is_empty() {
         sources.push(release.security.to_string());
     }
     for (name, url, key_url, fingerprint) in nvidia_repositories(plan, release, request)? {
@@ -256,13 +301,13 @@ fn write_sources(
 }
 
 /// NVIDIA's repositories the plan draws from: (name, url, key, fingerprint).
-fn nvidia_repositories(
+pub(super) fn nvidia_repositories(
     plan: &Plan,
     release: &Release,
     request: &Request,
 ) -> Result<Vec<(String, String, String, String)>, BundleError> {
     let facts = bare_facts(release, &[]);
-    let arch = if request.arch == "x86_64" {
+    let arch = if request.sources.arch == "x86_64" {
         "x86_64"
     } else {
         "sbsa"
@@ -290,6 +335,12 @@ fn nvidia_repositories(
 /// Downloads a repository key and keeps it only with the pinned
 /// fingerprint, as a binary keyring apt reads.
 fn fetch_key(url: &str, fingerprint: &str, keyring: &Path) -> Result<(), BundleError> {
+    let (_, packets) = checked_key(url, fingerprint)?;
+    fs_err::write(keyring, packets).map_err(io)
+}
+
+/// A repository key with the pinned fingerprint: (as served, packets).
+pub(super) fn checked_key(url: &str, fingerprint: &str) -> Result<(Vec<u8>, Vec<u8>), BundleError> {
     use crate::distro::openpgp::{dearmor, fingerprints};
     let bytes =
         crate::fetch::fetch_small(url, 1 << 20).map_err(|e| BundleError::Build(e.to_string()))?;
@@ -301,7 +352,7 @@ fn fetch_key(url: &str, fingerprint: &str, keyring: &Path) -> Result<(), BundleE
             found.join(", ")
         )));
     }
-    fs_err::write(keyring, packets).map_err(io)
+    Ok((bytes, packets))
 }
 
 /// The dpkg status of a minimal install: the release's `Priority:
@@ -378,7 +429,7 @@ fn list_stanzas(apt: &Apt) -> Result<Vec<(String, String, String)>, BundleError>
     Ok(all)
 }
 
-fn bare_facts(release: &Release, kernels: &[String]) -> Facts {
+pub(super) fn bare_facts(release: &Release, kernels: &[String]) -> Facts {
     let mut facts = Facts::default();
     facts.os.id = Some(release.id.into());
     facts.os.version_id = Some(release.version.into());
@@ -399,7 +450,7 @@ fn bare_facts(release: &Release, kernels: &[String]) -> Facts {
 /// The target host as the package sets read it: the release, and the
 /// kernels to build for (the plan's, or the release's current one).
 fn target_facts(apt: &Apt, release: &Release, request: &Request) -> Result<Facts, BundleError> {
-    let mut kernels = request.kernels.clone();
+    let mut kernels = request.sources.kernels.clone();
     if kernels.is_empty() {
         let meta = release.kernel_meta.replace("amd64", apt.debian_arch);
         let text = apt.run(apt.cmd("apt-cache").args(["depends", &meta]))?;
@@ -442,8 +493,9 @@ fn precheck(plan: &Plan) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// The packages the plan installs on such a host.
-fn wanted(plan: &Plan, facts: &Facts) -> Result<Vec<PackageSpec>, BundleError> {
+/// The packages the plan installs on such a host (and the module stream
+/// it enables, on EL8/EL9).
+pub(super) fn wanted(plan: &Plan, facts: &Facts) -> Result<distro::Desired, BundleError> {
     let flavor = plan.driver.as_ref().map(|d| d.flavor);
     let compat = match &plan.compat {
         CompatPackage::Named(name) => Some(name.as_str()),
@@ -455,21 +507,28 @@ fn wanted(plan: &Plan, facts: &Facts) -> Result<Vec<PackageSpec>, BundleError> {
         crate::engine::extra_packages(plan, facts)
             .map_err(|e| BundleError::Build(e.to_string()))?,
     );
-    Ok(desired.install)
+    Ok(desired)
 }
 
-/// Exact versions: the newest each spec accepts, the driver set at one
-/// release every package of it offers; an alternative where the first
-/// name is not offered.
-fn resolve(apt: &Apt, specs: &[PackageSpec]) -> Result<Vec<(String, String)>, BundleError> {
+/// Every name the specs could be installed as (alternatives too).
+pub(super) fn names_of(specs: &[PackageSpec]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for spec in specs {
         names.push(spec.name.clone());
         names.extend(spec.alternatives.iter().map(|(n, _)| n.clone()));
     }
-    let offered =
-        distro::apt::parse_madison(&apt.run(apt.cmd("apt-cache").arg("madison").args(names))?);
-    let driver_release = driver_release(specs, &offered);
+    names
+}
+
+/// Exact versions out of what the repositories offer (newest first per
+/// name): the newest each spec accepts, the driver set at one release
+/// every package of it offers; an alternative where the first name is not
+/// offered.
+pub(super) fn resolve(
+    specs: &[PackageSpec],
+    offered: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<(String, String)>, BundleError> {
+    let driver_release = driver_release(specs, offered);
     let mut exact = Vec::new();
     for spec in specs {
         let choices = std::iter::once((spec.name.clone(), spec.version.clone()))
@@ -491,7 +550,7 @@ fn resolve(apt: &Apt, specs: &[PackageSpec]) -> Result<Vec<(String, String)>, Bu
             Some(found) => exact.push(found),
             None => {
                 return Err(BundleError::Build(format!(
-                    "{} ({}) is not offered by the release's repositories",
+                    "{} ({}) is not offered by the repositories the bundle is resolved against",
                     spec.name,
                     spec.version.describe()
                 )));
@@ -595,7 +654,7 @@ fn write_repo(
     let index_sha = hex(Sha256::digest(packages_index.as_bytes()));
     let release_file = format!(
         "Origin: provision-bundle\nLabel: provision-bundle\nSuite: {}\nCodename: {}\nArchitectures: {}\nSHA256:\n {index_sha} {} Packages\n",
-        request.release,
+        request.sources.release,
         release.codename,
         apt.debian_arch,
         packages_index.len()
@@ -605,8 +664,8 @@ fn write_repo(
     packages.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Manifest {
         format: 1,
-        release: request.release.clone(),
-        arch: request.arch.clone(),
+        release: request.sources.release.clone(),
+        arch: request.sources.arch.clone(),
         plan_sha256: request.plan.sha256.clone(),
         created: crate::journal::now(),
         sources: sources.to_vec(),
@@ -617,7 +676,7 @@ fn write_repo(
 
 /// The repository a URI was downloaded from: the longest source it starts
 /// with ("debian-security" over "debian"), else its directory.
-fn source_of(uri: &str, sources: &[String]) -> String {
+pub(super) fn source_of(uri: &str, sources: &[String]) -> String {
     sources
         .iter()
         .filter(|s| uri.starts_with(&format!("{}/", s.trim_end_matches('/'))))
@@ -629,16 +688,26 @@ fn source_of(uri: &str, sources: &[String]) -> String {
         })
 }
 
-/// Every file of the repository with its sha256, by name.
-fn listed_files(repo: &Path) -> Result<Vec<ManifestFile>, BundleError> {
-    let mut names: Vec<String> = fs_err::read_dir(repo)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
+/// Every file of the repository (its subdirectories too: rpm metadata)
+/// with its sha256, by path.
+pub(super) fn listed_files(repo: &Path) -> Result<Vec<ManifestFile>, BundleError> {
+    let mut paths = Vec::new();
+    let mut pending = vec![repo.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs_err::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                paths.push(path);
+            }
+        }
+    }
+    paths.sort();
     let mut files = Vec::new();
-    for name in names {
-        let bytes = fs_err::read(repo.join(&name)).map_err(io)?;
+    for path in paths {
+        let bytes = fs_err::read(&path).map_err(io)?;
+        let name = path.strip_prefix(repo).unwrap_or(&path).display();
         files.push(ManifestFile {
             path: format!("{REPO_DIR}/{name}"),
             sha256: hex(Sha256::digest(&bytes)),
@@ -648,9 +717,13 @@ fn listed_files(repo: &Path) -> Result<Vec<ManifestFile>, BundleError> {
     Ok(files)
 }
 
-/// The tar: the manifest first, then the repository; written beside the
-/// output and renamed into place.
-fn write_tar(apt: &Apt, manifest: Manifest, output: &Path) -> Result<Built, BundleError> {
+/// The tar: the manifest first, then the repository (under `out`);
+/// written beside the output and renamed into place.
+pub(super) fn write_tar(
+    out: &Path,
+    manifest: Manifest,
+    output: &Path,
+) -> Result<Built, BundleError> {
     let json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Build(e.to_string()))?;
     let manifest_sha256 = hex(Sha256::digest(&json));
@@ -665,7 +738,7 @@ fn write_tar(apt: &Apt, manifest: Manifest, output: &Path) -> Result<Built, Bund
     tar.append_data(&mut header, MANIFEST, json.as_slice())
         .map_err(io)?;
     for file in &manifest.files {
-        let path = apt.path().join("out").join(&file.path);
+        let path = out.join(&file.path);
         let mut source = fs_err::File::open(&path).map_err(io)?;
         let mut header = tar::Header::new_gnu();
         header.set_size(file.size);

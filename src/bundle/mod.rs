@@ -8,6 +8,7 @@
 //! keeps it unpacked in the cache for the next run.
 
 pub mod build;
+mod rpm;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -32,6 +32,18 @@ const REPO_ID: &str = "provision-cuda";
 const REPO_FILE: &str = "/etc/yum.repos.d/provision-cuda.repo";
 const REPO_KEY: &str = "/etc/pki/rpm-gpg/RPM-GPG-KEY-provision-cuda";
 
+/// The offline bundle's repository (see step::bundle).
+const BUNDLE_ID: &str = "provision-bundle";
+const BUNDLE_FILE: &str = "/etc/yum.repos.d/provision-bundle.repo";
+
+/// The path the root's bundle repository serves from ("/var/lib/...").
+fn bundle_baseurl(root: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("{root}{BUNDLE_FILE}")).ok()?;
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("baseurl=file://"))
+        .map(str::to_string)
+}
+
 /// A plugin configuration directory for the commands of one transaction:
 /// the versionlock plugin reading a given list. Removed when dropped.
 pub struct Plugins {
@@ -188,6 +200,10 @@ impl Dnf {
             if Path::new(&format!("{root}{REPO_FILE}")).exists() {
                 // dnf reads a repository's key from the machine it runs on.
                 cmd = cmd.arg(format!("--setopt={REPO_ID}.gpgkey=file://{root}{REPO_KEY}"));
+            }
+            if let Some(url) = bundle_baseurl(&root) {
+                // ... and a file:// repository from the machine's paths too.
+                cmd = cmd.arg(format!("--setopt={BUNDLE_ID}.baseurl=file://{root}{url}"));
             }
         }
         if let Some(plugins) = plugins {

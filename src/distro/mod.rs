@@ -248,7 +248,7 @@ pub fn desired(
         driver_packages(&mut desired, set, driver, facts, flavor)?;
         fabric_manager(&mut desired, set, driver, facts)?;
         if plan.repositories.prerequisites {
-            prerequisites(&mut desired, set, driver, facts);
+            prerequisites(&mut desired, set, driver, facts, plan.bundle.is_some());
         }
     }
     if let Some(toolkit) = &plan.toolkit {
@@ -427,6 +427,7 @@ fn prerequisites(
     set: &PackageSet,
     driver: &crate::plan::Driver,
     facts: &Facts,
+    bundled: bool,
 ) {
     let (major_release, _) = releases(facts);
     let branch = driver.target.branch().to_string();
@@ -436,7 +437,8 @@ fn prerequisites(
         hold: false,
         alternatives: Vec::new(),
     };
-    if set.family == "rhel" {
+    // dkms comes from EPEL; an offline bundle carries it instead.
+    if set.family == "rhel" && !bundled {
         match set.epel.get(facts.os.id.as_deref().unwrap_or("")) {
             Some(package) => desired
                 .install

@@ -423,29 +423,30 @@ fn toolkit_runfile(
     (home, None, false)
 }
 
-/// The offline bundle's repository, for the release it was made for.
+/// The offline bundle's repository, for the release it was made for: a
+/// Debian-family release exactly ("debian-12"), an RHEL-family one by its
+/// major ("rhel-9" serves Rocky 9.4).
 fn bundle_repository(
     opened: &crate::bundle::Opened,
     facts: &Facts,
 ) -> Result<step::bundle::BundleRepository, PlanRefused> {
-    let here = format!(
-        "{}-{}",
-        facts.os.id.as_deref().unwrap_or("unknown"),
-        facts.os.version_id.as_deref().unwrap_or("unknown")
-    );
+    let version = facts.os.version_id.as_deref().unwrap_or("unknown");
+    let family = facts.os.family;
+    let here = match family {
+        Some(crate::facts::os::Family::Rhel) => {
+            format!("rhel-{}", version.split('.').next().unwrap_or(version))
+        }
+        _ => format!("{}-{version}", facts.os.id.as_deref().unwrap_or("unknown")),
+    };
     if opened.manifest.release != here {
         return Err(PlanRefused::Refused(format!(
             "the bundle was made for {}, and this host is {here}: make one with `provision bundle PLAN --for {here}`",
             opened.manifest.release
         )));
     }
-    if facts.os.family != Some(crate::facts::os::Family::Debian) {
-        return Err(PlanRefused::Refused(
-            "bundles serve Debian-family hosts for now".into(),
-        ));
-    }
     Ok(step::bundle::BundleRepository {
         opened: opened.clone(),
+        family: family.unwrap_or(crate::facts::os::Family::Debian),
     })
 }
 

@@ -98,6 +98,11 @@ fn undo_entry(
             .restore_file(path, before)
             .map(|()| journal.remove_created_dirs(created_dirs))
             .map_err(|e| e.to_string()),
+        Undo::Tree { path, created_dirs } => host
+            .root
+            .remove_dir_all(path)
+            .map(|()| journal.remove_created_dirs(created_dirs))
+            .map_err(|e| e.to_string()),
         Undo::Packages { manager, before } => {
             match manager.as_str() {
                 "apt" => step::packages::undo(host, before).map_err(|e| e.to_string()),
@@ -429,6 +434,7 @@ fn describe_undo(undo: &Undo) -> String {
             path, before: None, ..
         } => format!("remove {path}"),
         Undo::File { path, .. } => format!("restore {path}"),
+        Undo::Tree { path, .. } => format!("remove {path}/"),
         Undo::Packages { before, .. } => format!(
             "return to the earlier package set ({} packages)",
             before.len()

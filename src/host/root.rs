@@ -260,6 +260,26 @@ impl Root {
         }
     }
 
+    /// Removes the directory tree at `p` (a link at `p` itself is removed,
+    /// never followed). Absent is fine.
+    pub fn remove_dir_all(&self, p: impl AsRef<Path>) -> io::Result<()> {
+        let p = p.as_ref();
+        let parent = match self.join_resolved(p.parent().unwrap_or(Path::new("/"))) {
+            Ok(parent) => parent,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let real = parent.join(p.file_name().unwrap_or_default());
+        match std::fs::symlink_metadata(&real) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(annotate(error, &real)),
+            Ok(meta) if meta.is_dir() => {
+                std::fs::remove_dir_all(&real).map_err(|e| annotate(e, &real))
+            }
+            Ok(_) => std::fs::remove_file(&real).map_err(|e| annotate(e, &real)),
+        }
+    }
+
     /// Creates directory `p` and its parents (links resolved inside the root).
     pub fn create_dir_all(&self, p: impl AsRef<Path>) -> io::Result<()> {
         fs_err::create_dir_all(self.join_resolved(p.as_ref())?)

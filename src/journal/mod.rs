@@ -93,6 +93,14 @@ pub enum Undo {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         created_dirs: Vec<String>,
     },
+    /// Remove this directory tree the change created (through the root,
+    /// with no tool of its own), then the directories around it the change
+    /// created, when empty again.
+    Tree {
+        path: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        created_dirs: Vec<String>,
+    },
     /// Return the package database to this set of versions and holds.
     Packages {
         manager: String,

@@ -1,21 +1,26 @@
 //! `repository:bundle`: the host served from a checked offline bundle. Its
 //! repository is copied into the root (`/var/lib/provision/bundles/<sha>`)
-//! and named in an apt source of its own, trusted because every file was
-//! checked against the manifest (and the manifest against the hash the
-//! operator was given) before anything changed. Rollback removes both.
+//! and named in an apt source or a dnf repository of its own, trusted
+//! because every file was checked against the manifest (and the manifest
+//! against the hash the operator was given) before anything changed; an
+//! RHEL-family bundle's rpms were also checked against their repositories'
+//! keys when it was made. Rollback removes both.
 
 use crate::bundle::{Opened, REPO_DIR};
-use crate::host::Cmd;
+use crate::facts::os::Family;
 use crate::journal::{Journal, Undo};
 use crate::step::file::{header, unified};
 use crate::step::{Action, Change, Check, Context, Diff, Step, StepError, io_error};
 
 pub const ID: &str = "repository:bundle";
 pub const LIST: &str = "/etc/apt/sources.list.d/provision-bundle.list";
+/// The dnf repository (its id is the file's name: see distro::dnf).
+pub const REPO: &str = "/etc/yum.repos.d/provision-bundle.repo";
 pub const BUNDLES: &str = "/var/lib/provision/bundles";
 
 pub struct BundleRepository {
     pub opened: Opened,
+    pub family: Family,
 }
 
 impl BundleRepository {
@@ -23,15 +28,27 @@ impl BundleRepository {
         format!("{BUNDLES}/{}", self.opened.manifest_sha256)
     }
 
+    /// The apt source or dnf repository file.
+    fn file(&self) -> &'static str {
+        match self.family {
+            Family::Rhel => REPO,
+            Family::Debian => LIST,
+        }
+    }
+
     fn source(&self) -> String {
-        format!(
-            "{}deb [trusted=yes] file:{}/ ./\n",
-            header(&format!(
-                "packages from the offline bundle for {}, every file checked against its manifest",
-                self.opened.manifest.release
-            )),
-            self.dir()
-        )
+        let header = header(&format!(
+            "packages from the offline bundle for {}, every file checked against its manifest",
+            self.opened.manifest.release
+        ));
+        match self.family {
+            Family::Debian => format!("{header}deb [trusted=yes] file:{}/ ./\n", self.dir()),
+            Family::Rhel => format!(
+                "{header}[provision-bundle]\nname=provision offline bundle for {}\nbaseurl=file://{}/\nenabled=1\ngpgcheck=0\n",
+                self.opened.manifest.release,
+                self.dir()
+            ),
+        }
     }
 
     /// Every file of the bundle is in the root at its size.
@@ -52,7 +69,8 @@ impl Step for BundleRepository {
     }
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
-        let current = ctx.host.root.read_string(LIST).ok();
+        let file = self.file();
+        let current = ctx.host.root.read_string(file).ok();
         let source = self.source();
         if current.as_deref() == Some(source.as_str()) && self.copied(ctx) {
             return Ok(Check::Satisfied(format!(
@@ -75,7 +93,7 @@ impl Step for BundleRepository {
                 bytes as f64 / 1e6,
                 self.dir()
             ),
-            diff: Diff::Text(unified(LIST, current.as_deref().unwrap_or(""), &source)),
+            diff: Diff::Text(unified(file, current.as_deref().unwrap_or(""), &source)),
             commands: vec![format!("copy the bundle's repository to {}", self.dir())],
         }))
     }
@@ -88,19 +106,17 @@ impl Step for BundleRepository {
                 "the bundle was only checked, not unpacked".into(),
             ));
         };
-        if !root.exists(BUNDLES) {
-            journal.record(
-                ID,
-                Undo::Run {
-                    cmd: Cmd::change("rmdir").args(["--ignore-fail-on-non-empty", BUNDLES]),
-                },
-            )?;
-        }
         if !root.exists(&dir) {
+            let created_dirs = if root.exists(BUNDLES) {
+                Vec::new()
+            } else {
+                vec![BUNDLES.to_string()]
+            };
             journal.record(
                 ID,
-                Undo::Run {
-                    cmd: Cmd::change("rm").args(["-rf", "--", &dir]),
+                Undo::Tree {
+                    path: dir.clone(),
+                    created_dirs,
                 },
             )?;
         }
@@ -108,11 +124,16 @@ impl Step for BundleRepository {
         fs_err::create_dir_all(&target).map_err(io_error(&dir))?;
         for file in &self.opened.manifest.files {
             let name = file.path.trim_start_matches(&format!("{REPO_DIR}/"));
-            fs_err::copy(unpacked.join(&file.path), target.join(name))
+            let to = target.join(name);
+            if let Some(parent) = to.parent() {
+                fs_err::create_dir_all(parent).map_err(io_error(&dir))?;
+            }
+            fs_err::copy(unpacked.join(&file.path), to)
                 .map_err(io_error(&format!("{dir}/{name}")))?;
         }
-        journal.record_file(ID, LIST)?;
-        root.write_atomic(LIST, self.source().as_bytes(), 0o644)
-            .map_err(io_error(LIST))
+        let list = self.file();
+        journal.record_file(ID, list)?;
+        root.write_atomic(list, self.source().as_bytes(), 0o644)
+            .map_err(io_error(list))
     }
 }

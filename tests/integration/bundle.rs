@@ -53,7 +53,7 @@ fn data_offset(tar_path: &Path, name: &str) -> u64 {
 }
 
 /// A copy of the bundle with one byte of `name` flipped.
-fn flipped(bundle: &Path, name: &str, dir: &Path) -> std::path::PathBuf {
+pub(crate) fn flipped(bundle: &Path, name: &str, dir: &Path) -> std::path::PathBuf {
     let copy = dir.join("tampered.tar");
     fs_err::copy(bundle, &copy).unwrap();
     let offset = data_offset(&copy, name);
@@ -63,7 +63,7 @@ fn flipped(bundle: &Path, name: &str, dir: &Path) -> std::path::PathBuf {
     copy
 }
 
-fn manifest_of(bundle: &Path) -> serde_json::Value {
+pub(crate) fn manifest_of(bundle: &Path) -> serde_json::Value {
     let mut archive = tar::Archive::new(fs_err::File::open(bundle).unwrap());
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -354,8 +354,23 @@ fn what_a_bundle_cannot_be_made_for_is_refused_before_anything_is_fetched() {
     let cases = [
         (
             DRIVER_PLAN,
+            "fedora-41",
+            "provision bundles for debian-12, debian-13, ubuntu-22.04, ubuntu-24.04, rhel-8, rhel-9",
+        ),
+        (
+            DRIVER_PLAN,
             "rhel-9",
-            "provision bundles for debian-12, debian-13, ubuntu-22.04, ubuntu-24.04",
+            "nothing to resolve against: the plan uses none of NVIDIA's repositories",
+        ),
+        (
+            "[driver]\nbranch = \"580\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n",
+            "rhel-9 --mirror http://127.0.0.1:9/baseos/",
+            "--mirror needs --mirror-key",
+        ),
+        (
+            DRIVER_PLAN,
+            "debian-12 --mirror-key /dev/null",
+            "one --mirror (the distribution's archive, checked with its keyring) and no --mirror-key",
         ),
         (
             "[driver]\nbranch = \"535\"\n",
@@ -376,15 +391,10 @@ fn what_a_bundle_cannot_be_made_for_is_refused_before_anything_is_fetched() {
     for (text, release, expected) in cases {
         let plan = plan_file(dir.path(), "plan.toml", text);
         // No network: a refusal must not need one.
-        let run = offline(&[
-            "bundle",
-            plan.to_str().unwrap(),
-            "--for",
-            release,
-            "-o",
-            out.to_str().unwrap(),
-            "--json",
-        ]);
+        let mut args = vec!["bundle", plan.to_str().unwrap(), "--for"];
+        args.extend(release.split(' '));
+        args.extend(["-o", out.to_str().unwrap(), "--json"]);
+        let run = offline(&args);
         assert_eq!(run.code, 1, "{text}: {run:?}");
         assert!(
             run.json()["msg"].as_str().unwrap().contains(expected),

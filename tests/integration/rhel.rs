@@ -634,3 +634,214 @@ fn dnf_killed_mid_transaction_is_recovered_by_the_next_run() {
     eprintln!("dnf killed mid-transaction at {survived} points: every one recovered");
     assert!(survived >= 3, "too few kill points hit: {survived}");
 }
+
+/// provision under `unshare -n` (no network for it or what it starts),
+/// its bundle cache in `cache`.
+fn offline(args: &[&str], cache: &Path) -> crate::support::Run {
+    let output = Command::new("unshare")
+        .arg("-n")
+        .arg(env!("CARGO_BIN_EXE_provision"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("PROVISION_CACHE", cache.join("downloads"))
+        .output()
+        .expect("unshare -n provision");
+    crate::support::Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
+    let online = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&online, dir.path(), "");
+    let bundle = dir.path().join("rhel-9.tar");
+    let made = provision(&[
+        "bundle",
+        plan.to_str().unwrap(),
+        "--for",
+        "rhel-9",
+        "-o",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let sha = made.json()["manifest_sha256"].as_str().unwrap().to_string();
+    let manifest = crate::bundle::manifest_of(&bundle);
+    assert_eq!(manifest["release"], "rhel-9");
+    let packages: BTreeMap<&str, &str> = manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect();
+    for driver in [
+        "nvidia-driver-cuda",
+        "kmod-nvidia-open-dkms",
+        "nvidia-kmod-common",
+    ] {
+        assert_eq!(packages[driver], "3:580.105.08-1.el9", "{packages:?}");
+    }
+    assert_eq!(packages["kernel-devel"], "5.14.0-427.13.1.el9_4");
+    assert_eq!(packages["cuda-toolkit-12-9"], "12.9.1-1");
+    assert!(packages.contains_key("dkms") && packages.contains_key("nvidia-driver-cuda-libs"));
+    assert!(
+        !packages.contains_key("kmod-nvidia-latest-dkms") && !packages.contains_key("epel-release"),
+        "only what the plan pulls in: {packages:?}"
+    );
+    for package in manifest["packages"].as_array().unwrap() {
+        assert_eq!(package["source"], online.url.as_str(), "{package:#}");
+    }
+    let files: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"repo/repodata/repomd.xml"), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.contains("modules.yaml")),
+        "the stream's module metadata: {files:?}"
+    );
+
+    // Online, then offline from the bundle alone into a fresh root.
+    online.run("apply", Some(&plan));
+    let root = ElRoot::new();
+    let before = root.tree();
+    let cache = dir.path().join("cache");
+    let with_bundle = |verb: &str| {
+        let run = offline(
+            &[
+                verb,
+                plan.to_str().unwrap(),
+                "--root",
+                root.arg(),
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--bundle-sha256",
+                &sha,
+                "--json",
+            ],
+            &cache,
+        );
+        assert_eq!(run.code, 0, "{verb}: {run:?}");
+        run.json()
+    };
+    let planned = with_bundle("plan");
+    assert_eq!(step(&planned, "repository:bundle")["action"], "create");
+    let ids: Vec<&str> = planned["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&"repository:cuda"), "offline: {ids:?}");
+    assert_same_tree(&before, &root.tree(), "plan with the bundle");
+    let applied = with_bundle("apply");
+    assert_eq!(applied["changed"], true, "{applied:#}");
+    let mut online_rpms = online.rpms();
+    online_rpms.remove("epel-release");
+    assert_eq!(
+        root.rpms(),
+        online_rpms,
+        "the online set (EPEL's release package aside: the bundle carries dkms)"
+    );
+    for file in [
+        "/etc/dnf/modules.d/nvidia-driver.module",
+        "/etc/dnf/plugins/versionlock.list",
+        "/etc/profile.d/provision-cuda.sh",
+    ] {
+        assert_eq!(root.read(file), online.read(file), "{file}");
+    }
+    assert!(
+        root.read("/etc/yum.repos.d/provision-bundle.repo")
+            .contains(&sha)
+    );
+    assert!(root.read("/etc/yum.repos.d/provision-cuda.repo").is_empty());
+
+    let again = with_bundle("apply");
+    assert_eq!(again["changed"], false, "{again:#}");
+    let rolled = offline(&["rollback", "--root", root.arg(), "--json"], &cache);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_same_tree(&before, &root.tree(), "rollback of the offline apply");
+    assert!(root.rpms().is_empty(), "{:?}", root.rpms());
+    assert!(!root.path().join("var/lib/provision/bundles").exists());
+
+    // One flipped byte in the kernel module's rpm, on a host that has not
+    // cached the bundle: refused, nothing changed.
+    let rpm = files
+        .iter()
+        .find(|f| f.contains("kmod-nvidia-open-dkms"))
+        .unwrap();
+    let tampered = crate::bundle::flipped(&bundle, rpm, dir.path());
+    let refused = offline(
+        &[
+            "apply",
+            plan.to_str().unwrap(),
+            "--root",
+            root.arg(),
+            "--bundle",
+            tampered.to_str().unwrap(),
+            "--json",
+        ],
+        &dir.path().join("other-cache"),
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let msg = refused.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains(&format!("{rpm} is tampered with or damaged")),
+        "{msg}"
+    );
+    assert_same_tree(&before, &root.tree(), "a tampered bundle");
+    assert!(root.rpms().is_empty());
+}
+
+#[test]
+fn a_bundle_of_rpms_signed_by_another_key_than_the_pinned_one_is_refused() {
+    // The impostor's own key, pinned by its own fingerprint: the metadata
+    // loads, but the rpms are signed with the repository's real key.
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = repo().join("target/test-repos/nvidia-rhel9/impostor.pub");
+    let shown = Command::new("gpg")
+        .args(["--show-keys", "--with-colons"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&shown.stdout);
+    let fingerprint = listing
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| f.len() == 40))
+        .expect("the impostor's fingerprint")
+        .to_string();
+    let plan = fs_err::read_to_string(repo().join("plans/rhel-9-cuda-repo-580.toml")).unwrap();
+    let plan = plan_file(
+        dir.path(),
+        "impostor.toml",
+        &format!(
+            "{plan}\n[repositories]\ncuda = \"{url}\"\ncuda_key = \"{url}impostor.pub\"\ncuda_fingerprint = \"{fingerprint}\"\n",
+            url = root.url
+        ),
+    );
+    let bundle = dir.path().join("rhel-9.tar");
+    let run = provision(&[
+        "bundle",
+        plan.to_str().unwrap(),
+        "--for",
+        "rhel-9",
+        "-o",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("not signed by a key its repository is trusted with"),
+        "{msg}"
+    );
+    assert!(!bundle.exists(), "no bundle is written");
+}
