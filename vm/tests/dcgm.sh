@@ -1,0 +1,41 @@
+# DCGM on a booted system: [dcgm] enable installs the host engine for the
+# driver's CUDA major and starts nvidia-dcgm, which holds the GPU; the
+# upgrade window stops it before the swap and starts it after, and the
+# rollback brings the earlier set back with the service running. Runs after
+# live-upgrade (570 installed, nothing holding the GPU but persistenced).
+. /vm/tests/lib.sh
+
+dcgm570=$(plan_with dcgm-570 570 '[dcgm]' 'enable = true')
+run_json dcgm570 apply "$dcgm570"
+expect_eq "dcgm on 570 exit" 0 "$(cat $OUT/dcgm570.exit)"
+expect_eq "DCGM for CUDA 12 (570's major)" 1:4.4.1-1 "$(installed_version datacenter-gpu-manager-4-cuda12)"
+expect_eq "datacenter-gpu-manager-4-cuda12 hold" held "$(held datacenter-gpu-manager-4-cuda12)"
+expect_eq "nvidia-dcgm enabled" enabled "$(systemctl is-enabled nvidia-dcgm 2>/dev/null || true)"
+expect_eq "nvidia-dcgm" active "$(active nvidia-dcgm)"
+engine=$(systemctl show -p MainPID --value nvidia-dcgm)
+ls -l /proc/$engine/fd | grep -q /dev/nvidiactl || fail "nv-hostengine ($engine) does not hold the GPU"
+run_json again dcgm570 apply "$dcgm570"
+expect_eq "re-apply with dcgm changed" false "$(json $OUT/again.json 'd["changed"]')"
+
+# The upgrade: nvidia-dcgm holds the GPU, so it is in the window.
+dcgm580=$(plan_with dcgm-580 580 '[dcgm]' 'enable = true' '[upgrade]' 'holders = "stop-services"')
+run_json plan580 plan "$dcgm580"
+expect_eq "plan: the window stops" '["nvidia-persistenced.service", "nvidia-dcgm.service"]' "$(json $OUT/plan580.json 'd["window"]["stop"]')"
+expect_eq "plan: nothing blocks" '[]' "$(json $OUT/plan580.json '[h["pid"] for h in d["window"]["holders"] if h["action"]=="block"]')"
+run_json up580 apply "$dcgm580"
+expect_eq "upgrade with dcgm exit" 0 "$(cat $OUT/up580.exit)"
+expect_eq "module after the upgrade" 580.105.08 "$(loaded_version)"
+expect_eq "DCGM for CUDA 13 (580's major)" 1:4.4.1-1 "$(installed_version datacenter-gpu-manager-4-cuda13)"
+expect_eq "datacenter-gpu-manager-4-cuda13 hold" held "$(held datacenter-gpu-manager-4-cuda13)"
+expect_eq "nvidia-dcgm after the upgrade" active "$(active nvidia-dcgm)"
+[ "$(systemctl show -p MainPID --value nvidia-dcgm)" != "$engine" ] || fail "nvidia-dcgm was not stopped and started"
+expect_eq "the window stopped nvidia-dcgm" true "$(json $OUT/up580.json '"nvidia-dcgm.service" in d["window"]["stop"]')"
+expect_eq "verify after the upgrade" true "$(json $OUT/up580.json 'd["verify"]["passed"]')"
+
+# Rollback: 570 again, its DCGM package set, the service running.
+run_json back rollback
+expect_eq "rollback exit" 0 "$(cat $OUT/back.exit)"
+expect_eq "module after the rollback" 570.124.06 "$(loaded_version)"
+expect_eq "cuda13 DCGM after the rollback" absent "$(installed_version datacenter-gpu-manager-4-cuda13)"
+expect_eq "nvidia-dcgm after the rollback" active "$(active nvidia-dcgm)"
+echo "dcgm: all checks passed"
