@@ -14,7 +14,7 @@ expect_eq "nvidia-dcgm enabled" enabled "$(systemctl is-enabled nvidia-dcgm 2>/d
 expect_eq "nvidia-dcgm" active "$(active nvidia-dcgm)"
 engine=$(systemctl show -p MainPID --value nvidia-dcgm)
 ls -l /proc/$engine/fd | grep -q /dev/nvidiactl || fail "nv-hostengine ($engine) does not hold the GPU"
-run_json again dcgm570 apply "$dcgm570"
+run_json again apply "$dcgm570"
 expect_eq "re-apply with dcgm changed" false "$(json $OUT/again.json 'd["changed"]')"
 
 # The upgrade: nvidia-dcgm holds the GPU, so it is in the window.
