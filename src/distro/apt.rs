@@ -16,6 +16,22 @@ pub fn update() -> Cmd {
     apt_get().args(["update", "-q"])
 }
 
+/// Refreshes only the lists of one sources file (an offline bundle's),
+/// keeping the others: on an air-gapped host the usual sources cannot be
+/// reached, and apt would spend its retries on each.
+pub fn update_from(list: &str) -> Cmd {
+    apt_get().args([
+        "update".to_string(),
+        "-q".into(),
+        "-o".into(),
+        format!("Dir::Etc::SourceList={list}"),
+        "-o".into(),
+        "Dir::Etc::SourceParts=-".into(),
+        "-o".into(),
+        "APT::Get::List-Cleanup=0".into(),
+    ])
+}
+
 /// apt options for a command that only reads: no binary cache files
 /// (`pkgcache.bin`, `srcpkgcache.bin`) written beside the lists, so asking
 /// apt leaves `/var/cache/apt` as it was (and works on a read-only root).

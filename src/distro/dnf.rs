@@ -25,6 +25,9 @@ pub struct Dnf {
     scratch: Option<std::sync::Arc<tempfile::TempDir>>,
     /// dnf runs chrooted into the root (not on the machine itself).
     chrooted: bool,
+    /// The root is served from an offline bundle: only its repository is
+    /// used (an air-gapped host's other repositories cannot be reached).
+    bundle_only: bool,
 }
 
 /// The provision-managed CUDA repository's id and key (see step::repository).
@@ -69,12 +72,14 @@ impl Dnf {
             .tempdir()
             .ok()
             .map(std::sync::Arc::new);
+        let bundle_only = host.root.exists(BUNDLE_FILE);
         if host.has_tool("dnf") {
             return Dnf {
                 installroot: None,
                 releasever: None,
                 scratch,
                 chrooted: !host.root.is_host(),
+                bundle_only,
             };
         }
         Dnf {
@@ -82,6 +87,7 @@ impl Dnf {
             releasever: release.map(|r| r.split('.').next().unwrap_or(r).to_string()),
             scratch,
             chrooted: false,
+            bundle_only,
         }
     }
 
@@ -179,6 +185,12 @@ impl Dnf {
         };
         if let (true, Some(scratch)) = (self.chrooted, &self.scratch) {
             cmd = cmd.scratch(scratch.path());
+        }
+        if self.bundle_only {
+            cmd = cmd.args([
+                "--disablerepo=*".to_string(),
+                format!("--enablerepo={BUNDLE_ID}"),
+            ]);
         }
         if let Some(root) = &self.installroot {
             let root = root.display().to_string();

@@ -263,7 +263,23 @@ fn debian_12_real_535_bundle_applies_offline_like_online() {
         );
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
     };
-    with_bundle("apply");
+    let applied = with_bundle("apply");
+    // Only the bundle's list is refreshed: the rootfs's own sources cannot
+    // be reached, and apt would spend its retries on each.
+    let updates: Vec<&str> = applied["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["command"].as_str())
+        .filter(|c| c.contains("apt-get update"))
+        .collect();
+    assert!(
+        !updates.is_empty()
+            && updates.iter().all(|c| c
+                .contains("Dir::Etc::SourceList=/etc/apt/sources.list.d/provision-bundle.list")
+                && c.contains("Dir::Etc::SourceParts=-")),
+        "{updates:?}"
+    );
     let module = format!("lib/modules/{kernel}/updates/dkms/nvidia-current.ko");
     assert!(
         offline_root.path().join(&module).is_file(),

@@ -710,6 +710,13 @@ fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
     // Online, then offline from the bundle alone into a fresh root.
     online.run("apply", Some(&plan));
     let root = ElRoot::new();
+    // The site's usual repository, unreachable without a network: served
+    // from the bundle alone, dnf never asks it.
+    fs_err::write(
+        root.path().join("etc/yum.repos.d/baseos.repo"),
+        "[baseos]\nname=BaseOS\nbaseurl=http://10.255.255.1/rocky/9/BaseOS/x86_64/os/\nenabled=1\ngpgcheck=0\n",
+    )
+    .unwrap();
     let before = root.tree();
     let cache = dir.path().join("cache");
     let with_bundle = |verb: &str| {

@@ -719,7 +719,7 @@ impl Step for Packages {
                         .is_empty()
                 {
                     // Which alternative is offered is known after a refresh.
-                    run_checked(ctx.host.runner.as_ref(), &apt::update())?;
+                    run_checked(ctx.host.runner.as_ref(), &self.update())?;
                 }
                 self.settle(ctx.host, &installed).apt_apply(ctx, journal)
             }
@@ -783,11 +783,21 @@ impl Packages {
     }
 }
 
+impl Packages {
+    /// apt-get update: every source, or only the bundle's.
+    fn update(&self) -> crate::host::Cmd {
+        match &self.desired.update_from {
+            Some(list) => apt::update_from(list),
+            None => apt::update(),
+        }
+    }
+}
+
 impl Prefetch for Packages {
     fn describe(&self, ctx: &Context) -> Result<Vec<String>, StepError> {
         Ok(match self.desired.manager {
             Manager::Apt => vec![
-                apt::update().display(),
+                self.update().display(),
                 apt::download(&[]).display() + " <the driver set>",
             ],
             Manager::Dnf => dnf::describe_download(ctx),
@@ -800,7 +810,7 @@ impl Prefetch for Packages {
         }
         let host = ctx.host;
         let installed = installed_now(host)?;
-        run_checked(host.runner.as_ref(), &apt::update())?;
+        run_checked(host.runner.as_ref(), &self.update())?;
         let settled = self.settle(host, &installed);
         let (install, _, _) = settled.pending(&installed);
         let (exact, release) = settled
@@ -882,7 +892,7 @@ impl Packages {
             ));
         }
         if !exact.is_empty() || !remove.is_empty() {
-            commands.push(apt::update().display());
+            commands.push(self.update().display());
             commands.push(apt::install(&exact, &remove, false).display());
         }
         if !held.is_empty() {
@@ -936,7 +946,7 @@ impl Packages {
             Some(prepared) => (prepared.exact.clone(), prepared.release.clone()),
             None => {
                 if !install.is_empty() || !remove.is_empty() {
-                    run_checked(host.runner.as_ref(), &apt::update())?;
+                    run_checked(host.runner.as_ref(), &self.update())?;
                 }
                 self.resolve(host, &installed, &install)
                     .map_err(StepError::Failed)?
