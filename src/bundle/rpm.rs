@@ -217,7 +217,7 @@ fn write_repos(dnf: &Dnf, release: &Release, request: &Request) -> Result<Vec<Re
     let mut mirror_keys = Vec::new();
     for (n, key) in request.sources.mirror_keys.iter().enumerate() {
         let bytes = fs_err::read(key).map_err(io)?;
-        crate::distro::openpgp::dearmor(&bytes)
+        mirror_key_fingerprints(&bytes)
             .map_err(|e| BundleError::Build(format!("--mirror-key {}: {e}", key.display())))?;
         let copy = dnf.path().join(format!("keys/mirror-{n}.asc"));
         fs_err::write(&copy, bytes).map_err(io)?;
@@ -251,6 +251,25 @@ fn write_repos(dnf: &Dnf, release: &Release, request: &Request) -> Result<Vec<Re
         fs_err::write(dnf.path().join(format!("repos.d/{}.repo", repo.id)), text).map_err(io)?;
     }
     Ok(repos)
+}
+
+/// An ASCII-armored OpenPGP public key (what rpm imports), by its
+/// fingerprints.
+fn mirror_key_fingerprints(bytes: &[u8]) -> Result<Vec<String>, String> {
+    use crate::distro::openpgp::{dearmor, fingerprints};
+    if !String::from_utf8_lossy(bytes)
+        .trim_start()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    {
+        return Err("not an ASCII-armored OpenPGP public key (rpm imports only those)".into());
+    }
+    let found = dearmor(bytes)
+        .and_then(|packets| fingerprints(&packets))
+        .map_err(|e| e.to_string())?;
+    if found.is_empty() {
+        return Err("no public key in it".into());
+    }
+    Ok(found)
 }
 
 /// The kernels to carry headers for: `--kernel`, else the newest kernel

@@ -653,24 +653,10 @@ fn offline(args: &[&str], cache: &Path) -> crate::support::Run {
     }
 }
 
-#[test]
-fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
-    let online = ElRoot::new();
-    let dir = tempfile::tempdir().unwrap();
-    let plan = shipped_plan(&online, dir.path(), "");
-    let bundle = dir.path().join("rhel-9.tar");
-    let made = provision(&[
-        "bundle",
-        plan.to_str().unwrap(),
-        "--for",
-        "rhel-9",
-        "-o",
-        bundle.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(made.code, 0, "{made:?}");
-    let sha = made.json()["manifest_sha256"].as_str().unwrap().to_string();
-    let manifest = crate::bundle::manifest_of(&bundle);
+/// The rhel-9 bundle of the shipped plan holds what the plan pulls in
+/// from `url` and the stream's module metadata: its files, by path.
+fn bundled_files(bundle: &Path, url: &str) -> Vec<String> {
+    let manifest = crate::bundle::manifest_of(bundle);
     assert_eq!(manifest["release"], "rhel-9");
     let packages: BTreeMap<&str, &str> = manifest["packages"]
         .as_array()
@@ -693,19 +679,86 @@ fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
         "only what the plan pulls in: {packages:?}"
     );
     for package in manifest["packages"].as_array().unwrap() {
-        assert_eq!(package["source"], online.url.as_str(), "{package:#}");
+        assert_eq!(package["source"], url, "{package:#}");
     }
-    let files: Vec<&str> = manifest["files"]
+    let files: Vec<String> = manifest["files"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f["path"].as_str().unwrap())
+        .map(|f| f["path"].as_str().unwrap().to_string())
         .collect();
-    assert!(files.contains(&"repo/repodata/repomd.xml"), "{files:?}");
+    assert!(
+        files.iter().any(|f| f == "repo/repodata/repomd.xml"),
+        "{files:?}"
+    );
     assert!(
         files.iter().any(|f| f.contains("modules.yaml")),
         "the stream's module metadata: {files:?}"
     );
+
+    files
+}
+
+/// The offline root holds what the online one does (EPEL's release
+/// package aside: the bundle carries dkms), served from the bundle.
+fn assert_like_online(root: &ElRoot, online: &ElRoot, sha: &str) {
+    let mut online_rpms = online.rpms();
+    online_rpms.remove("epel-release");
+    assert_eq!(
+        root.rpms(),
+        online_rpms,
+        "the online set (EPEL's release package aside: the bundle carries dkms)"
+    );
+    for file in [
+        "/etc/dnf/modules.d/nvidia-driver.module",
+        "/etc/dnf/plugins/versionlock.list",
+        "/etc/profile.d/provision-cuda.sh",
+    ] {
+        assert_eq!(root.read(file), online.read(file), "{file}");
+    }
+    assert!(
+        root.read("/etc/yum.repos.d/provision-bundle.repo")
+            .contains(sha)
+    );
+    assert!(root.read("/etc/yum.repos.d/provision-cuda.repo").is_empty());
+}
+
+/// `apply --bundle` without a network that must be refused: its message.
+fn refused_offline(plan: &Path, root: &ElRoot, bundle: &Path, cache: &Path) -> String {
+    let refused = offline(
+        &[
+            "apply",
+            plan.to_str().unwrap(),
+            "--root",
+            root.arg(),
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--json",
+        ],
+        cache,
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    refused.json()["msg"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
+    let online = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&online, dir.path(), "");
+    let bundle = dir.path().join("rhel-9.tar");
+    let made = provision(&[
+        "bundle",
+        plan.to_str().unwrap(),
+        "--for",
+        "rhel-9",
+        "-o",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let sha = made.json()["manifest_sha256"].as_str().unwrap().to_string();
+    let files = bundled_files(&bundle, &online.url);
 
     // Online, then offline from the bundle alone into a fresh root.
     online.run("apply", Some(&plan));
@@ -749,25 +802,7 @@ fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
     assert_same_tree(&before, &root.tree(), "plan with the bundle");
     let applied = with_bundle("apply");
     assert_eq!(applied["changed"], true, "{applied:#}");
-    let mut online_rpms = online.rpms();
-    online_rpms.remove("epel-release");
-    assert_eq!(
-        root.rpms(),
-        online_rpms,
-        "the online set (EPEL's release package aside: the bundle carries dkms)"
-    );
-    for file in [
-        "/etc/dnf/modules.d/nvidia-driver.module",
-        "/etc/dnf/plugins/versionlock.list",
-        "/etc/profile.d/provision-cuda.sh",
-    ] {
-        assert_eq!(root.read(file), online.read(file), "{file}");
-    }
-    assert!(
-        root.read("/etc/yum.repos.d/provision-bundle.repo")
-            .contains(&sha)
-    );
-    assert!(root.read("/etc/yum.repos.d/provision-cuda.repo").is_empty());
+    assert_like_online(&root, &online, &sha);
 
     let again = with_bundle("apply");
     assert_eq!(again["changed"], false, "{again:#}");
@@ -784,20 +819,7 @@ fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
         .find(|f| f.contains("kmod-nvidia-open-dkms"))
         .unwrap();
     let tampered = crate::bundle::flipped(&bundle, rpm, dir.path());
-    let refused = offline(
-        &[
-            "apply",
-            plan.to_str().unwrap(),
-            "--root",
-            root.arg(),
-            "--bundle",
-            tampered.to_str().unwrap(),
-            "--json",
-        ],
-        &dir.path().join("other-cache"),
-    );
-    assert_eq!(refused.code, 1, "{refused:?}");
-    let msg = refused.json()["msg"].as_str().unwrap().to_string();
+    let msg = refused_offline(&plan, &root, &tampered, &dir.path().join("other-cache"));
     assert!(
         msg.contains(&format!("{rpm} is tampered with or damaged")),
         "{msg}"
@@ -851,4 +873,49 @@ fn a_bundle_of_rpms_signed_by_another_key_than_the_pinned_one_is_refused() {
         "{msg}"
     );
     assert!(!bundle.exists(), "no bundle is written");
+}
+
+#[test]
+fn a_rhel_mirror_needs_an_armored_key_and_is_one_more_source() {
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&root, dir.path(), "");
+    let key = repo().join("target/test-repos/nvidia-rhel9/provision-test.pub");
+    let bundle = dir.path().join("rhel-9.tar");
+    let with = |key: &Path| {
+        provision(&[
+            "bundle",
+            plan.to_str().unwrap(),
+            "--for",
+            "rhel-9",
+            "--mirror",
+            &root.url,
+            "--mirror-key",
+            key.to_str().unwrap(),
+            "-o",
+            bundle.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    // Not a key at all: refused before anything is fetched.
+    let refused = with(&root.path().join("etc/os-release"));
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let msg = refused.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.starts_with("--mirror-key "), "{msg}");
+    assert!(!bundle.exists());
+    // The mirror's key: the mirror is one more source of the same rpms.
+    let made = with(&key);
+    assert_eq!(made.code, 0, "{made:?}");
+    let manifest = crate::bundle::manifest_of(&bundle);
+    let sources: Vec<&str> = manifest["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        [root.url.as_str(), root.url.as_str()],
+        "NVIDIA's and the mirror"
+    );
 }
