@@ -653,6 +653,14 @@ fn offline(args: &[&str], cache: &Path) -> crate::support::Run {
     }
 }
 
+/// `provision bundle PLAN --for rhel-9 EXTRA... -o BUNDLE --json`.
+fn bundle_rhel9(plan: &Path, bundle: &Path, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["bundle", plan.to_str().unwrap(), "--for", "rhel-9"];
+    args.extend(extra);
+    args.extend(["-o", bundle.to_str().unwrap(), "--json"]);
+    provision(&args)
+}
+
 /// The rhel-9 bundle of the shipped plan holds what the plan pulls in
 /// from `url` and the stream's module metadata: its files, by path.
 fn bundled_files(bundle: &Path, url: &str) -> Vec<String> {
@@ -747,15 +755,7 @@ fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
     let dir = tempfile::tempdir().unwrap();
     let plan = shipped_plan(&online, dir.path(), "");
     let bundle = dir.path().join("rhel-9.tar");
-    let made = provision(&[
-        "bundle",
-        plan.to_str().unwrap(),
-        "--for",
-        "rhel-9",
-        "-o",
-        bundle.to_str().unwrap(),
-        "--json",
-    ]);
+    let made = bundle_rhel9(&plan, &bundle, &[]);
     assert_eq!(made.code, 0, "{made:?}");
     let sha = made.json()["manifest_sha256"].as_str().unwrap().to_string();
     let files = bundled_files(&bundle, &online.url);
@@ -857,15 +857,7 @@ fn a_bundle_of_rpms_signed_by_another_key_than_the_pinned_one_is_refused() {
         ),
     );
     let bundle = dir.path().join("rhel-9.tar");
-    let run = provision(&[
-        "bundle",
-        plan.to_str().unwrap(),
-        "--for",
-        "rhel-9",
-        "-o",
-        bundle.to_str().unwrap(),
-        "--json",
-    ]);
+    let run = bundle_rhel9(&plan, &bundle, &[]);
     assert_eq!(run.code, 1, "{run:?}");
     let msg = run.json()["msg"].as_str().unwrap().to_string();
     assert!(
@@ -883,19 +875,11 @@ fn a_rhel_mirror_needs_an_armored_key_and_is_one_more_source() {
     let key = repo().join("target/test-repos/nvidia-rhel9/provision-test.pub");
     let bundle = dir.path().join("rhel-9.tar");
     let with = |key: &Path| {
-        provision(&[
-            "bundle",
-            plan.to_str().unwrap(),
-            "--for",
-            "rhel-9",
-            "--mirror",
-            &root.url,
-            "--mirror-key",
-            key.to_str().unwrap(),
-            "-o",
-            bundle.to_str().unwrap(),
-            "--json",
-        ])
+        bundle_rhel9(
+            &plan,
+            &bundle,
+            &["--mirror", &root.url, "--mirror-key", key.to_str().unwrap()],
+        )
     };
     // Not a key at all: refused before anything is fetched.
     let refused = with(&root.path().join("etc/os-release"));
