@@ -38,6 +38,43 @@ pub struct Common {
     pub json: bool,
 }
 
+/// The release a bundle is made for and where its packages come from.
+#[derive(Args, Debug)]
+pub struct BundleFor {
+    /// The release to bundle for, as `detect` names it: debian-12,
+    /// ubuntu-24.04, ...; rhel-9 for the RHEL family.
+    #[arg(long = "for", value_name = "ID-VERSION")]
+    pub release: String,
+    #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "sbsa"])]
+    pub arch: String,
+    /// A kernel to carry headers for (repeatable; default: the
+    /// release's current kernel).
+    #[arg(long = "kernel", value_name = "RELEASE")]
+    pub kernels: Vec<String>,
+    /// The distribution's repositories: Debian/Ubuntu, its archive
+    /// (default: the official one); RHEL family (repeatable), dnf base
+    /// URLs of BaseOS, AppStream, EPEL (default: NVIDIA's repository
+    /// only).
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// RHEL family: an ASCII-armored key that signs the --mirror
+    /// rpms (repeatable; RPM-GPG-KEY-redhat-release, ...).
+    #[arg(long = "mirror-key", value_name = "FILE")]
+    pub mirror_keys: Vec<PathBuf>,
+}
+
+impl From<BundleFor> for crate::bundle::build::Sources {
+    fn from(target: BundleFor) -> Self {
+        crate::bundle::build::Sources {
+            release: target.release,
+            arch: target.arch,
+            kernels: target.kernels,
+            mirrors: target.mirrors,
+            mirror_keys: target.mirror_keys,
+        }
+    }
+}
+
 /// Serve the host from an offline bundle.
 #[derive(Debug, Clone, Args)]
 pub struct BundleArgs {
@@ -94,32 +131,14 @@ pub enum Command {
         lock_timeout: u64,
     },
     /// Make an offline bundle: every package PLAN needs on a host of one
-    /// release that a minimal install lacks, resolved by apt against that
-    /// release's repositories (and NVIDIA's, or the plan's mirrors), as a
+    /// release that a minimal install lacks, resolved by apt or dnf against
+    /// that release's repositories (and NVIDIA's, or the mirrors), as a
     /// local repository and a manifest in one tar. Prints the manifest's
     /// sha256, which `--bundle-sha256` checks on the air-gapped host.
     Bundle {
         plan: PathBuf,
-        /// The release to bundle for, as `detect` names it: debian-12,
-        /// ubuntu-24.04, ...
-        #[arg(long = "for", value_name = "ID-VERSION")]
-        release: String,
-        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "sbsa"])]
-        arch: String,
-        /// A kernel to carry headers for (repeatable; default: the
-        /// release's current kernel).
-        #[arg(long = "kernel", value_name = "RELEASE")]
-        kernels: Vec<String>,
-        /// The distribution's repositories: Debian/Ubuntu, its archive
-        /// (default: the official one); RHEL family (repeatable), dnf base
-        /// URLs of BaseOS, AppStream, EPEL (default: NVIDIA's repository
-        /// only).
-        #[arg(long = "mirror", value_name = "URL")]
-        mirrors: Vec<String>,
-        /// RHEL family: an ASCII-armored key that signs the --mirror
-        /// rpms (repeatable; RPM-GPG-KEY-redhat-release, ...).
-        #[arg(long = "mirror-key", value_name = "FILE")]
-        mirror_keys: Vec<PathBuf>,
+        #[command(flatten)]
+        target: BundleFor,
         /// Where to write the bundle.
         #[arg(short = 'o', long = "output", value_name = "FILE.tar")]
         output: PathBuf,

@@ -111,25 +111,10 @@ fn run(cli: Cli) -> Exit {
         } => apply(&plan, &common, &bundle, lock_timeout),
         Command::Bundle {
             plan,
-            release,
-            arch,
-            kernels,
-            mirrors,
-            mirror_keys,
+            target,
             output,
             json,
-        } => bundle_verb(
-            &plan,
-            provision::bundle::build::Sources {
-                release,
-                arch,
-                kernels,
-                mirrors,
-                mirror_keys,
-            },
-            output,
-            json,
-        ),
+        } => bundle_verb(&plan, target.into(), output, json),
         Command::Compat {
             driver,
             cuda,

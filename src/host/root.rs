@@ -243,16 +243,22 @@ impl Root {
         Ok(())
     }
 
+    /// The real path of `p` with its parent's links resolved inside the
+    /// root (never `p` itself); None when the parent does not exist.
+    fn entry(&self, p: &Path) -> io::Result<Option<PathBuf>> {
+        match self.join_resolved(p.parent().unwrap_or(Path::new("/"))) {
+            Ok(parent) => Ok(Some(parent.join(p.file_name().unwrap_or_default()))),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Removes the file or link at `p` (not what a link points to). Absent is fine.
     pub fn remove_file(&self, p: impl AsRef<Path>) -> io::Result<()> {
-        let p = p.as_ref();
-        let parent = match self.join_resolved(p.parent().unwrap_or(Path::new("/"))) {
-            Ok(parent) => parent,
-            // No directory, no file: already as wanted.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(error),
+        // No directory, no file: already as wanted.
+        let Some(real) = self.entry(p.as_ref())? else {
+            return Ok(());
         };
-        let real = parent.join(p.file_name().unwrap_or_default());
         match std::fs::remove_file(&real) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -263,13 +269,9 @@ impl Root {
     /// Removes the directory tree at `p` (a link at `p` itself is removed,
     /// never followed). Absent is fine.
     pub fn remove_dir_all(&self, p: impl AsRef<Path>) -> io::Result<()> {
-        let p = p.as_ref();
-        let parent = match self.join_resolved(p.parent().unwrap_or(Path::new("/"))) {
-            Ok(parent) => parent,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(error),
+        let Some(real) = self.entry(p.as_ref())? else {
+            return Ok(());
         };
-        let real = parent.join(p.file_name().unwrap_or_default());
         match std::fs::symlink_metadata(&real) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(annotate(error, &real)),
