@@ -26,13 +26,21 @@ fn hex(bytes: &[u8]) -> String {
 
 /// provision under `unshare -n`: no network for it or anything it starts.
 fn offline(args: &[&str]) -> crate::support::Run {
-    let output = std::process::Command::new("unshare")
+    offline_with_cache(args, None)
+}
+
+/// [`offline`], its download and bundle cache under `cache` when given.
+pub(crate) fn offline_with_cache(args: &[&str], cache: Option<&Path>) -> crate::support::Run {
+    let mut command = std::process::Command::new("unshare");
+    command
         .arg("-n")
         .arg(env!("CARGO_BIN_EXE_provision"))
         .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("unshare -n provision");
+        .env("NO_COLOR", "1");
+    if let Some(cache) = cache {
+        command.env("PROVISION_CACHE", cache.join("downloads"));
+    }
+    let output = command.output().expect("unshare -n provision");
     crate::support::Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

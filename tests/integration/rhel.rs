@@ -638,19 +638,7 @@ fn dnf_killed_mid_transaction_is_recovered_by_the_next_run() {
 /// provision under `unshare -n` (no network for it or what it starts),
 /// its bundle cache in `cache`.
 fn offline(args: &[&str], cache: &Path) -> crate::support::Run {
-    let output = Command::new("unshare")
-        .arg("-n")
-        .arg(env!("CARGO_BIN_EXE_provision"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("PROVISION_CACHE", cache.join("downloads"))
-        .output()
-        .expect("unshare -n provision");
-    crate::support::Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    crate::bundle::offline_with_cache(args, Some(cache))
 }
 
 /// `provision bundle PLAN --for rhel-9 EXTRA... -o BUNDLE --json`.
