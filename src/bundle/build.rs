@@ -108,7 +108,8 @@ const fn rhel(version: &'static str) -> Release {
         security: "",
         components: "",
         keyring: "",
-        kernel_meta: "kernel-core",
+        // dnf asks for the newest kernel itself (bundle::rpm).
+        kernel_meta: "",
     }
 }
 

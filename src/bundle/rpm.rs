@@ -217,7 +217,7 @@ fn write_repos(dnf: &Dnf, release: &Release, request: &Request) -> Result<Vec<Re
     let mut mirror_keys = Vec::new();
     for (n, key) in request.sources.mirror_keys.iter().enumerate() {
         let bytes = fs_err::read(key).map_err(io)?;
-        mirror_key_fingerprints(&bytes)
+        check_mirror_key(&bytes)
             .map_err(|e| BundleError::Build(format!("--mirror-key {}: {e}", key.display())))?;
         let copy = dnf.path().join(format!("keys/mirror-{n}.asc"));
         fs_err::write(&copy, bytes).map_err(io)?;
@@ -253,9 +253,8 @@ fn write_repos(dnf: &Dnf, release: &Release, request: &Request) -> Result<Vec<Re
     Ok(repos)
 }
 
-/// An ASCII-armored OpenPGP public key (what rpm imports), by its
-/// fingerprints.
-fn mirror_key_fingerprints(bytes: &[u8]) -> Result<Vec<String>, String> {
+/// The file is an ASCII-armored OpenPGP public key (what rpm imports).
+fn check_mirror_key(bytes: &[u8]) -> Result<(), String> {
     use crate::distro::openpgp::{dearmor, fingerprints};
     if !String::from_utf8_lossy(bytes)
         .trim_start()
@@ -269,7 +268,7 @@ fn mirror_key_fingerprints(bytes: &[u8]) -> Result<Vec<String>, String> {
     if found.is_empty() {
         return Err("no public key in it".into());
     }
-    Ok(found)
+    Ok(())
 }
 
 /// The kernels to carry headers for: `--kernel`, else the newest kernel

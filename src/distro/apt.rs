@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::host::Cmd;
+use crate::host::{Cmd, Root};
 
 fn apt_get() -> Cmd {
     Cmd::change("apt-get")
@@ -16,15 +16,22 @@ pub fn update() -> Cmd {
     apt_get().args(["update", "-q"])
 }
 
-/// Refreshes only the lists of one sources file (an offline bundle's),
-/// keeping the others: on an air-gapped host the usual sources cannot be
-/// reached, and apt would spend its retries on each.
-pub fn update_from(list: &str) -> Cmd {
+/// The offline bundle's apt source (see step::bundle).
+pub const BUNDLE_LIST: &str = "/etc/apt/sources.list.d/provision-bundle.list";
+
+/// Refreshes the package lists of the root: only the offline bundle's
+/// when it is served from one, keeping the others (on an air-gapped host
+/// the usual sources cannot be reached, and apt would spend its retries on
+/// each).
+pub fn update_for(root: &Root) -> Cmd {
+    if !root.exists(BUNDLE_LIST) {
+        return update();
+    }
     apt_get().args([
         "update".to_string(),
         "-q".into(),
         "-o".into(),
-        format!("Dir::Etc::SourceList={list}"),
+        format!("Dir::Etc::SourceList={BUNDLE_LIST}"),
         "-o".into(),
         "Dir::Etc::SourceParts=-".into(),
         "-o".into(),

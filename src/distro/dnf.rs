@@ -35,9 +35,9 @@ const REPO_ID: &str = "provision-cuda";
 const REPO_FILE: &str = "/etc/yum.repos.d/provision-cuda.repo";
 const REPO_KEY: &str = "/etc/pki/rpm-gpg/RPM-GPG-KEY-provision-cuda";
 
-/// The offline bundle's repository (see step::bundle).
-const BUNDLE_ID: &str = "provision-bundle";
-const BUNDLE_FILE: &str = "/etc/yum.repos.d/provision-bundle.repo";
+/// The offline bundle's repository, its id and file (see step::bundle).
+pub const BUNDLE_ID: &str = "provision-bundle";
+pub const BUNDLE_FILE: &str = "/etc/yum.repos.d/provision-bundle.repo";
 
 /// The path the root's bundle repository serves from ("/var/lib/...").
 fn bundle_baseurl(root: &str) -> Option<String> {

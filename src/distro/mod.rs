@@ -193,8 +193,6 @@ pub struct Desired {
     pub compat_dir: Option<String>,
     /// What the user should know (EPEL they must enable themselves).
     pub warnings: Vec<String>,
-    /// The only apt sources file to refresh (an offline bundle's).
-    pub update_from: Option<String>,
 }
 
 pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, DistroError> {

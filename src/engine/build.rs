@@ -185,7 +185,6 @@ fn package_steps(
             ));
         }
         steps.push(Box::new(bundle_repository(opened, facts)?));
-        desired.update_from = Some(step::bundle::LIST.into());
     } else {
         if let Some(repository) = cuda_repository(plan, facts, distro::repo_arch())? {
             steps.push(Box::new(repository));

@@ -13,9 +13,9 @@ use crate::step::file::{header, unified};
 use crate::step::{Action, Change, Check, Context, Diff, Step, StepError, io_error};
 
 pub const ID: &str = "repository:bundle";
-pub const LIST: &str = "/etc/apt/sources.list.d/provision-bundle.list";
-/// The dnf repository (its id is the file's name: see distro::dnf).
-pub const REPO: &str = "/etc/yum.repos.d/provision-bundle.repo";
+use crate::distro::apt::BUNDLE_LIST as LIST;
+use crate::distro::dnf::{BUNDLE_FILE as REPO, BUNDLE_ID};
+
 pub const BUNDLES: &str = "/var/lib/provision/bundles";
 
 pub struct BundleRepository {
@@ -44,7 +44,7 @@ impl BundleRepository {
         match self.family {
             Family::Debian => format!("{header}deb [trusted=yes] file:{}/ ./\n", self.dir()),
             Family::Rhel => format!(
-                "{header}[provision-bundle]\nname=provision offline bundle for {}\nbaseurl=file://{}/\nenabled=1\ngpgcheck=0\n",
+                "{header}[{BUNDLE_ID}]\nname=provision offline bundle for {}\nbaseurl=file://{}/\nenabled=1\ngpgcheck=0\n",
                 self.opened.manifest.release,
                 self.dir()
             ),

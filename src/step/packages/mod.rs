@@ -719,7 +719,7 @@ impl Step for Packages {
                         .is_empty()
                 {
                     // Which alternative is offered is known after a refresh.
-                    run_checked(ctx.host.runner.as_ref(), &self.update())?;
+                    run_checked(ctx.host.runner.as_ref(), &apt::update_for(&ctx.host.root))?;
                 }
                 self.settle(ctx.host, &installed).apt_apply(ctx, journal)
             }
@@ -783,21 +783,11 @@ impl Packages {
     }
 }
 
-impl Packages {
-    /// apt-get update: every source, or only the bundle's.
-    fn update(&self) -> crate::host::Cmd {
-        match &self.desired.update_from {
-            Some(list) => apt::update_from(list),
-            None => apt::update(),
-        }
-    }
-}
-
 impl Prefetch for Packages {
     fn describe(&self, ctx: &Context) -> Result<Vec<String>, StepError> {
         Ok(match self.desired.manager {
             Manager::Apt => vec![
-                self.update().display(),
+                apt::update_for(&ctx.host.root).display(),
                 apt::download(&[]).display() + " <the driver set>",
             ],
             Manager::Dnf => dnf::describe_download(ctx),
@@ -810,7 +800,7 @@ impl Prefetch for Packages {
         }
         let host = ctx.host;
         let installed = installed_now(host)?;
-        run_checked(host.runner.as_ref(), &self.update())?;
+        run_checked(host.runner.as_ref(), &apt::update_for(&host.root))?;
         let settled = self.settle(host, &installed);
         let (install, _, _) = settled.pending(&installed);
         let (exact, release) = settled
@@ -892,7 +882,7 @@ impl Packages {
             ));
         }
         if !exact.is_empty() || !remove.is_empty() {
-            commands.push(self.update().display());
+            commands.push(apt::update_for(&ctx.host.root).display());
             commands.push(apt::install(&exact, &remove, false).display());
         }
         if !held.is_empty() {
@@ -946,7 +936,7 @@ impl Packages {
             Some(prepared) => (prepared.exact.clone(), prepared.release.clone()),
             None => {
                 if !install.is_empty() || !remove.is_empty() {
-                    run_checked(host.runner.as_ref(), &self.update())?;
+                    run_checked(host.runner.as_ref(), &apt::update_for(&host.root))?;
                 }
                 self.resolve(host, &installed, &install)
                     .map_err(StepError::Failed)?
@@ -1032,7 +1022,7 @@ pub fn undo(host: &Host, before: &BTreeMap<String, PackageState>) -> Result<(), 
         if restore.is_empty() {
             run_checked(host.runner.as_ref(), &apt::purge(&purge))?;
         } else {
-            run_checked(host.runner.as_ref(), &apt::update())?;
+            run_checked(host.runner.as_ref(), &apt::update_for(&host.root))?;
             run_checked(host.runner.as_ref(), &apt::install(&restore, &purge, true))?;
         }
     }
