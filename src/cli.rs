@@ -13,7 +13,9 @@ Exit codes:
   0  success
   1  failure (nothing was left half-changed)
   2  changes pending (plan --detailed-exitcode only)
-  3  failure, and the automatic undo could not restore everything";
+  3  failure, and the automatic undo could not restore everything
+  64 usage error: the command line is wrong, nothing was read or run
+A closed stdout (`provision detect | head`) ends the output quietly.";
 
 #[derive(Debug, Parser)]
 #[command(

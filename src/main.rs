@@ -15,9 +15,44 @@ use provision::plan::Plan;
 use provision::progress::{Progress, Silent};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage(&error),
+    };
     let exit = run(cli);
     ExitCode::from(exit as u8)
+}
+
+/// A command line clap refused: its message, and the usage exit code
+/// (help and version asked for are a success).
+fn usage(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = error.print();
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => ExitCode::from(Exit::Usage as u8),
+    }
+}
+
+/// Writes a report to stdout. A reader that went away (`| head`) ends the
+/// output quietly: the run's own exit code stands.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+    if let Err(error) = written
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {error}");
+    }
+}
+
+/// Writes people's messages to stderr; a closed stderr is ignored.
+fn out_err(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn progress_for(common: &Common) -> Arc<dyn Progress> {
@@ -69,13 +104,13 @@ impl provision::host::Runner for SharedRunner {
 
 fn print_report(report: &Report, verb: &str, common: &Common) {
     if common.json {
-        println!("{}", output::json(report));
+        out(&format!("{}\n", output::json(report)));
     } else {
         let text = output::human(report, verb, Style::for_stdout());
         if report.failed {
-            eprint!("{text}");
+            out_err(&text);
         } else {
-            print!("{text}");
+            out(&text);
         }
     }
 }
@@ -138,7 +173,9 @@ fn run(cli: Cli) -> Exit {
         } => rollback(&common, lock_timeout),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "provision", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "provision", &mut script);
+            out(&String::from_utf8_lossy(&script));
             Exit::Success
         }
         Command::Manpage { dir } => {
@@ -171,9 +208,9 @@ fn detect(common: &Common, initramfs: bool, origins: bool) -> Exit {
         },
     );
     if common.json {
-        println!("{}", output::json(&facts));
+        out(&format!("{}\n", output::json(&facts)));
     } else {
-        print!("{}", output::facts_human(&facts, Style::for_stdout()));
+        out(&output::facts_human(&facts, Style::for_stdout()));
     }
     Exit::Success
 }
@@ -283,20 +320,20 @@ fn bundle_verb(
             if json {
                 let mut value = serde_json::to_value(&built).unwrap_or_default();
                 value["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
-                println!(
-                    "{}",
+                out(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&value).unwrap_or_default()
-                );
+                ));
             } else {
-                println!(
-                    "{}: {} package(s) for {}, {:.1} MB, in {:.0} s\nmanifest sha256 {}",
+                out(&format!(
+                    "{}: {} package(s) for {}, {:.1} MB, in {:.0} s\nmanifest sha256 {}\n",
                     built.output.display(),
                     built.packages,
                     built.manifest.release,
                     built.bytes as f64 / 1e6,
                     started.elapsed().as_secs_f64(),
                     built.manifest_sha256
-                );
+                ));
             }
             Exit::Success
         }
@@ -335,10 +372,10 @@ fn fetch(url: &str, sha256: &str, cache: std::path::PathBuf, json: bool) -> Exit
     match fetcher.fetch(url, sha256) {
         Ok(fetched) => {
             if json {
-                println!("{}", output::json(&fetched));
+                out(&format!("{}\n", output::json(&fetched)));
             } else {
-                println!(
-                    "{} ({} bytes, sha256 {}{})",
+                out(&format!(
+                    "{} ({} bytes, sha256 {}{})\n",
                     fetched.path.display(),
                     fetched.bytes,
                     fetched.sha256,
@@ -347,7 +384,7 @@ fn fetch(url: &str, sha256: &str, cache: std::path::PathBuf, json: bool) -> Exit
                     } else {
                         ""
                     }
-                );
+                ));
             }
             Exit::Success
         }
@@ -372,9 +409,9 @@ fn doctor(common: &Common) -> Exit {
     );
     let report = provision::doctor::run(&host, &facts);
     if common.json {
-        println!("{}", output::json(&report));
+        out(&format!("{}\n", output::json(&report)));
     } else {
-        print!("{}", output::doctor_human(&report, Style::for_stdout()));
+        out(&output::doctor_human(&report, Style::for_stdout()));
     }
     if report.failed {
         Exit::Failure
@@ -405,9 +442,9 @@ fn recommend(cuda: Option<String>, gpus: &[String], common: &Common) -> Exit {
     match chosen {
         Ok(choice) => {
             if common.json {
-                println!("{}", output::json(&choice));
+                out(&format!("{}\n", output::json(&choice)));
             } else {
-                print!("{}", output::recommend_human(&choice, Style::for_stdout()));
+                out(&output::recommend_human(&choice, Style::for_stdout()));
             }
             Exit::Success
         }
@@ -422,9 +459,9 @@ fn history(common: &Common) -> Exit {
     };
     let history = engine::history(&host);
     if common.json {
-        println!("{}", output::json(&history));
+        out(&format!("{}\n", output::json(&history)));
     } else {
-        print!("{}", output::history_human(&history, Style::for_stdout()));
+        out(&output::history_human(&history, Style::for_stdout()));
     }
     if history.failed {
         Exit::Failure
@@ -448,9 +485,9 @@ fn torch_for_line(cuda: &str, torch: &str, common: &Common) -> Exit {
     match provision::compat::line::find(cuda, torch) {
         Ok(report) => {
             if common.json {
-                println!("{}", output::json(&report));
+                out(&format!("{}\n", output::json(&report)));
             } else {
-                print!("{}", output::line_human(&report, Style::for_stdout()));
+                out(&output::line_human(&report, Style::for_stdout()));
             }
             if report.install.is_some() {
                 Exit::Success
@@ -473,9 +510,9 @@ fn torch_wheels(
     match provision::compat::wheels::find(driver, torch, gpu, flavor) {
         Ok(report) => {
             if common.json {
-                println!("{}", output::json(&report));
+                out(&format!("{}\n", output::json(&report)));
             } else {
-                print!("{}", output::wheels_human(&report, Style::for_stdout()));
+                out(&output::wheels_human(&report, Style::for_stdout()));
             }
             if report.best.is_some() {
                 Exit::Success
@@ -536,12 +573,9 @@ fn compat(
         let facts = Facts::gather(&host, Options::default());
         let report = host::report(&facts);
         if common.json {
-            println!("{}", output::json(&report));
+            out(&format!("{}\n", output::json(&report)));
         } else {
-            print!(
-                "{}",
-                output::compat_host_human(&report, Style::for_stdout())
-            );
+            out(&output::compat_host_human(&report, Style::for_stdout()));
         }
         return if report.failed {
             Exit::Failure
@@ -574,9 +608,9 @@ fn one_question(
     match rules::evaluate(driver, target, gpu, flavor) {
         Ok(answer) => {
             if common.json {
-                println!("{}", output::json(&answer));
+                out(&format!("{}\n", output::json(&answer)));
             } else {
-                print!("{}", output::compat_human(&answer, Style::for_stdout()));
+                out(&output::compat_human(&answer, Style::for_stdout()));
             }
             if answer.verdict == Verdict::Incompatible {
                 Exit::Failure

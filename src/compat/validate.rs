@@ -203,40 +203,25 @@ pub fn drivers_underneath(plan: &Plan, facts: &Facts) -> Vec<(String, bool)> {
     drivers
 }
 
-/// A container whose driver is the machine's underneath: a driver
+/// In a container the driver is the machine's underneath: a driver
 /// installed here can never load, and its libraries would not match the
-/// module that runs ("Driver/library version mismatch").
+/// module that runs ("Driver/library version mismatch"). Refused whatever
+/// the holders or the window would be.
 fn container_driver_problem(v: &mut Validation, facts: &Facts) {
-    if let Some((container, module, mounted)) = machine_driver(facts) {
-        v.problems.push(format!(
-            "this is a {container} container whose NVIDIA driver comes from the machine underneath (kernel module {module}, libraries mounted at {mounted}): \
-             a driver installed here cannot load and would not match that module; apply the plan to the machine itself (or `--root` at its root), \
-             or leave out [driver] to install the toolkit only"
-        ));
-    }
-}
-
-/// In a container whose driver is the machine's: the container kind,
-/// the module's version and where the libraries are mounted.
-fn machine_driver(facts: &Facts) -> Option<(String, String, String)> {
-    let host_libcuda = facts
-        .user_driver
-        .libcuda
-        .as_deref()
-        .is_some_and(|p| p.starts_with("/usr/local/nvidia/"));
-    let (Some(container), Some(module)) = (&facts.os.container, &facts.kernel_driver.version)
-    else {
-        return None;
+    let Some(container) = facts.os.container_phrase() else {
+        return;
     };
-    if !host_libcuda && facts.os.read_only_driver_mounts.is_empty() {
-        return None;
-    }
-    let mounted = if facts.os.read_only_driver_mounts.is_empty() {
-        "/usr/local/nvidia".to_string()
-    } else {
-        facts.os.read_only_driver_mounts.join(", ")
+    let module = match &facts.kernel_driver.version {
+        Some(module) => format!("kernel module {module}"),
+        None => "no NVIDIA module loaded".to_string(),
     };
-    Some((container.clone(), module.clone(), mounted))
+    v.problems.push(format!(
+        "this is {container} ({}; {module}): its NVIDIA driver is the machine's underneath, \
+         a driver installed here cannot load and would not match that module; \
+         leave out [driver] to install the toolkit only (a plan of [toolkit], [compat] and [environment]), \
+         and apply the driver plan to the machine itself (or `--root` at its root)",
+        facts.os.container_signs.join("; ")
+    ));
 }
 
 fn unknown_gpu_warning(v: &mut Validation, facts: &Facts) {

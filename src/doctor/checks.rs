@@ -54,14 +54,10 @@ const MOK_KEYS: &[&str] = &["/var/lib/dkms/mok.pub", "/var/lib/shim-signed/mok/M
 /// The driver comes from the machine underneath (a container, or a VM image
 /// with the driver mounted read-only at /usr/local/nvidia, as Kubernetes
 /// GPU nodes do): boot-time settings of this root do not apply to it.
+/// Facts decide it once (`os.container`, a driver mounted from outside
+/// among its signs), so doctor and plan validation agree.
 pub fn driver_from_host(facts: &Facts) -> bool {
     facts.os.container.is_some()
-        || !facts.os.read_only_driver_mounts.is_empty()
-        || facts
-            .user_driver
-            .libcuda
-            .as_deref()
-            .is_some_and(|p| p.starts_with("/usr/local/nvidia/"))
 }
 
 pub(super) fn no_driver(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {

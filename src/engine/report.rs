@@ -17,6 +17,10 @@ pub enum Exit {
     Pending = 2,
     /// Failed, and the automatic undo could not restore everything.
     Incomplete = 3,
+    /// The command line itself is wrong (an unknown flag, a missing
+    /// argument): nothing was read or run. sysexits.h's EX_USAGE, so that
+    /// no script mistakes a typo for pending changes (2).
+    Usage = 64,
 }
 
 /// What a verb did or would do: printed as a diff or as one JSON document.

@@ -90,7 +90,7 @@ impl Facts {
     ) -> Facts {
         let root = &host.root;
         let mut unknown = Unknown::default();
-        let os = os::gather(host);
+        let mut os = os::gather(host);
         let gpus = pci::gather(root, &mut unknown);
         let (mut packages, all_packages) = packages::gather(host, os.family, options.all_packages);
         if options.origins {
@@ -124,6 +124,7 @@ impl Facts {
         );
         let user_driver = driver::gather_user(root, cache.as_deref(), &conf_dirs);
         driver::compare_layers(&mut kernel_driver, &user_driver);
+        os.driver_mounted_from_outside(user_driver.libcuda.as_deref());
 
         let driver_version = kernel_driver
             .version

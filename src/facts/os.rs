@@ -37,8 +37,17 @@ pub struct Os {
     /// Name of PID 1 ("systemd", "sh", ...).
     pub init: Option<String>,
     pub systemd: Option<bool>,
-    /// A container runtime this root looks like it runs in.
+    /// The container runtime this root runs in ("docker", "podman",
+    /// "kubernetes", "lxc", ... or "container" when only the signs say
+    /// so); null on a machine of its own.
     pub container: Option<String>,
+    /// Every sign of a container seen, each with where it was read
+    /// (systemd-detect-virt's: `/.dockerenv`, `/run/.containerenv`, pid 1's
+    /// `container=`, `/run/systemd/container`, pid 1's cgroup; and a driver
+    /// mounted in from outside). An overlay root is listed but alone does
+    /// not make a container: diskless and live nodes boot from one.
+    #[serde(default)]
+    pub container_signs: Vec<String>,
     /// A hypervisor this host runs under ("kvm", "Amazon EC2", ...), from
     /// DMI or the CPU's hypervisor flag.
     pub virtualization: Option<String>,
@@ -393,13 +402,7 @@ fn init_and_container(root: &Root, os: &mut Os) {
         }
         Err(error) => os.unknown.note("init", error.to_string()),
     }
-    if root.exists("/.dockerenv") {
-        os.container = Some("docker".into());
-    } else if root.exists("/run/.containerenv") {
-        os.container = Some("podman".into());
-    } else if let Ok(Some(kind)) = root.read_trimmed("/run/systemd/container") {
-        os.container = Some(kind);
-    }
+    container_signs(root, os);
     if let Ok(mountinfo) = root
         .read_string("/proc/self/mountinfo")
         .or_else(|_| root.read_string("/proc/1/mountinfo"))
@@ -411,6 +414,145 @@ fn init_and_container(root: &Root, os: &mut Os) {
             "read_only_driver_mounts",
             "no mount table in this root; /usr/local/nvidia exists (the layout of a driver mounted in from a host)",
         );
+    }
+}
+
+/// A sign of a container: the runtime it names (None: only "a
+/// container") and where it was read.
+struct Sign {
+    runtime: Option<String>,
+    evidence: String,
+}
+
+/// The signs systemd-detect-virt reads (src/basic/virt.c,
+/// detect_container()), each read through the root, in its order of
+/// trust: the first that names a runtime names it.
+fn container_signs(root: &Root, os: &mut Os) {
+    let mut signs = Vec::new();
+    if root.exists("/.dockerenv") {
+        signs.push(sign(Some("docker"), "/.dockerenv exists"));
+    }
+    if root.exists("/run/.containerenv") {
+        signs.push(sign(Some("podman"), "/run/.containerenv exists"));
+    }
+    if let Ok(environ) = root.read_bytes("/proc/1/environ")
+        && let Some(kind) = environ_container(&environ)
+    {
+        signs.push(sign(
+            Some(&kind),
+            &format!("/proc/1/environ: container={kind}"),
+        ));
+    }
+    if let Ok(Some(kind)) = root.read_trimmed("/run/systemd/container")
+        && !kind.is_empty()
+    {
+        signs.push(sign(
+            Some(&kind),
+            &format!("/run/systemd/container: {kind}"),
+        ));
+    }
+    if let Ok(cgroup) = root.read_string("/proc/1/cgroup")
+        && let Some((kind, path)) = cgroup_container(&cgroup)
+    {
+        signs.push(sign(Some(kind), &format!("/proc/1/cgroup: {path}")));
+    }
+    os.container = signs
+        .iter()
+        .find_map(|s| s.runtime.clone())
+        .or_else(|| (!signs.is_empty()).then(|| "container".to_string()));
+    os.container_signs = signs.into_iter().map(|s| s.evidence).collect();
+    if let Some(fs) = root_filesystem(root)
+        && fs == "overlay"
+    {
+        os.container_signs
+            .push("/proc/self/mountinfo: / is an overlay (not enough alone)".into());
+    }
+}
+
+fn sign(runtime: Option<&str>, evidence: &str) -> Sign {
+    Sign {
+        runtime: runtime.map(str::to_string),
+        evidence: evidence.to_string(),
+    }
+}
+
+/// `container=` in pid 1's environment (NUL-separated), as container
+/// managers set it (systemd's Container Interface).
+pub fn environ_container(environ: &[u8]) -> Option<String> {
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|entry| entry.strip_prefix(b"container="))
+        .map(|value| String::from_utf8_lossy(value).trim().to_string())
+        .find(|value| !value.is_empty())
+}
+
+/// The runtime pid 1's cgroup path names (cgroup v1 and v2 both give
+/// `hierarchy:controllers:path`), and that path.
+pub fn cgroup_container(cgroup: &str) -> Option<(&'static str, String)> {
+    const RUNTIMES: &[(&str, &str)] = &[
+        ("kubepods", "kubernetes"),
+        ("/docker/", "docker"),
+        ("docker-", "docker"),
+        ("libpod", "podman"),
+        ("/lxc/", "lxc"),
+        ("lxc.payload", "lxc"),
+        ("/machine.slice/systemd-nspawn", "systemd-nspawn"),
+    ];
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        RUNTIMES
+            .iter()
+            .find(|(needle, _)| path.contains(needle))
+            .map(|(_, runtime)| (*runtime, path.to_string()))
+    })
+}
+
+/// The filesystem type mounted at `/` (mountinfo's field after " - ").
+fn root_filesystem(root: &Root) -> Option<String> {
+    let mountinfo = root
+        .read_string("/proc/self/mountinfo")
+        .or_else(|_| root.read_string("/proc/1/mountinfo"))
+        .ok()?;
+    root_fs_of(&mountinfo)
+}
+
+pub fn root_fs_of(mountinfo: &str) -> Option<String> {
+    mountinfo
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some("/"))
+        .filter_map(|line| line.split(" - ").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .last()
+        .map(str::to_string)
+}
+
+impl Os {
+    /// "a docker container", or "a container" when no runtime is named.
+    pub fn container_phrase(&self) -> Option<String> {
+        self.container.as_deref().map(|kind| match kind {
+            "container" => "a container".to_string(),
+            kind => format!("a {kind} container"),
+        })
+    }
+
+    /// A driver mounted in from outside (the machine underneath provides
+    /// it: nvidia-container-toolkit, Kubernetes' /usr/local/nvidia) is a
+    /// container's sign too; the user-mode driver layer finds it.
+    pub fn driver_mounted_from_outside(&mut self, libcuda: Option<&str>) {
+        let evidence = if !self.read_only_driver_mounts.is_empty() {
+            format!(
+                "the driver is mounted read-only from outside at {}",
+                self.read_only_driver_mounts.join(", ")
+            )
+        } else if let Some(path) = libcuda.filter(|p| p.starts_with("/usr/local/nvidia/")) {
+            format!("libcuda at {path}: the driver mounted in from the machine underneath")
+        } else {
+            return;
+        };
+        self.container_signs.push(evidence);
+        if self.container.is_none() {
+            self.container = Some("container".into());
+        }
     }
 }
 
@@ -469,6 +611,24 @@ mod tests {
             read_only_driver_mounts(mountinfo),
             vec!["/usr/local/nvidia/lib64"]
         );
+    }
+
+    #[test]
+    fn container_signs_from_pid_1() {
+        assert_eq!(
+            environ_container(b"PATH=/bin\0container=podman\0HOME=/"),
+            Some("podman".into())
+        );
+        assert_eq!(environ_container(b"PATH=/bin\0HOME=/"), None);
+        let v1 = "12:pids:/kubepods/besteffort/pod1/0123abcd\n0::/\n";
+        assert_eq!(cgroup_container(v1).map(|c| c.0), Some("kubernetes"));
+        let docker = "0::/system.slice/docker-0123456789ab.scope\n";
+        assert_eq!(cgroup_container(docker).map(|c| c.0), Some("docker"));
+        // A machine's own pid 1 (systemd at the root of every hierarchy).
+        assert_eq!(cgroup_container("0::/init.scope\n1:name=systemd:/\n"), None);
+        let mountinfo = "22 1 0:21 / / rw - overlay overlay rw,lowerdir=/a\n\
+                         23 22 0:22 / /proc rw - proc proc rw\n";
+        assert_eq!(root_fs_of(mountinfo).as_deref(), Some("overlay"));
     }
 
     #[test]

@@ -67,7 +67,11 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
         or_unknown(os.init.as_deref(), &os.unknown, "init")
     );
     if let Some(container) = &os.container {
-        let _ = writeln!(out, "  container: {container}");
+        let _ = writeln!(
+            out,
+            "  container: {container} ({})",
+            os.container_signs.join("; ")
+        );
     }
     if let Some(hypervisor) = &os.virtualization {
         let _ = writeln!(out, "  virtual machine: {hypervisor}");

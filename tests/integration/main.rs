@@ -5,6 +5,7 @@ mod support;
 
 mod ansible;
 mod bundle;
+mod cli;
 mod compat;
 mod container;
 mod corpus;

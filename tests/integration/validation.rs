@@ -282,10 +282,23 @@ fn an_explicit_compat_package_must_make_sense() {
     );
 }
 
+/// `plan PLAN --root ROOT --json`, refused: its message.
+fn refused_message(plan: &std::path::Path, root: &std::path::Path) -> String {
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    run.json()["msg"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn a_container_whose_driver_is_the_machines_own_is_refused_a_driver() {
-    // The real H200 snapshot's driver lives in /usr/local/nvidia, mounted
-    // from the machine; with the container's marker it is a Docker container.
+    // The real H200 snapshot is a container: its driver lives in
+    // /usr/local/nvidia, mounted from the machine, with no /.dockerenv.
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("cp")
         .arg("-a")
@@ -295,37 +308,42 @@ fn a_container_whose_driver_is_the_machines_own_is_refused_a_driver() {
         .unwrap();
     assert!(status.success());
     let root = dir.path().join("root");
-    let plan = crate::support::repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
-    let plain = provision(&[
-        "plan",
-        plan.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-        "--json",
-    ]);
-    // Not a container: planned as a host, whose window (a container
-    // process holds the GPU) blocks under the default policy.
-    assert_eq!(plain.code, 1, "{plain:?}");
-    let msg = plain.json()["msg"].as_str().unwrap().to_string();
-    assert!(
-        msg.contains("blocked by processes holding the GPU"),
-        "{msg}"
-    );
-    assert!(!msg.contains("docker container"), "{msg}");
-
+    let shipped = crate::support::repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    // holders = "terminate" would end the user's job: the refusal comes
+    // first, before any holder is discussed, and names the way out.
+    let text = fs_err::read_to_string(&shipped).unwrap() + "\n[upgrade]\nholders = \"terminate\"\n";
+    let terminate = crate::support::plan_file(dir.path(), "terminate.toml", &text);
+    for plan in [&shipped, &terminate] {
+        let msg = refused_message(plan, &root);
+        assert!(
+            msg.contains("this is a container (libcuda at /usr/local/nvidia/lib64/libcuda.so.1"),
+            "{msg}"
+        );
+        assert!(msg.contains("kernel module 580.159.04"), "{msg}");
+        assert!(
+            msg.contains("leave out [driver] to install the toolkit only"),
+            "{msg}"
+        );
+        assert!(!msg.contains("holding the GPU"), "{msg}");
+    }
+    // The container's own marker names the runtime; pid 1's environment
+    // (systemd's container interface) does too, without any marker file.
     fs_err::write(root.join(".dockerenv"), "").unwrap();
-    let run = provision(&[
-        "plan",
-        plan.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(run.code, 1, "{run:?}");
-    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    let msg = refused_message(&shipped, &root);
     assert!(
-        msg.contains("docker container whose NVIDIA driver comes from the machine underneath"),
+        msg.contains("this is a docker container (/.dockerenv exists"),
         "{msg}"
     );
-    assert!(msg.contains("kernel module 580.159.04"), "{msg}");
+    fs_err::remove_file(root.join(".dockerenv")).unwrap();
+    fs_err::create_dir_all(root.join("proc/1")).unwrap();
+    fs_err::write(
+        root.join("proc/1/environ"),
+        "PATH=/usr/bin\0container=podman\0",
+    )
+    .unwrap();
+    let msg = refused_message(&shipped, &root);
+    assert!(
+        msg.contains("this is a podman container (/proc/1/environ: container=podman"),
+        "{msg}"
+    );
 }

@@ -230,10 +230,23 @@ fn reload_never_leaves_the_swap_to_a_reboot_that_plan_predicts() {
 
 #[test]
 fn the_h200_snapshot_shows_its_container_holder_and_a_reboot() {
-    // The real capture: the 580.159.04 module is loaded, a container
-    // process holds the GPU, and the kernel's modules are not in this root.
+    // The real capture, as its machine sees it: without the driver mounted
+    // in at /usr/local/nvidia it is no container (that is refused a driver
+    // plan, see validation.rs). The 580.159.04 module is loaded, a
+    // container's process holds the GPU, and the kernel's modules are not
+    // in this root.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture("ubuntu-24.04-h200-580-open"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs_err::remove_dir_all(root.join("usr/local/nvidia")).unwrap();
     let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
-    let (code, report) = plan_json(&plan, &fixture("ubuntu-24.04-h200-580-open"));
+    let (code, report) = plan_json(&plan, &root);
     assert_eq!(code, 1, "{report:#}");
     let window = &report["window"];
     assert_eq!(window["module"]["before"], "580.159.04");
