@@ -522,7 +522,7 @@ pub fn root_fs_of(mountinfo: &str) -> Option<String> {
         .filter(|line| line.split(' ').nth(4) == Some("/"))
         .filter_map(|line| line.split(" - ").nth(1))
         .filter_map(|rest| rest.split(' ').next())
-        .last()
+        .next_back()
         .map(str::to_string)
 }
 
