@@ -157,7 +157,16 @@ fn run(cli: Cli) -> Exit {
             gpu,
             flavor,
             common,
-        } => compat(driver, cuda, torch, gpu, flavor, &common),
+        } => compat(
+            provision::compat::ask::Request {
+                driver,
+                cuda,
+                torch,
+                gpu,
+                flavor,
+            },
+            &common,
+        ),
         Command::Fetch {
             url,
             sha256,
@@ -422,24 +431,28 @@ fn doctor(common: &Common) -> Exit {
 
 fn recommend(cuda: Option<String>, gpus: &[String], common: &Common) -> Exit {
     use provision::compat::recommend;
-    let needs = if gpus.is_empty() {
+    let named = gpus
+        .iter()
+        .map(|g| provision::compat::rules::find_gpu(g).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>();
+    let named = match named {
+        Ok(named) => named,
+        Err(message) => return fail(message, "recommend", common),
+    };
+    let needs = if named.is_empty() {
         let (host, _) = match host(common, Arc::new(Silent), false) {
             Ok(host) => host,
             Err(message) => return fail(message, "recommend", common),
         };
         recommend::needs_of(&Facts::gather(&host, Options::default()), cuda)
     } else {
-        gpus.iter()
-            .map(|g| provision::compat::rules::find_gpu(g).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()
-            .map(|gpus| recommend::Needs {
-                gpus,
-                toolkit: cuda,
-                installed: None,
-            })
+        Ok(recommend::Needs {
+            gpus: named.iter().collect(),
+            toolkit: cuda,
+            installed: None,
+        })
     };
-    let chosen = needs.and_then(|needs| recommend::recommend(&needs));
-    match chosen {
+    match needs.and_then(|needs| recommend::recommend(&needs)) {
         Ok(choice) => {
             if common.json {
                 out(&format!("{}\n", output::json(&choice)));
@@ -470,154 +483,44 @@ fn history(common: &Common) -> Exit {
     }
 }
 
-/// `compat --cuda 12.4 --torch latest`: the newest torch with a wheel for
-/// that CUDA line.
-fn torch_for_line(cuda: &str, torch: &str, common: &Common) -> Exit {
-    if !provision::compat::wheels::is_release_question(torch) {
-        return fail(
-            format!(
-                "--cuda with --torch asks which torch has a wheel for that CUDA line: give --torch latest or a release (2.9), not the wheel {torch}"
-            ),
-            "compat",
-            common,
-        );
-    }
-    match provision::compat::line::find(cuda, torch) {
-        Ok(report) => {
-            if common.json {
-                out(&format!("{}\n", output::json(&report)));
-            } else {
-                out(&output::line_human(&report, Style::for_stdout()));
-            }
-            if report.install.is_some() {
-                Exit::Success
-            } else {
-                Exit::Failure
-            }
-        }
-        Err(error) => fail(error.to_string(), "compat", common),
-    }
-}
-
-/// `compat --torch 2.9.1`: every wheel of the release, judged.
-fn torch_wheels(
-    driver: &str,
-    torch: &str,
-    gpu: Option<&provision::compat::knowledge::GpuRow>,
-    flavor: Option<&str>,
-    common: &Common,
-) -> Exit {
-    match provision::compat::wheels::find(driver, torch, gpu, flavor) {
-        Ok(report) => {
-            if common.json {
-                out(&format!("{}\n", output::json(&report)));
-            } else {
-                out(&output::wheels_human(&report, Style::for_stdout()));
-            }
-            if report.best.is_some() {
-                Exit::Success
-            } else {
-                Exit::Failure
-            }
-        }
-        Err(error) => fail(error.to_string(), "compat", common),
-    }
-}
-
-fn compat(
-    driver: Option<String>,
-    cuda: Option<String>,
-    torch: Option<String>,
-    gpu: Option<String>,
-    flavor: Option<String>,
-    common: &Common,
-) -> Exit {
-    use provision::compat::host;
-    use provision::compat::rules::Target;
-    let target = match (cuda, torch) {
-        (Some(cuda), None) => Some(Target::Cuda(cuda)),
-        (None, Some(torch)) => Some(Target::Torch(torch)),
-        (Some(cuda), Some(torch)) => return torch_for_line(&cuda, &torch, common),
-        (None, None) => None,
-    };
-    let question = match (driver, target) {
-        (Some(driver), Some(target)) => Some((driver, target)),
-        (None, None) => None,
-        (Some(_), None) => {
-            return fail("--driver needs --cuda or --torch".into(), "compat", common);
-        }
-        (None, Some(target)) => {
-            // "Will CUDA X run here?": the question, with this host's driver.
-            let (host, _) = match host(common, Arc::new(Silent), false) {
-                Ok(host) => host,
-                Err(message) => return fail(message, "compat", common),
-            };
-            let facts = Facts::gather(&host, Options::default());
-            match facts.driver_version() {
-                Some(driver) => Some((driver.to_string(), target)),
-                None => {
-                    return fail(
-                        "no NVIDIA driver on this host: give --driver".into(),
-                        "compat",
-                        common,
-                    );
-                }
-            }
-        }
-    };
-    let Some((driver, target)) = question else {
+/// `provision compat`: the question the flags ask, on the host when it
+/// is read (its driver, flavour and GPUs fill in what the flags leave out).
+fn compat(request: provision::compat::ask::Request, common: &Common) -> Exit {
+    use provision::compat::ask::{Reply, ask};
+    let facts = if request.reads_host(common.root.is_some()) {
         let (host, _) = match host(common, Arc::new(Silent), false) {
             Ok(host) => host,
             Err(message) => return fail(message, "compat", common),
         };
-        let facts = Facts::gather(&host, Options::default());
-        let report = host::report(&facts);
-        if common.json {
-            out(&format!("{}\n", output::json(&report)));
-        } else {
-            out(&output::compat_host_human(&report, Style::for_stdout()));
-        }
-        return if report.failed {
-            Exit::Failure
-        } else {
-            Exit::Success
-        };
+        Some(Facts::gather(&host, Options::default()))
+    } else {
+        None
     };
-    one_question(&driver, &target, gpu.as_deref(), flavor.as_deref(), common)
-}
-
-/// `compat --driver D --cuda X | --torch T`: one answer, or every wheel of
-/// a torch release.
-fn one_question(
-    driver: &str,
-    target: &provision::compat::rules::Target,
-    gpu: Option<&str>,
-    flavor: Option<&str>,
-    common: &Common,
-) -> Exit {
-    use provision::compat::rules::{self, Target, Verdict};
-    let gpu = match gpu.map(rules::find_gpu).transpose() {
-        Ok(gpu) => gpu,
+    let reply = match ask(&request, facts.as_ref()) {
+        Ok(reply) => reply,
         Err(error) => return fail(error.to_string(), "compat", common),
     };
-    if let Target::Torch(text) = target
-        && provision::compat::wheels::is_release_question(text)
-    {
-        return torch_wheels(driver, text, gpu, flavor, common);
-    }
-    match rules::evaluate(driver, target, gpu, flavor) {
-        Ok(answer) => {
-            if common.json {
-                out(&format!("{}\n", output::json(&answer)));
-            } else {
-                out(&output::compat_human(&answer, Style::for_stdout()));
-            }
-            if answer.verdict == Verdict::Incompatible {
-                Exit::Failure
-            } else {
-                Exit::Success
-            }
-        }
-        Err(error) => fail(error.to_string(), "compat", common),
+    let style = Style::for_stdout();
+    let text = match (&reply, common.json) {
+        (Reply::Answer(a), true) => output::json(a),
+        (Reply::Answer(a), false) => output::compat_human(a, style),
+        (Reply::Wheels(w), true) => output::json(w),
+        (Reply::Wheels(w), false) => output::wheels_human(w, style),
+        (Reply::Line(l), true) => output::json(l),
+        (Reply::Line(l), false) => output::line_human(l, style),
+        (Reply::Host(h), true) => output::json(h),
+        (Reply::Host(h), false) => output::compat_host_human(h, style),
+        (Reply::Needs(n), true) => output::json(n),
+        (Reply::Needs(n), false) => output::needs_human(n, style),
+    };
+    out(&if common.json {
+        format!("{text}\n")
+    } else {
+        text
+    });
+    if reply.failed() {
+        Exit::Failure
+    } else {
+        Exit::Success
     }
 }

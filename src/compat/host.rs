@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::knowledge::{GpuRow, Knowledge};
-use super::rules::{Answer, Mode, QuestionError, Reason, Target, Verdict, evaluate};
+use super::rules::{Answer, Mode, Reason, Target, Verdict, evaluate_on as ask};
 use crate::facts::Facts;
 use crate::facts::pci::Kind;
 use crate::version::Dotted;
@@ -32,21 +32,10 @@ pub struct Check {
     pub answer: Answer,
 }
 
-/// Incompatible > ambiguous > needs a package > compatible.
-pub fn worst(verdicts: impl Iterator<Item = Verdict>) -> Verdict {
-    let rank = |v: Verdict| match v {
-        Verdict::Compatible => 0,
-        Verdict::NeedsCompatPackage => 1,
-        Verdict::Ambiguous => 2,
-        Verdict::Incompatible => 3,
-    };
-    verdicts
-        .max_by_key(|v| rank(*v))
-        .unwrap_or(Verdict::Compatible)
-}
+pub use super::rules::worst;
 
 /// The knowledge-base rows of the host's GPUs, one per model.
-fn gpu_rows(facts: &Facts) -> Vec<&'static GpuRow> {
+pub fn gpu_rows(facts: &Facts) -> Vec<&'static GpuRow> {
     let kb = Knowledge::get();
     let mut rows: Vec<&GpuRow> = Vec::new();
     for gpu in facts.gpus.iter().filter(|g| g.kind == Kind::Gpu) {
@@ -58,27 +47,6 @@ fn gpu_rows(facts: &Facts) -> Vec<&'static GpuRow> {
         }
     }
     rows
-}
-
-/// Runs one question for every GPU model (or none), keeping the worst answer.
-fn ask(
-    driver: &str,
-    target: &Target,
-    gpus: &[&GpuRow],
-    flavor: Option<&str>,
-) -> Result<Answer, QuestionError> {
-    if gpus.is_empty() {
-        return evaluate(driver, target, None, flavor);
-    }
-    let mut answers = Vec::new();
-    for gpu in gpus {
-        answers.push(evaluate(driver, target, Some(gpu), flavor)?);
-    }
-    let verdict = worst(answers.iter().map(|a| a.verdict));
-    Ok(answers
-        .into_iter()
-        .find(|a| a.verdict == verdict)
-        .expect("one answer has the worst verdict"))
 }
 
 pub fn report(facts: &Facts) -> HostReport {
@@ -235,18 +203,23 @@ fn compat_answer(
     let supported = super::rules::forward_compat_package(short)
         .filter(|fc| fc.supported_branches.contains(&running.major()));
     let eligible = gpus.iter().all(|g| g.forward_compat == "yes");
-    if compat <= running {
+    if compat <= running && on_path {
         answer.verdict = Verdict::Incompatible;
         answer.mode = Mode::None;
         answer.reasons.insert(
             0,
-            note(if on_path {
-                format!(
-                    "its libcuda {version} is not newer than the driver {driver} and it is on the loader path: CUDA applications load it and fail with error 803 (CUDA_ERROR_SYSTEM_DRIVER_MISMATCH)"
-                )
-            } else {
-                format!("its libcuda {version} is not newer than the driver {driver}: it is useless (and harmful if it reaches the loader path); remove {package}")
-            }),
+            note(format!(
+                "its libcuda {version} is not newer than the driver {driver} and it is on the loader path: CUDA applications load it and fail with error 803 (CUDA_ERROR_SYSTEM_DRIVER_MISMATCH)"
+            )),
+        );
+    } else if compat <= running {
+        // Off the loader path nothing loads it: the CUDA line runs as the
+        // driver alone runs it (doctor calls the leftover a warning).
+        answer.reasons.insert(
+            0,
+            note(format!(
+                "its libcuda {version} is not newer than the driver {driver}, and nothing loads it (not on the loader path): harmless but useless; remove {package}"
+            )),
         );
     } else if let (Some(fc), true) = (supported, eligible) {
         answer.verdict = Verdict::Compatible;

@@ -216,7 +216,7 @@ pub struct ArchRow {
     pub notes: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpuRow {
     pub device: String,
@@ -279,6 +279,15 @@ pub struct WheelArchRow {
     pub notes: Option<String>,
 }
 
+/// The words of a GPU name, lower case, without the vendor's name.
+pub fn name_words(name: &str) -> Vec<String> {
+    name.to_lowercase()
+        .split(|c: char| c.is_whitespace() || matches!(c, '-' | '(' | ')' | '/' | ','))
+        .filter(|w| !w.is_empty() && *w != "nvidia")
+        .map(str::to_string)
+        .collect()
+}
+
 impl Knowledge {
     /// The compiled-in knowledge base.
     pub fn get() -> &'static Knowledge {
@@ -310,21 +319,16 @@ impl Knowledge {
         Some((first, others))
     }
 
-    /// A GPU by name, as a person types it ("H100 SXM5", "RTX 4090").
+    /// A GPU by name, as a person types it ("H100 SXM5", "rtx 4090") or
+    /// nvidia-smi prints it ("NVIDIA GeForce RTX 4090"): every word of the
+    /// query is a word of the name, in any case; "NVIDIA" is no word.
     pub fn gpu_by_name(&self, query: &str) -> Vec<&GpuRow> {
-        let words: Vec<String> = query
-            .split(|c: char| c.is_whitespace() || c == '-')
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect();
+        let words = name_words(query);
         self.gpus()
             .iter()
             .filter(|row| {
-                let name = row.name.to_lowercase().replace('-', " ");
-                let tokens: Vec<&str> = name
-                    .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '/')
-                    .collect();
-                words.iter().all(|w| tokens.contains(&w.as_str()))
+                let tokens = name_words(&row.name);
+                !words.is_empty() && words.iter().all(|w| tokens.contains(w))
             })
             .collect()
     }

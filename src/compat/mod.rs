@@ -1,9 +1,11 @@
 //! The CUDA / driver / GPU knowledge base and the rules that read it.
 
+pub mod ask;
 pub mod gpu;
 pub mod host;
 pub mod knowledge;
 pub mod line;
+pub mod needs;
 pub mod question;
 pub mod recommend;
 pub mod rules;

@@ -252,43 +252,125 @@ pub fn torch_target(text: &str) -> Result<(String, Vec<Reason>, Option<String>),
     Ok((row.cuda.clone(), reasons, disputed))
 }
 
-/// A GPU as `--gpu` names it: "10de:2330", "0x2330", or a name.
-pub fn find_gpu(query: &str) -> Result<&'static GpuRow, QuestionError> {
+/// A GPU as `--gpu` names it: a PCI device id as lspci (`10de:2330`,
+/// `[10de:2330]`, `2330`) or nvidia-smi (`0x233010DE`) print it, or a name
+/// in any case ("h100", "NVIDIA GeForce RTX 4090"). A name several GPUs
+/// share is answered when the knowledge base treats them alike (every A100
+/// gets the same answer): the row returned names them all. When they
+/// differ, the error lists each with the id to pass.
+pub fn find_gpu(query: &str) -> Result<GpuRow, QuestionError> {
     let kb = Knowledge::get();
-    let hex = query.trim().to_lowercase();
-    let device = hex
-        .strip_prefix("10de:")
-        .or_else(|| hex.strip_prefix("0x"))
-        .filter(|d| d.len() == 4 && d.bytes().all(|b| b.is_ascii_hexdigit()));
-    if let Some(device) = device {
-        let id = u16::from_str_radix(device, 16).map_err(|e| invalid(e.to_string()))?;
-        return kb.gpu(id, None).map(|(row, _)| row).ok_or_else(|| {
-            invalid(format!(
-                "--gpu {query}: device 0x{id:04x} is not in the knowledge base"
-            ))
-        });
+    if let Some(id) = device_id(query)
+        && let Some((row, _)) = kb.gpu(id, None)
+    {
+        return Ok(row.clone());
     }
     let found = kb.gpu_by_name(query);
+    let words = super::knowledge::name_words(query);
     match found.as_slice() {
-        [one] => Ok(one),
         [] => Err(invalid(format!(
-            "--gpu {query:?}: no GPU of that name in the knowledge base"
+            "--gpu {query:?}: no GPU of that name or PCI id in the knowledge base; \
+             give the device id lspci -nn prints ([10de:2330] -> --gpu 10de:2330) or a name such as \"H100\", \"RTX 4090\""
         ))),
+        [one] => Ok((*one).clone()),
         many => {
-            // "H100" matches several: an exact name wins, else ask.
+            // An exact name wins ("H100 PCIe" among the H100s).
             if let Some(exact) = many
                 .iter()
-                .find(|r| r.name.eq_ignore_ascii_case(query) || r.name.ends_with(query))
+                .find(|r| super::knowledge::name_words(&r.name) == words)
             {
-                return Ok(exact);
+                return Ok((*exact).clone());
+            }
+            if many.iter().all(|r| alike(r, many[0])) {
+                let mut row = many[0].clone();
+                row.name = format!("{query} (any of {}: {})", many.len(), ids(many));
+                return Ok(row);
             }
             Err(invalid(format!(
-                "--gpu {query:?} names several GPUs: {}",
+                "--gpu {query:?} names GPUs that get different answers ({}); pass one by its id: {}",
+                differences(many),
                 many.iter()
-                    .map(|r| format!("{} ({})", r.name, r.device))
+                    .map(|r| format!("--gpu {} ({})", r.device, r.name))
                     .collect::<Vec<_>>()
                     .join(", ")
             )))
         }
     }
+}
+
+/// The device id in `10de:2330`, `[10de:2330]`, `0x2330`, `2330` or
+/// nvidia-smi's `0x233010DE`.
+fn device_id(query: &str) -> Option<u16> {
+    let text = query
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_lowercase();
+    let text = text.strip_prefix("10de:").unwrap_or(&text);
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    let text = match text.len() {
+        8 => text.strip_suffix("10de")?,
+        _ => text,
+    };
+    (text.len() == 4 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u16::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+/// What the rules read of a GPU (gpu.rs, recommend, validation): rows
+/// equal in these get every answer alike.
+fn traits(row: &GpuRow) -> impl PartialEq + '_ {
+    (
+        (&row.arch, &row.compute_capability, &row.class),
+        (&row.forward_compat, &row.open_module),
+        (
+            row.min_driver_branch,
+            row.last_driver_branch,
+            row.last_cuda_major,
+        ),
+    )
+}
+
+fn alike(a: &GpuRow, b: &GpuRow) -> bool {
+    traits(a) == traits(b)
+}
+
+fn ids(rows: &[&GpuRow]) -> String {
+    rows.iter()
+        .map(|r| r.device.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which of the traits differ among `rows`, in words.
+fn differences(rows: &[&GpuRow]) -> String {
+    let first = rows[0];
+    let mut differ = Vec::new();
+    let mut check = |name: &str, same: &dyn Fn(&GpuRow) -> bool| {
+        if !rows.iter().all(|r| same(r)) {
+            differ.push(name.to_string());
+        }
+    };
+    check("architecture", &|r| {
+        r.compute_capability == first.compute_capability
+    });
+    check("class", &|r| r.class == first.class);
+    check("forward compatibility", &|r| {
+        r.forward_compat == first.forward_compat
+    });
+    check("kernel-module flavour", &|r| {
+        r.open_module == first.open_module
+    });
+    check("driver range", &|r| {
+        (r.min_driver_branch, r.last_driver_branch, r.last_cuda_major)
+            == (
+                first.min_driver_branch,
+                first.last_driver_branch,
+                first.last_cuda_major,
+            )
+    });
+    if differ.is_empty() {
+        differ.push("architecture".into());
+    }
+    format!("they differ in {}", differ.join(", "))
 }

@@ -406,6 +406,41 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
     }
 }
 
+/// Incompatible > ambiguous > needs a package > compatible.
+pub fn worst(verdicts: impl Iterator<Item = Verdict>) -> Verdict {
+    let rank = |v: Verdict| match v {
+        Verdict::Compatible => 0,
+        Verdict::NeedsCompatPackage => 1,
+        Verdict::Ambiguous => 2,
+        Verdict::Incompatible => 3,
+    };
+    verdicts
+        .max_by_key(|v| rank(*v))
+        .unwrap_or(Verdict::Compatible)
+}
+
+/// One question on every GPU model of a host (or none), keeping the
+/// worst answer: a host is only as compatible as its least GPU.
+pub fn evaluate_on(
+    driver: &str,
+    target: &Target,
+    gpus: &[&GpuRow],
+    flavor: Option<&str>,
+) -> Result<Answer, QuestionError> {
+    if gpus.is_empty() {
+        return evaluate(driver, target, None, flavor);
+    }
+    let mut answers = Vec::new();
+    for gpu in gpus {
+        answers.push(evaluate(driver, target, Some(gpu), flavor)?);
+    }
+    let verdict = worst(answers.iter().map(|a| a.verdict));
+    Ok(answers
+        .into_iter()
+        .find(|a| a.verdict == verdict)
+        .expect("one answer has the worst verdict"))
+}
+
 /// The whole question: driver, CUDA release or wheel, optional GPU and flavour.
 pub fn evaluate(
     driver_text: &str,
@@ -475,9 +510,13 @@ pub fn evaluate(
             cuda_text.clone()
         },
         cuda_label,
-        gpu: gpu
-            .as_ref()
-            .map(|g| format!("{} ({})", g.label, g.row.device)),
+        gpu: gpu.as_ref().map(|g| {
+            if g.label.contains(&g.row.device) {
+                g.label.clone()
+            } else {
+                format!("{} ({})", g.label, g.row.device)
+            }
+        }),
         flavor: flavor.map(str::to_string),
         verdict: first.verdict,
         mode: first.mode,

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::knowledge::{GpuRow, Knowledge, TorchRelease};
-use super::rules::{Mode, QuestionError, Target, Verdict, evaluate, invalid};
+use super::rules::{Mode, QuestionError, Target, Verdict, evaluate_on, invalid};
 use crate::version::Dotted;
 
 const INDEX: &str = "https://download.pytorch.org/whl";
@@ -139,7 +139,7 @@ pub(super) fn domain_versions(row: &TorchRelease, torch: &str) -> (String, Strin
 pub fn find(
     driver: &str,
     text: &str,
-    gpu: Option<&GpuRow>,
+    gpus: &[&GpuRow],
     flavor: Option<&str>,
 ) -> Result<WheelReport, QuestionError> {
     let kb = Knowledge::get();
@@ -150,10 +150,10 @@ pub fn find(
         .iter()
         .filter(|w| w.torch.contains(&row.torch))
     {
-        let answer = evaluate(
+        let answer = evaluate_on(
             driver,
             &Target::Torch(format!("{torch}+{}", variant.variant)),
-            gpu,
+            gpus,
             flavor,
         )?;
         wheels.push(Wheel {
@@ -179,7 +179,12 @@ pub fn find(
     let (torchvision, torchaudio) = domain_versions(row, &torch);
     Ok(WheelReport {
         driver: driver.to_string(),
-        gpu: gpu.map(|g| g.name.clone()),
+        gpu: (!gpus.is_empty()).then(|| {
+            gpus.iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
         torch,
         torchvision,
         torchaudio,
@@ -288,7 +293,8 @@ mod tests {
         assert!(CASES.len() >= 40);
         for (driver, torch, gpu, tags, best) in CASES {
             let gpu = gpu.map(|g| find_gpu(g).unwrap());
-            let report = find(driver, torch, gpu, None).unwrap();
+            let gpus: Vec<&GpuRow> = gpu.iter().collect();
+            let report = find(driver, torch, &gpus, None).unwrap();
             let mut want: Vec<&str> = tags.to_vec();
             want.push("cpu");
             let got: Vec<&str> = report.wheels.iter().map(|w| w.tag.as_str()).collect();
@@ -316,14 +322,14 @@ mod tests {
 
     #[test]
     fn the_install_line_carries_the_matching_domain_libraries() {
-        let report = find("580.95.05", "2.9.1", None, None).unwrap();
+        let report = find("580.95.05", "2.9.1", &[], None).unwrap();
         let best = report.wheels.iter().find(|w| w.tag == "cu130").unwrap();
         assert_eq!(
             best.install,
             "pip install torch==2.9.1 torchvision==0.24.1 torchaudio==2.9.1 --index-url https://download.pytorch.org/whl/cu130"
         );
         // An older patch: the domain libraries of its minor, any patch.
-        let older = find("580.95.05", "2.9.0", None, None).unwrap();
+        let older = find("580.95.05", "2.9.0", &[], None).unwrap();
         assert_eq!(
             (older.torchvision.as_str(), older.torchaudio.as_str()),
             ("0.24.*", "2.9.*")
@@ -332,16 +338,14 @@ mod tests {
 
     #[test]
     fn unknown_releases_are_refused_and_newer_patches_warned() {
-        let error = find("580.95.05", "3.7", None, None)
-            .unwrap_err()
-            .to_string();
+        let error = find("580.95.05", "3.7", &[], None).unwrap_err().to_string();
         assert!(
             error.contains("no torch, torchvision or torchaudio release 3.7")
                 && error.contains("2.13"),
             "{error}"
         );
-        assert!(find("580.95.05", "two", None, None).is_err());
-        let newer = find("580.95.05", "2.9.7", None, None).unwrap();
+        assert!(find("580.95.05", "two", &[], None).is_err());
+        let newer = find("580.95.05", "2.9.7", &[], None).unwrap();
         assert!(
             newer
                 .notes

@@ -252,3 +252,44 @@ pub fn recommend_human(choice: &crate::compat::recommend::Recommendation, style:
     }
     out
 }
+
+/// `compat --torch 2.6.0` (or `--cuda 12.4`) with no driver to judge: what
+/// each CUDA wheel needs of one.
+pub fn needs_human(report: &crate::compat::needs::NeedsReport, style: Style) -> String {
+    let mut out = String::new();
+    let on = if report.gpus.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", report.gpus.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "{}{on}: no driver to check against; what each needs of one:",
+        report.question
+    );
+    for need in &report.needs {
+        let name = match &need.tag {
+            Some(tag) => format!("{tag:<6} (CUDA {})", need.cuda),
+            None => format!("CUDA {}", need.cuda),
+        };
+        let mut how = format!("driver {} or newer natively", need.native_driver);
+        if let Some(minor) = &need.minor_version_driver {
+            how.push_str(&format!(", from {minor} by minor-version compatibility"));
+        }
+        if let Some(fc) = &need.forward_compat {
+            how.push_str(&format!("; older branches: {fc}"));
+        }
+        let _ = writeln!(out, "  {name}: {how}");
+        for problem in &need.problems {
+            let _ = writeln!(out, "    {} {problem}", style.paint("31;1", "cannot run:"));
+        }
+        if let Some(install) = &need.install {
+            let _ = writeln!(out, "    {install}");
+        }
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let _ = writeln!(out, "{}", report.msg);
+    out
+}

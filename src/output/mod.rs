@@ -333,7 +333,8 @@ mod doctor;
 mod facts;
 mod window;
 pub use compat::{
-    compat_host_human, compat_human, compat_sentence, line_human, recommend_human, wheels_human,
+    compat_host_human, compat_human, compat_sentence, line_human, needs_human, recommend_human,
+    wheels_human,
 };
 pub use doctor::doctor_human;
 pub use facts::facts_human;

@@ -21,6 +21,20 @@ pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/hosts").join(name)
 }
 
+/// A writable copy of a fixture host, at `<tempdir>/root`.
+pub fn fixture_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixture(name))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a {name}");
+    (dir, root)
+}
+
 /// What a provision run left.
 pub struct Run {
     pub code: i32,
