@@ -450,6 +450,7 @@ fn recommend(cuda: Option<String>, gpus: &[String], common: &Common) -> Exit {
             gpus: named.iter().collect(),
             toolkit: cuda,
             installed: None,
+            carried: None,
         })
     };
     match needs.and_then(|needs| recommend::recommend(&needs)) {

@@ -38,6 +38,9 @@ pub struct Needs<'a> {
     pub toolkit: Option<String>,
     /// The branch installed now, kept while it qualifies.
     pub installed: Option<u32>,
+    /// The branches the plan's source carries, where it limits them
+    /// (Debian's archive), with the source's name; None: any branch.
+    pub carried: Option<(String, Vec<u32>)>,
 }
 
 fn is_production(row: &BranchRow) -> bool {
@@ -51,6 +54,11 @@ fn is_long_term(row: &BranchRow) -> bool {
 /// Why `row` cannot serve the host, if it cannot.
 fn unfit(row: &BranchRow, needs: &Needs, today: &str) -> Option<String> {
     let kb = Knowledge::get();
+    if let Some((source, branches)) = &needs.carried
+        && !branches.contains(&row.branch)
+    {
+        return Some(format!("{source} does not carry it"));
+    }
     if !is_production(row) {
         return Some(format!(
             "type {}: not a production or long-term branch",
@@ -215,8 +223,35 @@ fn choose<'a>(
                 row.branch, row.kind
             ),
         )),
-        None => Err(nothing_serves(judged, needs)),
+        None => carried_past_its_end(judged, needs).ok_or_else(|| nothing_serves(judged, needs)),
     }
+}
+
+/// A source that carries only ended branches (Debian 12's archive: R535,
+/// ended 2026-06-01) still gets its newest carried one that serves the
+/// host in every other way, said plainly with the way to a supported one.
+fn carried_past_its_end<'a>(
+    judged: &[(&'a BranchRow, Option<String>)],
+    needs: &Needs,
+) -> Option<(&'a BranchRow, String)> {
+    let (source, _) = needs.carried.as_ref()?;
+    let row = judged
+        .iter()
+        .find(|(_, why)| why.as_deref().is_some_and(|w| w.starts_with("end of life")))
+        .map(|(row, _)| *row)?;
+    let eol = row
+        .end_of_life_date
+        .as_deref()
+        .or(row.end_of_life.as_deref())
+        .unwrap_or("?");
+    Some((
+        row,
+        format!(
+            "R{} is the newest branch {source} carries that drives these GPUs, and its support ended {eol} (no more security fixes): \
+             source = \"cuda-repo\" offers supported branches",
+            row.branch
+        ),
+    ))
 }
 
 /// Branches that ended this many years before the knowledge base are not
@@ -299,8 +334,13 @@ fn support_reasons(row: &BranchRow, needs: &Needs, today: &str) -> Vec<String> {
         ));
     }
     if let Some(eol) = &row.end_of_life_date {
+        let state = if row.ended_before(today) {
+            "support ended"
+        } else {
+            "supported until"
+        };
         reasons.push(format!(
-            "supported until {eol} (knowledge base of {today}) [branch {}: {}]",
+            "{state} {eol} (knowledge base of {today}) [branch {}: {}]",
             row.branch,
             row.sources.join(", ")
         ));
@@ -358,5 +398,6 @@ pub fn needs_of(facts: &Facts, toolkit: Option<String>) -> Result<Needs<'static>
         gpus,
         toolkit,
         installed,
+        carried: None,
     })
 }

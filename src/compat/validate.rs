@@ -81,6 +81,7 @@ fn validate_driver(plan: &Plan, planned: &Driver, facts: &Facts) -> Validation {
     let gpus = gpus(facts);
     container_driver_problem(&mut v, facts);
     unknown_gpu_warning(&mut v, facts);
+    ended_branch_warning(&mut v, branch);
     let toolkit = plan.toolkit.as_ref().map(|t| t.version.to_string());
     let reported = gpu_problems(
         &mut v,
@@ -221,6 +222,33 @@ fn container_driver_problem(v: &mut Validation, facts: &Facts) {
          leave out [driver] to install the toolkit only (a plan of [toolkit], [compat] and [environment]), \
          and apply the driver plan to the machine itself (or `--root` at its root)",
         facts.os.container_signs.join("; ")
+    ));
+}
+
+/// A branch past its end of life gets no more security fixes: said at
+/// plan time, with the supported branches to move to (as `recommend`
+/// lists them).
+fn ended_branch_warning(v: &mut Validation, branch: u32) {
+    let kb = Knowledge::get();
+    let today = &kb.meta().compiled;
+    let Some(row) = kb.branch(branch).filter(|row| row.ended_before(today)) else {
+        return;
+    };
+    let eol = row
+        .end_of_life_date
+        .as_deref()
+        .or(row.end_of_life.as_deref())
+        .unwrap_or("?");
+    let live: Vec<String> = kb
+        .branches()
+        .iter()
+        .filter(|b| b.kind.starts_with("LTSB") && !b.ended_before(today))
+        .map(|b| format!("R{} ({})", b.branch, b.kind))
+        .collect();
+    v.warnings.push(format!(
+        "driver branch R{branch} reached its end of life on {eol} (knowledge base of {today}): it gets no more security fixes; \
+         supported long-term branches: {} (`provision recommend` for this host)",
+        live.join(", ")
     ));
 }
 

@@ -267,6 +267,26 @@ pub fn desired(
     Ok(desired)
 }
 
+/// The driver branches `source` carries for this host's release, where
+/// the catalog limits them (Debian's archive: one per release), with the
+/// source named as a person reads it; None where any branch is offered.
+pub fn carried_branches(facts: &Facts, source: Source) -> Option<(String, Vec<u32>)> {
+    let set = set_for(facts, source).ok()?;
+    let (major_release, release) = releases(facts);
+    let branches = set
+        .branches
+        .get(&major_release)
+        .or_else(|| set.branches.get(&release))?;
+    let id = facts.os.id.as_deref().unwrap_or("this distribution");
+    let mut chars = id.chars();
+    let id: String = chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    let name = format!("{id} {release}'s archive (source = \"{source}\")");
+    Some((name, branches.clone()))
+}
+
 /// The release's major ("9" of "9.4") and the release itself.
 fn releases(facts: &Facts) -> (String, String) {
     let release = facts.os.version_id.clone().unwrap_or_default();

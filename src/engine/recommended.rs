@@ -18,8 +18,13 @@ pub fn settle<'a>(
         return Ok((Cow::Borrowed(plan), None));
     }
     let toolkit = plan.toolkit.as_ref().map(|t| t.version.short());
-    let needs = recommend::needs_of(facts, toolkit)
+    let mut needs = recommend::needs_of(facts, toolkit)
         .map_err(|e| format!("[driver] branch = \"recommended\": {e}"))?;
+    // Chosen among what the plan's source carries.
+    needs.carried = plan
+        .driver
+        .as_ref()
+        .and_then(|d| crate::distro::carried_branches(facts, d.source));
     let choice = recommend::recommend(&needs)
         .map_err(|e| format!("[driver] branch = \"recommended\": {e}"))?;
     let mut settled = plan.clone();

@@ -281,3 +281,76 @@ fn a_plan_with_the_recommended_branch_plans_that_branch() {
         "{run:?}"
     );
 }
+
+#[test]
+fn the_recommended_branch_is_one_the_plans_source_carries() {
+    // Debian 12's archive carries R535 only (ended 2026-06-01): with
+    // source = "distro" the recommendation is R535, said with its end of
+    // life and the way to a supported branch; never R595, which the
+    // source cannot install.
+    let (dir, root) = crate::support::fixture_copy("debian-12-a6000-nouveau");
+    for entry in fs_err::read_dir(root.join("sys/firmware/efi/efivars")).unwrap() {
+        let entry = entry.unwrap();
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("SecureBoot-")
+        {
+            fs_err::remove_file(entry.path()).unwrap();
+        }
+    }
+    let distro = plan_file(
+        dir.path(),
+        "distro.toml",
+        "[driver]\nbranch = \"recommended\"\nsource = \"distro\"\n",
+    );
+    let run = provision(&[
+        "plan",
+        distro.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["recommendation"]["branch"], 535, "{report:#}");
+    let first = report["recommendation"]["reasons"][0].as_str().unwrap();
+    assert!(
+        first.contains("Debian 12's archive (source = \"distro\")"),
+        "{first}"
+    );
+    assert!(first.contains("support ended 2026-06-01"), "{first}");
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("R535 reached its end of life on 2026-06-01"),
+        "{warnings}"
+    );
+    // From NVIDIA's repository the same host gets a supported branch.
+    let repo_plan = plan_file(
+        dir.path(),
+        "repo.toml",
+        "[driver]\nbranch = \"recommended\"\nsource = \"cuda-repo\"\n",
+    );
+    let run = provision(&[
+        "plan",
+        repo_plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["recommendation"]["branch"], 595, "{run:?}");
+    // The shipped R535 plan warns the same way.
+    let shipped = repo().join("plans/debian-12-distro-535.toml");
+    let run = provision(&[
+        "plan",
+        shipped.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        run.json()["warnings"].to_string().contains("end of life"),
+        "{run:?}"
+    );
+}
