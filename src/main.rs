@@ -38,6 +38,7 @@ fn usage(error: &clap::Error) -> ExitCode {
 /// output quietly: the run's own exit code stands.
 fn out(text: &str) {
     use std::io::Write;
+    let text = output::plain(text);
     let mut stdout = std::io::stdout().lock();
     let written = stdout
         .write_all(text.as_bytes())
@@ -52,7 +53,9 @@ fn out(text: &str) {
 /// Writes people's messages to stderr; a closed stderr is ignored.
 fn out_err(text: &str) {
     use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(output::plain(text).as_bytes());
 }
 
 fn progress_for(common: &Common) -> Arc<dyn Progress> {

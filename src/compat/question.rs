@@ -81,22 +81,32 @@ fn known_branch(text: &str, branch: u32) -> Result<Option<Reason>, QuestionError
     };
     let list: Vec<String> = known.iter().map(u32::to_string).collect();
     Err(invalid(format!(
-        "--driver {text}: driver branch {branch} is unknown: {why}; known branches: {}",
+        "driver {text}: branch {branch} is unknown: {why}; known branches: {}",
         list.join(", ")
     )))
 }
 
-/// The newest release of `branch` any knowledge-base row cites (a
-/// toolkit's floor or bundled driver, a release seen in a real capture).
-pub fn newest_cited(branch: u32) -> Option<Dotted> {
+/// Every release of `branch` a knowledge-base row cites (a toolkit's
+/// floor or bundled driver, a release seen in a real capture), oldest
+/// first.
+pub fn cited_releases(branch: u32) -> Vec<Dotted> {
     let kb = Knowledge::get();
-    kb.toolkits()
+    let mut cited: Vec<Dotted> = kb
+        .toolkits()
         .iter()
         .flat_map(|row| std::iter::once(&row.min_driver).chain(row.runfile_driver.as_ref()))
         .chain(kb.branch(branch).and_then(|b| b.newest_seen.as_ref()))
         .filter(|d| d.major() == branch)
-        .max()
         .cloned()
+        .collect();
+    cited.sort();
+    cited.dedup();
+    cited
+}
+
+/// The newest release of `branch` any knowledge-base row cites.
+pub fn newest_cited(branch: u32) -> Option<Dotted> {
+    cited_releases(branch).pop()
 }
 
 /// A note when the release is newer than any the knowledge base cites for

@@ -562,6 +562,15 @@ pub fn evaluate(
             &[],
         ));
     }
+    // A branch is read as its newest release, a number no driver has:
+    // reasons name it in words instead.
+    if !driver_text.contains('.') {
+        let sentinel = driver.to_string();
+        let words = format!("R{}'s newest release", driver.major());
+        for reason in answer.reasons.iter_mut().chain(problems.iter_mut()) {
+            reason.text = reason.text.replace(&sentinel, &words);
+        }
+    }
     if !problems.is_empty() {
         answer.verdict = Verdict::Incompatible;
         answer.mode = Mode::None;

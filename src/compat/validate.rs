@@ -12,12 +12,39 @@ use crate::version::Dotted;
 
 #[derive(Debug, Default)]
 pub struct Validation {
-    /// Reasons the plan cannot go ahead, each with what to do instead.
-    pub problems: Vec<String>,
+    /// Reasons the plan cannot go ahead, each with what to do instead and
+    /// the plan table it is about.
+    pub problems: Vec<Problem>,
     /// Things a person should know before applying.
     pub warnings: Vec<String>,
     /// The forward-compatibility package the plan installs, if any.
     pub compat_package: Option<String>,
+}
+
+/// One reason a plan cannot go ahead: the table of the plan it is about
+/// ("driver", "toolkit", "compat") and what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub section: &'static str,
+    pub text: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Validation {
+    fn problem(&mut self, section: &'static str, text: impl Into<String>) {
+        let problem = Problem {
+            section,
+            text: text.into(),
+        };
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
+    }
 }
 
 /// The driver release the plan asks for, as the rules read it: an exact
@@ -58,7 +85,6 @@ pub fn validate(plan: &Plan, facts: &Facts) -> Validation {
                 .into(),
         );
     }
-    v.problems.dedup();
     v.warnings.dedup();
     v
 }
@@ -82,6 +108,9 @@ fn validate_driver(plan: &Plan, planned: &Driver, facts: &Facts) -> Validation {
     container_driver_problem(&mut v, facts);
     unknown_gpu_warning(&mut v, facts);
     ended_branch_warning(&mut v, branch);
+    if let DriverTarget::Version(version) = &planned.target {
+        uncited_release_warning(&mut v, &version.0);
+    }
     let toolkit = plan.toolkit.as_ref().map(|t| t.version.to_string());
     let reported = gpu_problems(
         &mut v,
@@ -116,11 +145,10 @@ fn validate_toolkit_only(plan: &Plan, facts: &Facts) -> Validation {
     };
     let drivers = drivers_underneath(plan, facts);
     if drivers.is_empty() {
-        v.problems.push(
+        v.problem("toolkit", 
             "nothing here can run the toolkit: no NVIDIA kernel module is loaded and no driver is installed in this root; \
              an image baked for GPU nodes names the driver they run with [toolkit] for_driver = \"580\" (or \"580.95.05\"), \
-             or add a [driver] table to install one"
-                .into(),
+             or add a [driver] table to install one",
         );
         return v;
     }
@@ -166,7 +194,7 @@ fn compat_shadows_running(v: &mut Validation, drivers: &[(String, bool)]) {
     };
     for (driver, _) in drivers.iter().filter(|(_, named)| !named) {
         if branch_of(driver) >= fc.built_from_branch {
-            v.problems.push(format!(
+            v.problem("compat", format!(
                 "{package} carries a libcuda from R{}, and the driver {driver} runs here: on the loader path it would shadow that driver with an older libcuda; \
                  bake the image where no newer driver runs, or plan a toolkit both drivers run without it",
                 fc.built_from_branch
@@ -216,7 +244,7 @@ fn container_driver_problem(v: &mut Validation, facts: &Facts) {
         Some(module) => format!("kernel module {module}"),
         None => "no NVIDIA module loaded".to_string(),
     };
-    v.problems.push(format!(
+    v.problem("driver", format!(
         "this is {container} ({}; {module}): its NVIDIA driver is the machine's underneath, \
          a driver installed here cannot load and would not match that module; \
          leave out [driver] to install the toolkit only (a plan of [toolkit], [compat] and [environment]), \
@@ -249,6 +277,26 @@ fn ended_branch_warning(v: &mut Validation, branch: u32) {
         "driver branch R{branch} reached its end of life on {eol} (knowledge base of {today}): it gets no more security fixes; \
          supported long-term branches: {} (`provision recommend` for this host)",
         live.join(", ")
+    ));
+}
+
+/// An exact release the knowledge base does not list for its branch (a
+/// typo such as 580.95.99 for 580.95.05, or a release newer than the
+/// base): said before apply finds out at the package step.
+fn uncited_release_warning(v: &mut Validation, version: &str) {
+    let Some(parsed) = Dotted::parse(version) else {
+        return;
+    };
+    let cited = super::question::cited_releases(parsed.major());
+    if cited.is_empty() || cited.contains(&parsed) {
+        return;
+    }
+    let list: Vec<String> = cited.iter().map(Dotted::to_string).collect();
+    v.warnings.push(format!(
+        "[driver] version = \"{version}\" is not among the R{} releases the knowledge base lists ({}): check the repository carries it \
+         (apt-cache madison / dnf list --showduplicates); if none does, apply stops at the package step with nothing changed",
+        parsed.major(),
+        list.join(", ")
     ));
 }
 
@@ -291,7 +339,10 @@ fn gpu_problems(
         ) {
             Ok(answer) => answer,
             Err(error) => {
-                v.problems.push(error.to_string());
+                v.problem(
+                    if driver_checks { "driver" } else { "toolkit" },
+                    error.to_string(),
+                );
                 continue;
             }
         };
@@ -311,11 +362,14 @@ fn gpu_problems(
             };
             if is_problem && counts {
                 reported.push(reason.text.clone());
-                v.problems.push(format!(
-                    "{}: {}",
-                    reason.text,
-                    fix_for_gpu(gpu, branch, &reason.text)
-                ));
+                v.problem(
+                    if toolkit_problem { "toolkit" } else { "driver" },
+                    format!(
+                        "{}: {}",
+                        reason.text,
+                        fix_for_gpu(gpu, branch, &reason.text)
+                    ),
+                );
             }
         }
     }
@@ -401,10 +455,10 @@ fn toolkit_on_driver(
                 match &plan.compat {
                     CompatPackage::Auto => v.compat_package = Some(package),
                     CompatPackage::Named(name) if *name == package => v.compat_package = Some(package),
-                    CompatPackage::Named(name) => v.problems.push(format!(
+                    CompatPackage::Named(name) => v.problem("compat", format!(
                         "CUDA {toolkit} on {label} needs {package}, not {name}: set [compat] package = \"{package}\" (or \"auto\")"
                     )),
-                    CompatPackage::None => v.problems.push(format!(
+                    CompatPackage::None => v.problem("compat", format!(
                         "CUDA {toolkit} is newer than {label} runs natively or by minor-version compatibility{}: set [compat] package = \"auto\" to install {package}, or {}",
                         answer.gpu.as_ref().map(|g| format!(" on {g}")).unwrap_or_default(),
                         on.way_out(answer)
@@ -422,15 +476,18 @@ fn toolkit_on_driver(
                     .find(|r| !r.text.is_empty())
                     .map(|r| r.text.clone())
                     .unwrap_or_default();
-                v.problems.push(format!(
-                    "CUDA {toolkit} cannot run on {label}{}: {why}; {}",
-                    answer
-                        .gpu
-                        .as_ref()
-                        .map(|g| format!(" with {g}"))
-                        .unwrap_or_default(),
-                    on.way_out(answer)
-                ));
+                v.problem(
+                    "toolkit",
+                    format!(
+                        "CUDA {toolkit} cannot run on {label}{}: {why}; {}",
+                        answer
+                            .gpu
+                            .as_ref()
+                            .map(|g| format!(" with {g}"))
+                            .unwrap_or_default(),
+                        on.way_out(answer)
+                    ),
+                );
             }
             Verdict::Ambiguous => v.warnings.push(format!(
                 "whether CUDA {toolkit} runs on {label} is ambiguous: {}",
@@ -453,37 +510,43 @@ fn named_compat(v: &mut Validation, plan: &Plan, branch: u32, gpus: &[&GpuRow], 
     if let CompatPackage::Named(name) = &plan.compat {
         let short = name.trim_start_matches("cuda-compat-").replace('-', ".");
         match rules::forward_compat_package(&short) {
-            None => v.problems.push(format!(
-                "{name} is not in NVIDIA's forward-compatibility matrix: use one of {}",
-                Knowledge::get()
-                    .forward_compat()
-                    .iter()
-                    .map(|r| r.package.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            None => v.problem(
+                "compat",
+                format!(
+                    "{name} is not in NVIDIA's forward-compatibility matrix: use one of {}",
+                    Knowledge::get()
+                        .forward_compat()
+                        .iter()
+                        .map(|r| r.package.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
             Some(fc) => {
                 if fc.built_from_branch < branch {
-                    v.problems.push(format!(
+                    v.problem("compat", format!(
                         "{name} carries a libcuda from R{}, older than the planned driver R{branch}: it would be useless, or fail with error 803 on the loader path; remove [compat] package or set it to \"none\"",
                         fc.built_from_branch
                     ));
                 } else if fc.built_from_branch == branch || fc.native_branches.contains(&branch) {
-                    v.problems.push(format!(
+                    v.problem("compat", format!(
                         "{name} is pointless with driver R{branch}, which runs CUDA {short} natively: set [compat] package = \"none\""
                     ));
                 } else if !fc.supported_branches.contains(&branch) {
-                    v.problems.push(format!(
+                    v.problem("compat", format!(
                         "{name} supports driver branches {} only, not R{branch}: plan one of them, or a driver that runs CUDA {short} natively",
                         fc.supported_branches.iter().map(|b| format!("R{b}")).collect::<Vec<_>>().join(", ")
                     ));
-                } else if v.compat_package.is_none() && has_toolkit {
-                    v.problems.push(format!(
+                } else if v.compat_package.is_none()
+                    && has_toolkit
+                    && !v.problems.iter().any(|p| p.section == "toolkit")
+                {
+                    v.problem("compat", format!(
                         "{name} is pointless: the planned toolkit runs on driver R{branch} without it; set [compat] package = \"none\""
                     ));
                 }
                 for gpu in gpus.iter().filter(|g| g.forward_compat != "yes") {
-                    v.problems.push(format!(
+                    v.problem("compat", format!(
                         "{name} needs a data-center GPU; {} ({}) is not one (forward compatibility fails there with error 804): plan a driver that runs the toolkit natively",
                         gpu.name, gpu.class
                     ));
@@ -525,5 +588,9 @@ fn fix_for_gpu(gpu: &GpuRow, branch: u32, problem: &str) -> String {
 
 /// Problems that stop the plan (kept for callers that need only those).
 pub fn check_plan(plan: &Plan, facts: &Facts) -> Vec<String> {
-    validate(plan, facts).problems
+    validate(plan, facts)
+        .problems
+        .into_iter()
+        .map(|p| p.text)
+        .collect()
 }

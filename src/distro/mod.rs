@@ -203,14 +203,22 @@ pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, Dis
         .iter()
         .find(|set| set.source == source_name && set.distros.iter().any(|d| d == os_id))
         .ok_or_else(|| {
-            let known: Vec<String> = catalog()
+            let offered: Vec<String> = catalog()
                 .set
                 .iter()
-                .map(|s| format!("{} ({})", s.distros.join("/"), s.source))
+                .filter(|set| set.distros.iter().any(|d| d == os_id))
+                .map(|set| format!("\"{}\"", set.source))
+                .chain(std::iter::once("\"runfile\"".to_string()))
                 .collect();
+            let default = if source == Source::Distro {
+                " (the default: the distribution's own packages)"
+            } else {
+                ""
+            };
             DistroError::Unsupported(format!(
-                "no package set for {os_id} with source = \"{source_name}\"; supported: {}",
-                known.join(", ")
+                "[driver] source = \"{source_name}\"{default} has no NVIDIA packages for {os_id} {}: set [driver] source = {}",
+                facts.os.version_id.as_deref().unwrap_or(""),
+                offered.join(" or ")
             ))
         })
 }

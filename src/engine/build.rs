@@ -70,9 +70,14 @@ pub fn build_steps(
     let validation = crate::compat::validate::validate(plan, facts);
     warnings.extend(validation.warnings.iter().cloned());
     if !validation.problems.is_empty() {
+        let located: Vec<String> = validation
+            .problems
+            .iter()
+            .map(|p| format!("{} [{}]: {}", plan.at(p.section), p.section, p.text))
+            .collect();
         return Err(PlanRefused::Refused(format!(
             "the plan cannot work on this host:\n  - {}",
-            validation.problems.join("\n  - ")
+            located.join("\n  - ")
         )));
     }
     let Some(driver) = &plan.driver else {
@@ -165,8 +170,13 @@ fn package_steps(
     warnings: &mut Vec<String>,
     steps: &mut Vec<Box<dyn Step>>,
 ) -> Result<(Option<String>, Option<String>, bool), PlanRefused> {
+    let section = if plan.driver.is_some() {
+        "driver"
+    } else {
+        "toolkit"
+    };
     let mut desired = distro::desired(plan, facts, flavor, compat)
-        .map_err(|e| PlanRefused::Refused(e.to_string()))?;
+        .map_err(|e| PlanRefused::Refused(format!("{}: {e}", plan.at(section))))?;
     warnings.extend(desired.warnings.iter().cloned());
     if plan.dcgm && plan.source() != Source::CudaRepo {
         return Err(PlanRefused::Refused(format!(

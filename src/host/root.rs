@@ -37,7 +37,15 @@ impl Root {
 
     /// A directory standing in for `/` (a rootfs, a snapshot, a tempdir).
     pub fn new(path: impl AsRef<Path>) -> io::Result<Root> {
-        let path = fs_err::canonicalize(path.as_ref())?;
+        let given = path.as_ref();
+        let path = std::fs::canonicalize(given).map_err(|error| {
+            let what = match error.kind() {
+                io::ErrorKind::NotFound => "no such directory".to_string(),
+                io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                _ => error.to_string(),
+            };
+            io::Error::new(error.kind(), what)
+        })?;
         if !path.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::NotADirectory,

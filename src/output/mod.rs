@@ -45,6 +45,26 @@ impl Style {
     }
 }
 
+/// A message as people read it: the C library's " (os error 2)" after
+/// its own words adds nothing a reader can use.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        let tail = &rest[at + " (os error ".len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && tail[digits..].starts_with(')') {
+            out.push_str(&rest[..at]);
+            rest = &tail[digits + 1..];
+        } else {
+            out.push_str(&rest[..at + 1]);
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|error| {
         format!("{{\"failed\": true, \"msg\": \"cannot encode the report: {error}\"}}")
@@ -339,3 +359,16 @@ pub use compat::{
 pub use doctor::doctor_human;
 pub use facts::facts_human;
 pub use window::history as history_human;
+
+#[cfg(test)]
+mod plain_tests {
+    #[test]
+    fn errno_suffixes_are_dropped_and_nothing_else() {
+        assert_eq!(
+            super::plain("x.toml: cannot read: No such file or directory (os error 2)\n"),
+            "x.toml: cannot read: No such file or directory\n"
+        );
+        assert_eq!(super::plain("a (os error x) b"), "a (os error x) b");
+        assert_eq!(super::plain("(os error 13) and (os error 2)"), "(os error 13) and");
+    }
+}

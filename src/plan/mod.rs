@@ -59,6 +59,10 @@ pub struct Plan {
     /// The offline bundle the host is served from, once checked.
     #[serde(skip)]
     pub bundle: Option<crate::bundle::Opened>,
+    /// Where each table of the plan starts (line, column), for messages
+    /// about it found later, against the host.
+    #[serde(skip)]
+    pub tables: std::collections::BTreeMap<&'static str, (usize, usize)>,
 }
 
 /// The enrolled key pair modules are signed with (paths on the host).
@@ -165,8 +169,20 @@ impl Plan {
         }
         let spec: schema::PlanSpec = toml::from_str(text).map_err(|error| {
             let offset = error.span().map(|span| span.start).unwrap_or(0);
-            invalid(offset, error.message().trim_end().to_string())
+            invalid(offset, spec_message(text, offset, error.message()))
         })?;
+        let mut tables = std::collections::BTreeMap::new();
+        let spans = [
+            ("driver", spec.driver.as_ref().map(|d| d.span())),
+            ("toolkit", spec.toolkit.as_ref().map(|t| t.span())),
+            ("compat", spec.compat.as_ref().map(|c| c.span())),
+            ("secure_boot", spec.secure_boot.as_ref().map(|c| c.span())),
+        ];
+        for (name, span) in spans {
+            if let Some(span) = span {
+                tables.insert(name, line_column(bytes, span.start));
+            }
+        }
         let driver = match spec.driver {
             Some(driver) => Some(driver_of(driver, &invalid)?),
             None => None,
@@ -194,7 +210,10 @@ impl Plan {
             bytes: bytes.to_vec(),
             driver,
             toolkit,
-            compat: spec.compat.package,
+            compat: spec
+                .compat
+                .map(|c| c.into_inner().package)
+                .unwrap_or_default(),
             nouveau: spec.nouveau,
             environment: spec.environment,
             repositories: spec.repositories,
@@ -203,11 +222,21 @@ impl Plan {
             container: spec.container.runtime,
             dcgm: spec.dcgm.enable,
             bundle: None,
+            tables,
         })
     }
 }
 
 impl Plan {
+    /// `plan.toml:3:1` for the plan's `[section]` table (the file alone
+    /// when it has none): where a message about it points.
+    pub fn at(&self, section: &str) -> String {
+        match self.tables.get(section) {
+            Some((line, column)) => format!("{}:{line}:{column}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
     /// The bundle the plan names (`[repositories] bundle`), resolved
     /// against the plan's directory, and its manifest hash.
     pub fn bundle_ref(&self) -> Option<(PathBuf, Option<String>)> {
@@ -360,6 +389,23 @@ fn toolkit_problem(toolkit: &ToolkitSpec, driver: Option<&Driver>) -> Option<Str
 }
 
 /// 1-based line and column (in characters) of byte `offset`.
+/// toml's message, said for people: a table given twice names itself.
+fn spec_message(text: &str, offset: usize, message: &str) -> String {
+    let message = message.trim_end();
+    if message == "duplicate key" {
+        let offset = offset.min(text.len());
+        let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[start..].lines().next().unwrap_or("");
+        let name = line.trim().trim_matches(|c| c == '[' || c == ']').trim();
+        if line.trim_start().starts_with('[') {
+            return format!("[{name}] is given twice: merge the two tables into one");
+        }
+        let key = name.split('=').next().unwrap_or(name).trim();
+        return format!("`{key}` is given twice in its table: keep one");
+    }
+    message.to_string()
+}
+
 fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = &bytes[..offset.min(bytes.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;

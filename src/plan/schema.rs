@@ -15,7 +15,7 @@ pub struct PlanSpec {
     #[serde(default)]
     pub toolkit: Option<toml::Spanned<ToolkitSpec>>,
     #[serde(default)]
-    pub compat: CompatSpec,
+    pub compat: Option<toml::Spanned<CompatSpec>>,
     #[serde(default)]
     pub nouveau: NouveauSpec,
     #[serde(default)]
@@ -654,7 +654,18 @@ impl<'de> Deserialize<'de> for DriverVersion {
                 "invalid driver version {text:?}: expected a release such as \"580.95.05\""
             )));
         }
-        Ok(DriverVersion(text))
+        // Releases from R418 on have three parts (418.87.00, 580.95.05);
+        // two-part ones (390.157) are older.
+        let version = DriverVersion(text);
+        if version.branch().0 >= 418 && version.0.split('.').count() != 3 {
+            return Err(serde::de::Error::custom(format!(
+                "invalid driver version {:?}: releases of R418 and later have three parts, such as \"{}.95.05\"; for the branch's newest release write branch = \"{}\"",
+                version.0,
+                version.branch(),
+                version.branch()
+            )));
+        }
+        Ok(version)
     }
 }
 

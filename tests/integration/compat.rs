@@ -395,7 +395,7 @@ fn bad_questions_are_clear_errors() {
         ),
         (
             vec!["compat", "--driver", "999", "--cuda", "12.4"],
-            "driver branch 999 is unknown: far beyond R616, the newest the knowledge base knows",
+            "branch 999 is unknown: far beyond R616, the newest the knowledge base knows",
         ),
         (
             vec!["compat", "--driver", "999", "--cuda", "12.4"],
@@ -403,7 +403,7 @@ fn bad_questions_are_clear_errors() {
         ),
         (
             vec!["compat", "--driver", "540.10.01", "--torch", "2.9.1"],
-            "driver branch 540 is unknown: the knowledge base knows no NVIDIA release of it",
+            "branch 540 is unknown: the knowledge base knows no NVIDIA release of it",
         ),
     ] {
         let mut with_json = argv.clone();

@@ -45,6 +45,21 @@ const CASES: &[(&str, &[u8], &str)] = &[
         ":3:1: [toolkit] runfile goes with [driver] source = \"runfile\"",
     ),
     (
+        "driver-twice.toml",
+        b"[driver]\nbranch = \"580\"\n[driver]\nflavor = \"open\"\n",
+        ":3:2: [driver] is given twice: merge the two tables into one",
+    ),
+    (
+        "key-twice.toml",
+        b"[driver]\nbranch = \"580\"\nbranch = \"570\"\n",
+        ":3:1: `branch` is given twice in its table: keep one",
+    ),
+    (
+        "version-two-parts.toml",
+        b"[driver]\nversion = \"580.95\"\n",
+        ":2:11: invalid driver version \"580.95\": releases of R418 and later have three parts",
+    ),
+    (
         "garbage.toml",
         b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\x00\x00",
         ":1:11: not a TOML plan: invalid UTF-8",
@@ -91,4 +106,103 @@ fn invalid_plans_are_located_and_leave_the_rootfs_untouched() {
         rootfs.tree(&["etc", "boot", "var/lib/dpkg", "var/lib/provision"]),
         "invalid plans changed the rootfs"
     );
+}
+
+/// `plan PLAN --root ROOT`: the exit code and the whole message.
+fn plan_on(plan: &std::path::Path, root: &std::path::Path) -> crate::support::Run {
+    provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn plans_that_cannot_work_here_say_where_and_why_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let rocky = crate::support::fixture("rocky-9-a100-holders");
+    // The default source is the distribution's: on Rocky that has no
+    // driver, and the message says it was the default.
+    let plan = plan_file(dir.path(), "default.toml", "\n[driver]\nbranch = \"580\"\n");
+    let run = plan_on(&plan, &rocky);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("default.toml:2:1: [driver] source = \"distro\" (the default"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("set [driver] source = \"cuda-repo\""),
+        "{run:?}"
+    );
+    // An unknown branch names the plan's table, not a command-line flag.
+    let plan = plan_file(
+        dir.path(),
+        "581.toml",
+        "[driver]\nbranch = \"581\"\nsource = \"cuda-repo\"\n",
+    );
+    let run = plan_on(&plan, &rocky);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("581.toml:1:1 [driver]: driver 581: branch 581 is unknown"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("--driver"), "{run:?}");
+    // A release no one lists is said before apply finds out.
+    let plan = plan_file(
+        dir.path(),
+        "typo.toml",
+        "[driver]\nversion = \"580.95.99\"\nsource = \"cuda-repo\"\n[upgrade]\nholders = \"stop-services\"\n",
+    );
+    let run = plan_on(&plan, &rocky);
+    assert!(
+        run.stderr
+            .contains("version = \"580.95.99\" is not among the R580 releases"),
+        "{run:?}"
+    );
+    // No internal numbers, no errno.
+    let run = provision(&["compat", "--driver", "535", "--cuda", "12.2"]);
+    assert!(!run.stdout.contains("9999"), "{run:?}");
+    assert!(
+        run.stdout.contains("R535's newest release meets that"),
+        "{run:?}"
+    );
+    let run = provision(&["plan", "/nonexistent/plan.toml"]);
+    assert!(!run.stderr.contains("os error"), "{run:?}");
+    let run = provision(&["detect", "--root", "/nonexistent"]);
+    assert!(
+        !run.stderr.contains("canonicalize") && !run.stderr.contains("os error"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("--root /nonexistent: no such directory"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_compat_package_on_a_toolkit_that_cannot_run_is_one_problem_not_two() {
+    // R570, CUDA 13.0 and cuda-compat-13-0 on a GeForce: the toolkit cannot
+    // run (forward compatibility needs a data-center GPU); the package is
+    // not also called pointless.
+    let (dir, root) = crate::support::fixture_copy("ubuntu-24.04-l4-broken");
+    fs_err::write(
+        root.join("sys/bus/pci/devices/0000:3b:00.0/device"),
+        "0x2684\n",
+    )
+    .unwrap();
+    let plan = plan_file(
+        dir.path(),
+        "plan.toml",
+        "[driver]\nbranch = \"570\"\nsource = \"cuda-repo\"\n[toolkit]\nversion = \"13.0\"\n[compat]\npackage = \"cuda-compat-13-0\"\n",
+    );
+    let run = plan_on(&plan, &root);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("needs a data-center GPU"), "{run:?}");
+    assert!(!run.stderr.contains("pointless"), "{run:?}");
+    assert!(run.stderr.contains("plan.toml:6:1 [compat]"), "{run:?}");
+    assert!(run.stderr.contains("plan.toml:4:1 [toolkit]"), "{run:?}");
 }
