@@ -28,6 +28,11 @@ pub struct Check {
     pub subject: String,
     /// The check's outcome in one sentence.
     pub summary: String,
+    /// A compat directory whose libcuda is not newer than the driver
+    /// (useless; error 803 on the loader path). False for toolkits.
+    pub stale: bool,
+    /// A compat directory on the loader path; null for toolkits.
+    pub on_loader_path: Option<bool>,
     #[serde(flatten)]
     pub answer: Answer,
 }
@@ -101,6 +106,8 @@ pub fn report(facts: &Facts) -> HostReport {
                 checks.push(Check {
                     subject: format!("toolkit {}", toolkit.path),
                     summary: crate::output::compat_sentence(&answer),
+                    stale: false,
+                    on_loader_path: None,
                     answer,
                 });
             }
@@ -122,6 +129,9 @@ pub fn report(facts: &Facts) -> HostReport {
             &gpus,
             flavor.as_deref(),
         );
+        let stale = Dotted::parse(&version)
+            .zip(Dotted::parse(&driver_version))
+            .is_some_and(|(compat, running)| compat <= running);
         checks.push(Check {
             subject: format!("compat {}", compat.path),
             summary: answer
@@ -129,6 +139,8 @@ pub fn report(facts: &Facts) -> HostReport {
                 .first()
                 .map(|r| format!("{}.", r.text))
                 .unwrap_or_default(),
+            stale,
+            on_loader_path: Some(compat.on_loader_path),
             answer,
         });
     }

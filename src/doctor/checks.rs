@@ -253,92 +253,19 @@ pub(super) fn gpu_support(_host: &Host, facts: &Facts, findings: &mut Vec<Findin
 }
 
 pub(super) fn cuda(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
-    let driver = facts.driver_version().map(str::to_string);
     // Toolkits against the driver, and compat libraries.
-    if driver.is_some() {
+    if facts.driver_version().is_some() {
         let report = host::report(facts);
         for check in &report.checks {
-            let subject = &check.subject;
-            let answer = &check.answer;
-            let is_compat = subject.starts_with("compat ");
-            let (severity, id, remedy) = match (answer.verdict, is_compat) {
-                (Verdict::Incompatible, true) => {
-                    let on_path = answer
-                        .reasons
-                        .first()
-                        .is_some_and(|r| r.text.contains("on the loader path"));
-                    (
-                        if on_path {
-                            Severity::Error
-                        } else {
-                            Severity::Warning
-                        },
-                        "compat-older-than-driver",
-                        format!(
-                            "remove it: apt-get purge {0} (dnf remove {0}); with provision, [compat] package = \"auto\" manages it",
-                            answer.package.clone().unwrap_or_default()
-                        ),
-                    )
-                }
-                (Verdict::NeedsCompatPackage, true) => (
-                    Severity::Warning,
-                    "compat-not-on-loader-path",
-                    format!(
-                        "[compat] package = \"{}\" (provision puts its compat/ directory on the loader path)",
-                        answer.package.clone().unwrap_or_default()
-                    ),
-                ),
-                (Verdict::Incompatible, false) => (
-                    Severity::Error,
-                    "toolkit-newer-than-driver",
-                    format!(
-                        "[driver] branch = \"{}\" (or newer), or an older toolkit; a compat package cannot help here",
-                        answer
-                            .min_driver
-                            .as_deref()
-                            .and_then(Dotted::parse)
-                            .map(|d| d.major())
-                            .unwrap_or(0)
-                    ),
-                ),
-                (Verdict::NeedsCompatPackage, false) => {
-                    if answer.reasons.iter().any(|r| {
-                        r.text
-                            .contains("is installed, newer than the driver and on the loader path")
-                    }) {
-                        continue;
-                    }
-                    (
-                        Severity::Error,
-                        "toolkit-newer-than-driver",
-                        format!(
-                            "[compat] package = \"auto\" (installs {}), or [driver] branch = \"{}\"",
-                            answer.package.clone().unwrap_or_default(),
-                            answer
-                                .min_driver
-                                .as_deref()
-                                .and_then(Dotted::parse)
-                                .map(|d| d.major())
-                                .unwrap_or(0)
-                        ),
-                    )
-                }
-                (Verdict::Ambiguous, _) => (
-                    Severity::Warning,
-                    "compatibility-ambiguous",
-                    format!(
-                        "the sources disagree ({}): test the workload, or plan a driver that runs it natively",
-                        answer.readings.join("; ")
-                    ),
-                ),
-                (Verdict::Compatible, _) => continue,
+            let Some((severity, id, remedy)) = compat_finding(check) else {
+                continue;
             };
             findings.push(Finding {
                 id: id.into(),
                 severity,
-                title: match default_label(facts, subject) {
+                title: match default_label(facts, &check.subject) {
                     Some(label) => format!("{label}: {}", check.summary),
-                    None => format!("{subject}: {}", check.summary),
+                    None => format!("{}: {}", check.subject, check.summary),
                 },
                 evidence: vec![
                     evidence(
@@ -346,16 +273,98 @@ pub(super) fn cuda(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
                         report.driver.clone().unwrap_or_default(),
                     ),
                     evidence(
-                        subject
+                        check
+                            .subject
                             .trim_start_matches("toolkit ")
                             .trim_start_matches("compat "),
-                        answer.cuda_label.clone(),
+                        check.answer.cuda_label.clone(),
                     ),
                 ],
                 remedy,
             });
         }
     }
+    compat_shadows_driver(facts, findings);
+}
+
+/// The branch of the lowest driver that runs the answer natively.
+fn native_branch(answer: &rules::Answer) -> u32 {
+    answer
+        .min_driver
+        .as_deref()
+        .and_then(Dotted::parse)
+        .map(|d| d.major())
+        .unwrap_or(0)
+}
+
+/// What one check of `compat` means as a finding: its severity, id and
+/// remedy; None when there is nothing to fix.
+fn compat_finding(check: &host::Check) -> Option<(Severity, &'static str, String)> {
+    let answer = &check.answer;
+    let package = answer.package.clone().unwrap_or_default();
+    if check.stale {
+        // Useless off the loader path; error 803 on it.
+        let severity = if check.on_loader_path == Some(true) {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        return Some((
+            severity,
+            "compat-older-than-driver",
+            format!(
+                "remove it: apt-get purge {package} (dnf remove {package}); with provision, [compat] package = \"auto\" manages it"
+            ),
+        ));
+    }
+    let is_compat = check.on_loader_path.is_some();
+    match (answer.verdict, is_compat) {
+        (Verdict::NeedsCompatPackage, true) => Some((
+            Severity::Warning,
+            "compat-not-on-loader-path",
+            format!(
+                "[compat] package = \"{package}\" (provision puts its compat/ directory on the loader path)"
+            ),
+        )),
+        (Verdict::Incompatible, false) => Some((
+            Severity::Error,
+            "toolkit-newer-than-driver",
+            format!(
+                "[driver] branch = \"{}\" (or newer), or an older toolkit; a compat package cannot help here",
+                native_branch(answer)
+            ),
+        )),
+        (Verdict::NeedsCompatPackage, false) => {
+            let served = answer.reasons.iter().any(|r| {
+                r.text
+                    .contains("is installed, newer than the driver and on the loader path")
+            });
+            (!served).then(|| {
+                (
+                    Severity::Error,
+                    "toolkit-newer-than-driver",
+                    format!(
+                        "[compat] package = \"auto\" (installs {package}), or [driver] branch = \"{}\"",
+                        native_branch(answer)
+                    ),
+                )
+            })
+        }
+        (Verdict::Ambiguous, _) => Some((
+            Severity::Warning,
+            "compatibility-ambiguous",
+            format!(
+                "the sources disagree ({}): test the workload, or plan a driver that runs it natively",
+                answer.readings.join("; ")
+            ),
+        )),
+        (Verdict::Compatible | Verdict::Incompatible, _) => None,
+    }
+}
+
+/// A compat libcuda first on the loader path that is not newer than the
+/// driver (the loader's own view, beside the compat packages' checks).
+fn compat_shadows_driver(facts: &Facts, findings: &mut Vec<Finding>) {
     if let Some(compat) = &facts.user_driver.compat_first
         && let (Some(version), Some(driver)) = (
             compat.version.as_deref().and_then(Dotted::parse),

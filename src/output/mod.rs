@@ -369,6 +369,9 @@ mod plain_tests {
             "x.toml: cannot read: No such file or directory\n"
         );
         assert_eq!(super::plain("a (os error x) b"), "a (os error x) b");
-        assert_eq!(super::plain("(os error 13) and (os error 2)"), "(os error 13) and");
+        assert_eq!(
+            super::plain("(os error 13) and (os error 2)"),
+            "(os error 13) and"
+        );
     }
 }
