@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::error::chain;
 use crate::progress::Progress;
 
 /// Where downloads are cached unless told otherwise.
@@ -34,6 +35,8 @@ pub enum FetchError {
         url: String,
         message: String,
         attempts: u32,
+        /// Each attempt and what ended it, for the run's log.
+        tried: Vec<String>,
     },
     #[error("{url}: the server answered {status}")]
     Status { url: String, status: u16 },
@@ -95,8 +98,9 @@ fn client(url: &str, builder: reqwest::ClientBuilder) -> Result<reqwest::Client,
         .build()
         .map_err(|e| FetchError::Transfer {
             url: url.to_string(),
-            message: e.to_string(),
+            message: chain(&e),
             attempts: 0,
+            tried: Vec::new(),
         })
 }
 
@@ -115,6 +119,35 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
         total += read as u64;
     }
     Ok((hex::encode(hasher.finalize()), total))
+}
+
+impl FetchError {
+    /// What each attempt ran into, for the run's log.
+    pub fn tried(&self) -> &[String] {
+        match self {
+            FetchError::Transfer { tried, .. } => tried,
+            _ => &[],
+        }
+    }
+}
+
+/// `fetch` of `url`, with the download and each failed attempt written
+/// to the run's log (`note`): the log a failure points to says what was
+/// tried, not only the commands.
+pub fn logged<T>(
+    note: &dyn Fn(&str),
+    url: &str,
+    fetch: impl FnOnce() -> Result<T, FetchError>,
+) -> Result<T, FetchError> {
+    note(&format!("download {url}"));
+    let result = fetch();
+    if let Err(error) = &result {
+        for line in error.tried() {
+            note(&format!("  {line}"));
+        }
+        note(&format!("  failed: {}", chain(error)));
+    }
+    result
 }
 
 impl Fetcher {
@@ -179,13 +212,18 @@ impl Fetcher {
         )?;
         let mut attempt = 0;
         let mut last_error = String::new();
+        let mut tried = Vec::new();
         let total = loop {
             attempt += 1;
+            if attempt > 1 {
+                tried.push(format!("attempt {}: {last_error}", attempt - 1));
+            }
             if attempt > self.attempts {
                 return Err(FetchError::Transfer {
                     url: url.to_string(),
                     message: last_error,
                     attempts: self.attempts,
+                    tried,
                 });
             }
             if attempt > 1 {
@@ -240,7 +278,7 @@ impl Fetcher {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
-                state.broken = Some(error.to_string());
+                state.broken = Some(chain(&error));
                 return Ok(None);
             }
         };
@@ -288,7 +326,7 @@ impl Fetcher {
                     self.progress.download(&name, state.done, length);
                 }
                 Err(error) => {
-                    state.broken = Some(error.to_string());
+                    state.broken = Some(chain(&error));
                     break;
                 }
             }
@@ -331,6 +369,7 @@ impl Fetcher {
                         self.cache.display()
                     ),
                     attempts: 1,
+                    tried: Vec::new(),
                 });
             }
         }
@@ -345,6 +384,7 @@ impl Fetcher {
                 self.max_bytes
             ),
             attempts: 1,
+            tried: Vec::new(),
         }
     }
 }
@@ -398,6 +438,7 @@ pub fn fetch_small(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
                 url: url.to_string(),
                 message: format!("larger than {limit} bytes"),
                 attempts: 1,
+                tried: Vec::new(),
             });
         }
         return Ok(bytes);
@@ -412,6 +453,7 @@ pub fn fetch_small(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
             reqwest::Client::builder().timeout(Duration::from_secs(120)),
         )?;
         let mut last = String::new();
+        let mut tried = Vec::new();
         for attempt in 1..=4u32 {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(attempt - 2)).await;
@@ -432,13 +474,15 @@ pub fn fetch_small(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
                         status: response.status().as_u16(),
                     });
                 }
-                Err(error) => last = error.to_string(),
+                Err(error) => last = chain(&error),
             }
+            tried.push(format!("attempt {attempt}: {last}"));
         }
         Err(FetchError::Transfer {
             url: url.to_string(),
             message: last,
             attempts: 4,
+            tried,
         })
     })
 }
@@ -452,7 +496,7 @@ async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let bytes = chunk.map_err(|e| e.to_string())?;
+        let bytes = chunk.map_err(|e| chain(&e))?;
         if body.len() + bytes.len() > limit {
             return Err(format!("larger than {limit} bytes"));
         }

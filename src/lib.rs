@@ -7,6 +7,7 @@ pub mod compat;
 pub mod distro;
 pub mod doctor;
 pub mod engine;
+pub mod error;
 pub mod facts;
 pub mod fetch;
 #[doc(hidden)]

@@ -103,6 +103,9 @@ impl provision::host::Runner for SharedRunner {
     fn log_path(&self) -> Option<std::path::PathBuf> {
         self.0.log_path()
     }
+    fn note(&self, line: &str) {
+        self.0.note(line)
+    }
 }
 
 fn print_report(report: &Report, verb: &str, common: &Common) {
@@ -125,7 +128,7 @@ fn fail(message: String, verb: &str, common: &Common) -> Exit {
 }
 
 fn load_plan(path: &Path, verb: &str, common: &Common) -> Result<Plan, Exit> {
-    Plan::load(path).map_err(|error| fail(error.to_string(), verb, common))
+    Plan::load(path).map_err(|error| fail(provision::error::chain(&error), verb, common))
 }
 
 fn run(cli: Cli) -> Exit {
@@ -253,7 +256,7 @@ fn with_bundle(
             plan.bundle = Some(opened);
             Ok(plan)
         }
-        Err(error) => Err(fail(error.to_string(), verb, common)),
+        Err(error) => Err(fail(provision::error::chain(&error), verb, common)),
     }
 }
 
@@ -349,7 +352,7 @@ fn bundle_verb(
             }
             Exit::Success
         }
-        Err(error) => fail(error.to_string(), "bundle", &common),
+        Err(error) => fail(provision::error::chain(&error), "bundle", &common),
     }
 }
 
@@ -402,7 +405,7 @@ fn fetch(url: &str, sha256: &str, cache: std::path::PathBuf, json: bool) -> Exit
         }
         Err(error) => {
             let common = Common { root: None, json };
-            fail(error.to_string(), "fetch", &common)
+            fail(provision::error::chain(&error), "fetch", &common)
         }
     }
 }

@@ -194,6 +194,10 @@ pub trait Runner: Send + Sync {
     fn log_path(&self) -> Option<PathBuf> {
         None
     }
+
+    /// Writes `line` to the log beside the commands' output: what
+    /// provision did itself (a download and each attempt of it).
+    fn note(&self, _line: &str) {}
 }
 
 /// Runs `cmd` and turns a non-zero exit into [`RunError::Failed`] carrying
@@ -347,6 +351,10 @@ struct Scratch(
 );
 
 impl Runner for SystemRunner {
+    fn note(&self, line: &str) {
+        self.log_line(&format!("# {line}"));
+    }
+
     fn run(&self, cmd: &Cmd) -> Result<Output, RunError> {
         let display = cmd.display();
         if cmd.effect == Effect::Change && !self.allow_changes {

@@ -187,8 +187,11 @@ impl Step for CudaRepository {
     }
 
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
-        let bytes = crate::fetch::fetch_small(&self.key_url, 1 << 20)
-            .map_err(|e| StepError::Failed(e.to_string()))?;
+        let note = |line: &str| ctx.host.runner.note(line);
+        let bytes = crate::fetch::logged(&note, &self.key_url, || {
+            crate::fetch::fetch_small(&self.key_url, 1 << 20)
+        })
+        .map_err(|e| StepError::Failed(crate::error::chain(&e)))?;
         let packets =
             dearmor(&bytes).map_err(|e| StepError::Failed(format!("{}: {e}", self.key_url)))?;
         let found = fingerprints(&packets)

@@ -80,9 +80,11 @@ pub fn toolkit_args(path: &str) -> Vec<String> {
 
 /// Fetches, verifies and runs a runfile in the root.
 pub fn install(host: &Host, url: &str, sha256: &str, args: &[String]) -> Result<(), StepError> {
-    let fetched = Fetcher::new(cache_dir(), Arc::new(Silent))
-        .fetch(url, sha256)
-        .map_err(|e| StepError::Failed(e.to_string()))?;
+    let note = |line: &str| host.runner.note(line);
+    let fetched = crate::fetch::logged(&note, url, || {
+        Fetcher::new(cache_dir(), Arc::new(Silent)).fetch(url, sha256)
+    })
+    .map_err(|e| StepError::Failed(crate::error::chain(&e)))?;
     let inside = format!("/tmp/provision-{}.run", &fetched.sha256[..16]);
     let real = host.root.join(&inside);
     if let Some(parent) = real.parent() {

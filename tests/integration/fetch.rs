@@ -222,3 +222,50 @@ fn a_download_that_never_ends_stops_at_the_limit_in_bounded_memory() {
     let peak = children_peak_rss_kib();
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB for a 256 MiB stream");
 }
+
+#[test]
+fn an_unreachable_repository_names_its_cause_and_the_log_says_what_was_tried() {
+    // A port nothing listens on: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/cuda/");
+    let rootfs = crate::support::Rootfs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = crate::support::plan_file(
+        dir.path(),
+        "plan.toml",
+        &format!(
+            "[driver]\nbranch = \"580\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n[repositories]\ncuda = \"{url}\"\ncuda_key = \"{url}key.pub\"\ncuda_fingerprint = \"{}\"\n",
+            "0".repeat(40)
+        ),
+    );
+    let before = rootfs.tree(&["etc", "var/lib/dpkg"]);
+    let run = provision(&[
+        "apply",
+        plan.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let report = run.json();
+    let msg = report["msg"].as_str().unwrap();
+    // The root cause, not only "error sending request".
+    assert!(msg.contains("Connection refused"), "{msg}");
+    assert!(!msg.contains("os error"), "{msg}");
+    // The log the report points to holds the download and each attempt.
+    let log = report["log"].as_str().expect("a log");
+    let log = fs_err::read_to_string(rootfs.path().join(log.trim_start_matches('/')))
+        .or_else(|_| fs_err::read_to_string(log))
+        .unwrap();
+    assert!(log.contains(&format!("# download {url}key.pub")), "{log}");
+    assert!(
+        log.contains("attempt 1:") && log.contains("Connection refused"),
+        "{log}"
+    );
+    // Undone: the tree is as it was.
+    assert_eq!(rootfs.tree(&["etc", "var/lib/dpkg"]), before);
+}
