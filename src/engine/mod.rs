@@ -72,35 +72,33 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
         },
         None => None,
     };
-    let built = match steps::steps(host, plan, &facts, resuming.as_ref(), &mut warnings) {
-        Ok(built) => built,
-        Err(refusal) => {
-            let mut report = refused(host, refusal, warnings);
-            report.recommendation = recommendation;
-            return report;
-        }
-    };
     let ctx = Context {
         host,
         facts: &facts,
         progress: &crate::progress::Silent,
         writable: false,
     };
+    let built = match steps::steps(host, plan, &facts, resuming.as_ref(), &mut warnings) {
+        Ok(built) => built,
+        Err(refusal) => {
+            // A blocked window still shows what the plan would change.
+            let mut shown = Report::new("");
+            let _ = preview(&refusal.steps, &ctx, &mut shown);
+            let mut report = refused(host, refusal, warnings);
+            report.steps = shown.steps;
+            report.recommendation = recommendation;
+            return report;
+        }
+    };
     let mut report = Report::new("");
     report.warnings = warnings;
     report.recommendation = recommendation;
-    for step in &built.steps {
-        match step.preview(&ctx) {
-            Ok(Check::Satisfied(summary)) => report.steps.push(satisfied(step.id(), summary)),
-            Ok(Check::Pending(change)) => report.steps.push(pending(step.id(), change)),
-            Err(error) => {
-                report.failed = true;
-                report.exit = Exit::Failure;
-                report.msg = format!("{}: {error}", step.id());
-                report.window = built.window;
-                return report.finish(host);
-            }
-        }
+    if let Err(message) = preview(&built.steps, &ctx, &mut report) {
+        report.failed = true;
+        report.exit = Exit::Failure;
+        report.msg = message;
+        report.window = built.window;
+        return report.finish(host);
     }
     let pending_count = report
         .steps
@@ -122,6 +120,23 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
     };
     report.window = built.window;
     report.finish(host)
+}
+
+/// Each step's check into `report`, in order; the first that cannot be
+/// checked ends it with its message.
+fn preview(
+    steps: &[Box<dyn crate::step::Step>],
+    ctx: &Context,
+    report: &mut Report,
+) -> Result<(), String> {
+    for step in steps {
+        match step.preview(ctx) {
+            Ok(Check::Satisfied(summary)) => report.steps.push(satisfied(step.id(), summary)),
+            Ok(Check::Pending(change)) => report.steps.push(pending(step.id(), change)),
+            Err(error) => return Err(format!("{}: {error}", step.id())),
+        }
+    }
+    Ok(())
 }
 
 /// The failure report of a refused plan, with the window when a holder
@@ -234,6 +249,7 @@ fn apply_locked(
                     host.root.path().display()
                 ),
                 window: built.window,
+                steps: Vec::new(),
             }),
             warnings,
         );

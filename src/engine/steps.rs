@@ -32,6 +32,9 @@ pub struct Steps {
 pub struct Refusal {
     pub message: String,
     pub window: Option<Window>,
+    /// The plan's own steps, when only the window blocked it: `plan`
+    /// shows them beside the blocked window.
+    pub steps: Vec<Box<dyn Step>>,
 }
 
 impl From<PlanRefused> for Refusal {
@@ -39,6 +42,7 @@ impl From<PlanRefused> for Refusal {
         Refusal {
             message: refused.to_string(),
             window: None,
+            steps: Vec::new(),
         }
     }
 }
@@ -88,6 +92,7 @@ pub fn steps(
         Box::new(Refusal {
             message,
             window: None,
+            steps: Vec::new(),
         })
     })?;
     if let Some((index, change)) = change {
@@ -143,6 +148,7 @@ fn add_window(
                 blockers.join("\n  - ")
             ),
             window: Some(window),
+            steps: std::mem::take(&mut built.steps),
         }));
     }
     splice(&mut built.steps, index, &window, plan);

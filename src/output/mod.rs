@@ -204,7 +204,8 @@ pub fn human(report: &Report, verb: &str, style: Style) -> String {
         };
         let _ = writeln!(out, "{}", style.paint("1", &summary));
     }
-    if report.reboot_required {
+    // A failed run changed nothing that a reboot would finish.
+    if report.reboot_required && !report.failed {
         let why = report
             .window
             .as_ref()

@@ -182,6 +182,10 @@ fn reboot_reason(facts: &Facts, spec: &UpgradeSpec, loaded: bool) -> Option<Stri
     }
     let modules = &facts.kernel_driver.modules;
     let known_holders = !facts.holders.processes.is_empty();
+    let references = |count: u32| match count {
+        1 => "1 reference".to_string(),
+        n => format!("{n} references"),
+    };
     for module in modules {
         let dependents = module.used_by.len().max(module.holders.len()) as u32;
         let refs = module.refcount.unwrap_or(0);
@@ -190,15 +194,15 @@ fn reboot_reason(facts: &Facts, spec: &UpgradeSpec, loaded: bool) -> Option<Stri
         }
         if module.name == "nvidia_drm" {
             return Some(format!(
-                "nvidia_drm is in use ({} references) by a display: the X server, a Wayland compositor or the console keep it until a reboot",
-                refs - dependents
+                "nvidia_drm is in use ({}) by a display: the X server, a Wayland compositor or the console keep it until a reboot",
+                references(refs - dependents)
             ));
         }
         if !known_holders {
             return Some(format!(
-                "{} has {} references that no process explains (a kernel user, or processes this run cannot see): the swap waits for a reboot",
+                "{} has {} that no process explains (a kernel user, or processes this run cannot see): the swap waits for a reboot",
                 module.name,
-                refs - dependents
+                references(refs - dependents)
             ));
         }
     }

@@ -263,6 +263,54 @@ fn the_h200_snapshot_shows_its_container_holder_and_a_reboot() {
 }
 
 #[test]
+fn a_blocked_swap_still_shows_the_whole_plan_and_no_mixed_messages() {
+    let (_dir, root) = crate::support::fixture_copy("ubuntu-24.04-h200-580-open");
+    fs_err::remove_dir_all(root.join("usr/local/nvidia")).unwrap();
+    let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    let (code, report) = plan_json(&plan, &root);
+    assert_eq!(code, 1, "{report:#}");
+    // The steps the plan would take, beside the blocked window.
+    let ids: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "nouveau:blacklist",
+        "repository:cuda",
+        "packages",
+        "environment:loader",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    // Every package installed is held, and the summary counts them.
+    let packages = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "packages")
+        .unwrap();
+    let summary = packages["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("4 to install or change, 1 to remove, 4 to hold"),
+        "{summary}"
+    );
+    // The human form: the steps, the error, and no "reboot is required"
+    // after it (nothing was changed that a reboot would finish).
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("+ nouveau:blacklist"), "{run:?}");
+    assert!(run.stderr.contains("error: the driver swap"), "{run:?}");
+    assert!(!run.stderr.contains("A reboot is required"), "{run:?}");
+}
+
+#[test]
 fn a_driver_library_mismatch_is_repaired_by_the_window_or_a_reboot() {
     // Userspace 570.172.08 over a loaded 570.124.06 module (an unattended
     // upgrade): the plan makes them agree, and a reference no process
@@ -281,6 +329,8 @@ fn a_driver_library_mismatch_is_repaired_by_the_window_or_a_reboot() {
             .contains("no process explains"),
         "{window:#}"
     );
+    let reason = window["reboot_reason"].as_str().unwrap();
+    assert!(!reason.contains("1 references"), "{reason}");
     assert_eq!(report["reboot_required"], true);
 }
 

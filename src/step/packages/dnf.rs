@@ -332,11 +332,17 @@ pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
         ));
     }
     let action = action_of(&changes);
+    // Every package locked, the installed ones too: what the
+    // versionlock list below names.
+    let locked = if !lock_ok || !install.is_empty() || !hold.is_empty() {
+        packages.held_names().len()
+    } else {
+        0
+    };
     let mut summary = format!(
-        "{} to install or change, {} to lock, {} to remove",
+        "{} to install or change, {} to remove, {locked} to lock",
         install.len(),
-        hold.len(),
-        remove.len()
+        remove.len(),
     );
     if !stream_ok && let Some((module, stream)) = &packages.desired.stream {
         summary.push_str(&format!("; enable module stream {module}:{stream}"));

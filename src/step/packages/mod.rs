@@ -888,11 +888,17 @@ impl Packages {
         if !held.is_empty() {
             commands.push(apt::hold(&held).display());
         }
+        // Every package held, the installed ones too: what `apt-mark hold`
+        // below names.
         let mut summary = format!(
-            "{} to install or change, {} to hold, {} to remove",
+            "{} to install or change, {} to remove, {} to hold",
             install.len(),
-            hold.len(),
-            remove.len()
+            remove.len(),
+            if hold.is_empty() && install.is_empty() {
+                0
+            } else {
+                held.len()
+            }
         );
         if !pin_ok && install.is_empty() && remove.is_empty() {
             summary = format!("pin the driver release in {}", apt::PIN_FILE);
