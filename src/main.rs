@@ -121,9 +121,16 @@ fn print_report(report: &Report, verb: &str, common: &Common) {
     }
 }
 
+/// A verb that could not run. plan, apply and rollback answer in their
+/// report's shape (Ansible reads it); every other verb's `--json` error is
+/// `{"changed": false, "failed": true, "msg": ...}` (docs/json.md).
 fn fail(message: String, verb: &str, common: &Common) -> Exit {
-    let report = Report::failure(message);
-    print_report(&report, verb, common);
+    if matches!(verb, "plan" | "apply" | "rollback") || !common.json {
+        let report = Report::failure(message);
+        print_report(&report, verb, common);
+    } else {
+        out(&format!("{}\n", output::error_json(verb, &message)));
+    }
     Exit::Failure
 }
 

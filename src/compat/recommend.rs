@@ -9,9 +9,15 @@ use super::knowledge::{BranchRow, GpuRow, Knowledge};
 use crate::facts::Facts;
 use crate::version::Dotted;
 
+/// A branch as plans write it: `branch = "580"`.
+fn as_text<S: serde::Serializer>(branch: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&branch.to_string())
+}
+
 /// A branch the choice passed over, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alternative {
+    #[serde(serialize_with = "as_text")]
     pub branch: u32,
     #[serde(rename = "type")]
     pub kind: String,
@@ -23,6 +29,8 @@ pub struct Alternative {
 /// The recommended branch, its flavour and the reasons.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recommendation {
+    /// "580", as a plan's `branch` takes it.
+    #[serde(serialize_with = "as_text")]
     pub branch: u32,
     #[serde(rename = "type")]
     pub kind: String,

@@ -15,7 +15,8 @@ pub struct History {
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerationSummary {
     pub id: u64,
-    pub status: Status,
+    /// applied, awaiting-reboot, failed, rolled-back, ...
+    pub state: Status,
     pub plan: Option<String>,
     pub plan_sha256: Option<String>,
     pub started: String,
@@ -36,7 +37,7 @@ pub fn history(host: &Host) -> History {
                 .into_iter()
                 .map(|g| GenerationSummary {
                     id: g.id,
-                    status: g.status,
+                    state: g.status,
                     plan: g.plan,
                     plan_sha256: g.plan_sha256,
                     started: g.started,

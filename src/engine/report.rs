@@ -47,10 +47,8 @@ pub struct Report {
     pub verify: Option<Verification>,
     /// When this run held the host's lock (Unix time, seconds): runs on one
     /// host never overlap.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub held_lock: Option<[f64; 2]>,
     /// `[driver] branch = "recommended"`: the branch chosen and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<crate::compat::recommend::Recommendation>,
     #[serde(skip)]
     pub exit: Exit,
@@ -67,7 +65,6 @@ pub struct StepReport {
     pub action: Action,
     pub summary: String,
     pub diff: Diff,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
 }
 

@@ -21,7 +21,7 @@ pub struct Package {
     pub source: Option<String>,
     /// The repository the installed version came from, when the package
     /// manager was asked (`detect --origins`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub origin: Option<String>,
 }
 

@@ -78,7 +78,7 @@ impl Root {
     /// Reads a whole file as text; invalid UTF-8 is replaced, never fatal
     /// (facts must survive binary garbage in a version file).
     pub fn read_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
-        let bytes = fs_err::read(self.join_resolved(p.as_ref())?)?;
+        let bytes = fs_err::read(self.join_resolved(p.as_ref())?).map_err(|e| self.inside(e))?;
         Ok(match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
@@ -95,7 +95,21 @@ impl Root {
     }
 
     pub fn read_bytes(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        fs_err::read(self.join_resolved(p.as_ref())?)
+        fs_err::read(self.join_resolved(p.as_ref())?).map_err(|e| self.inside(e))
+    }
+
+    /// An error about a real path said with the host's path (`/etc/x`,
+    /// not `ROOT/etc/x`): reports speak of the host, whatever `--root`.
+    fn inside(&self, error: io::Error) -> io::Error {
+        if self.is_host {
+            return error;
+        }
+        let root = self.path.display().to_string();
+        let text = error
+            .to_string()
+            .replace(&format!("{root}/"), "/")
+            .replace(&format!("`{root}`"), "`/`");
+        io::Error::new(error.kind(), text)
     }
 
     /// Whether anything (a link too, even a dangling one) exists at `p`.
@@ -111,19 +125,19 @@ impl Root {
 
     /// Metadata of `p` itself (links are not followed).
     pub fn symlink_metadata(&self, p: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
-        fs_err::symlink_metadata(self.join(p))
+        fs_err::symlink_metadata(self.join(p)).map_err(|e| self.inside(e))
     }
 
     /// Metadata after resolving links inside the root.
     pub fn metadata(&self, p: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
-        fs_err::metadata(self.join_resolved(p.as_ref())?)
+        fs_err::metadata(self.join_resolved(p.as_ref())?).map_err(|e| self.inside(e))
     }
 
     /// Names in directory `p` (links resolved inside the root), sorted.
     pub fn read_dir(&self, p: impl AsRef<Path>) -> io::Result<Vec<String>> {
         let real = self.join_resolved(p.as_ref())?;
         let mut names = Vec::new();
-        for entry in fs_err::read_dir(&real)? {
+        for entry in fs_err::read_dir(&real).map_err(|e| self.inside(e))? {
             let entry = entry?;
             names.push(entry.file_name().to_string_lossy().into_owned());
         }

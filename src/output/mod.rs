@@ -65,6 +65,17 @@ pub fn plain(text: &str) -> String {
     out
 }
 
+/// The `--json` error document of a verb that is not a run: what failed
+/// and why, nothing of a run's shape.
+pub fn error_json(verb: &str, msg: &str) -> String {
+    json(&serde_json::json!({
+        "changed": false,
+        "failed": true,
+        "command": verb,
+        "msg": msg,
+    }))
+}
+
 pub fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|error| {
         format!("{{\"failed\": true, \"msg\": \"cannot encode the report: {error}\"}}")

@@ -113,7 +113,7 @@ pub fn history(history: &History, style: Style) -> String {
         "gen", "state", "started", "finished", "changes"
     );
     for g in &history.generations {
-        let state = serde_json::to_value(g.status)
+        let state = serde_json::to_value(g.state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();

@@ -41,7 +41,6 @@ pub struct WindowHolder {
     pub devices: Vec<String>,
     pub action: HolderAction,
     /// Why it blocks, and the setting that would let it through.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -69,11 +68,11 @@ pub struct Window {
     /// Services started again, in this order.
     pub start: Vec<String>,
     /// `apply`: seconds spent in each phase.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub phases: Vec<Phase>,
     /// `apply`: from the first holder stopped to services back and
     /// verified.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub unavailable_seconds: Option<f64>,
 }
 

@@ -461,30 +461,6 @@ fn an_unprivileged_run_reports_the_processes_it_cannot_read() {
 }
 
 /// Every field path in detect's JSON, `section.field` or `section[].field`.
-fn paths(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                out.insert(path.clone());
-                if key != "unknown" {
-                    paths(child, &path, out);
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(first) = items.first().filter(|v| v.is_object()) {
-                paths(first, &format!("{prefix}[]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[test]
 fn the_schema_document_names_every_field() {
     let doc = fs_err::read_to_string(repo().join("docs/facts.md")).unwrap();
@@ -495,7 +471,7 @@ fn the_schema_document_names_every_field() {
         "ubuntu-22.04-l40s-mismatch",
         "debian-12-a6000-nouveau",
     ] {
-        paths(&detect(&fixture(host)), "", &mut all);
+        crate::support::key_paths(&detect(&fixture(host)), "", &mut all);
     }
     let missing: Vec<&String> = all
         .iter()
@@ -511,4 +487,38 @@ fn the_schema_document_names_every_field() {
         missing.is_empty(),
         "docs/facts.md does not document: {missing:?}"
     );
+}
+
+/// Every string of a document, with its key path.
+fn strings(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                strings(child, &format!("{path}.{key}"), out);
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| strings(v, &format!("{path}[]"), out)),
+        Value::String(text) => out.push((path.to_string(), text.clone())),
+        _ => {}
+    }
+}
+
+#[test]
+fn no_value_names_the_root_directory() {
+    // docs/facts.md: values are host paths, never the --root directory,
+    // the reasons in `unknown` too.
+    for entry in fs_err::read_dir(repo().join("tests/fixtures/hosts")).unwrap() {
+        let host = entry.unwrap().path();
+        let facts = detect(&host);
+        let mut all = Vec::new();
+        strings(&facts, "", &mut all);
+        let root = facts["root"].as_str().unwrap().to_string();
+        let leaks: Vec<_> = all
+            .iter()
+            .filter(|(path, text)| path != ".root" && text.contains(&root))
+            .collect();
+        assert!(leaks.is_empty(), "{}: {leaks:#?}", host.display());
+    }
 }

@@ -11,6 +11,7 @@ mod container;
 mod corpus;
 mod crash;
 mod doctor;
+mod documents;
 mod facts;
 mod fetch;
 mod hostile;

@@ -76,7 +76,7 @@ fn every_gpu_in_the_pci_table_gets_a_branch_that_drives_it() {
             failures.push(format!("{name} ({device}): {report}"));
             continue;
         }
-        let branch = report["branch"].as_i64().unwrap();
+        let branch = report["branch"].as_str().unwrap().parse::<i64>().unwrap();
         if branch < min || last.is_some_and(|l| branch > l) {
             failures.push(format!(
                 "{name} ({device}): R{branch} outside R{min}..{last:?}"
@@ -143,7 +143,7 @@ fn each_gpu_family_with_and_without_a_toolkit() {
                 assert_eq!(code, 0, "{gpu} {cuda:?}: {report}");
                 assert_eq!(
                     (
-                        report["branch"].as_i64().unwrap(),
+                        report["branch"].as_str().unwrap().parse::<i64>().unwrap(),
                         report["flavor"].as_str().unwrap()
                     ),
                     (branch, flavor),
@@ -174,7 +174,7 @@ fn each_gpu_family_with_and_without_a_toolkit() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["branch"] == 595)
+        .find(|a| a["branch"] == "595")
         .unwrap();
     assert_eq!(alt["eligible"], true);
 }
@@ -201,7 +201,7 @@ fn each_fixture_host_gets_its_branch() {
         assert_eq!(code, 0, "{host}: {report}");
         assert_eq!(
             (
-                report["branch"].as_i64().unwrap(),
+                report["branch"].as_str().unwrap().parse::<i64>().unwrap(),
                 report["flavor"].as_str().unwrap()
             ),
             (branch, flavor),
@@ -243,7 +243,7 @@ fn a_plan_with_the_recommended_branch_plans_that_branch() {
         "--json",
     ]);
     let report = run.json();
-    assert_eq!(report["recommendation"]["branch"], 580, "{report:#}");
+    assert_eq!(report["recommendation"]["branch"], "580", "{report:#}");
     assert!(
         report["msg"]
             .as_str()
@@ -313,7 +313,7 @@ fn the_recommended_branch_is_one_the_plans_source_carries() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     let report = run.json();
-    assert_eq!(report["recommendation"]["branch"], 535, "{report:#}");
+    assert_eq!(report["recommendation"]["branch"], "535", "{report:#}");
     let first = report["recommendation"]["reasons"][0].as_str().unwrap();
     assert!(
         first.contains("Debian 12's archive (source = \"distro\")"),
@@ -339,7 +339,7 @@ fn the_recommended_branch_is_one_the_plans_source_carries() {
         "--json",
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(run.json()["recommendation"]["branch"], 595, "{run:?}");
+    assert_eq!(run.json()["recommendation"]["branch"], "595", "{run:?}");
     // The shipped R535 plan warns the same way.
     let shipped = repo().join("plans/debian-12-distro-535.toml");
     let run = provision(&[

@@ -40,8 +40,8 @@ expect_eq "apply after the kill exit" 0 "$(cat $OUT/after-kill.exit)"
 grep -q "was interrupted" $OUT/after-kill.json || fail "the interrupted generation is not reported"
 consistent "after the kill and a new apply" 580.105.08
 provision history --json > $OUT/history-kill.json
-expect_eq "the interrupted generation" failed "$(json $OUT/history-kill.json 'd["generations"][1]["status"]')"
-expect_eq "the new generation" applied "$(json $OUT/history-kill.json 'd["generations"][2]["status"]')"
+expect_eq "the interrupted generation" failed "$(json $OUT/history-kill.json 'd["generations"][1]["state"]')"
+expect_eq "the new generation" applied "$(json $OUT/history-kill.json 'd["generations"][2]["state"]')"
 
 # 2. Killed once the modules are unloaded (the way back to 570); a rollback
 #    straight after undoes that interrupted apply.

@@ -16,7 +16,7 @@ expect_eq "nvidia-driver-cuda" 580.105.08-1 "$(installed_version nvidia-driver-c
 [ ! -d /proc/$HOLDER ] || fail "the holder still runs"
 expect_eq "the resume unit" enabled "$(systemctl is-enabled provision-resume.service)"
 provision history --json > $OUT/history-1.json
-expect_eq "generation 2 state" awaiting-reboot "$(json $OUT/history-1.json 'd["generations"][-1]["status"]')"
+expect_eq "generation 2 state" awaiting-reboot "$(json $OUT/history-1.json 'd["generations"][-1]["state"]')"
 # Before the reboot, apply again only says it waits.
 run_json again apply "$never"
 expect_eq "apply before the reboot changed" false "$(json $OUT/again.json 'd["changed"]')"

@@ -12,7 +12,7 @@ done
 journalctl -u provision-resume.service --no-pager | tail -5
 expect_eq "module after the reboot" 580.105.08 "$(loaded_version)"
 provision history --json > $OUT/history-2.json
-expect_eq "generation 2 after the reboot" applied "$(json $OUT/history-2.json 'd["generations"][-1]["status"]')"
+expect_eq "generation 2 after the reboot" applied "$(json $OUT/history-2.json 'd["generations"][-1]["state"]')"
 [ ! -e /etc/systemd/system/provision-resume.service ] || fail "the resume unit is still there"
 expect_eq "nvidia-persistenced after the reboot" active "$(active nvidia-persistenced)"
 expect_eq "persistence mode after the reboot" Enabled "$(cat /run/nvidia-persistenced/persistence-mode)"

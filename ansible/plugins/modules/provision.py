@@ -198,7 +198,7 @@ def rollback(module):
         if rc != 0:
             module.fail_json(msg=history.get("msg", "provision history failed"), rc=rc)
         undoable = [g for g in history.get("generations", [])
-                    if g.get("status") in ("applied", "applying", "awaiting-reboot", "failed-incomplete", "rollback-incomplete")]
+                    if g.get("state") in ("applied", "applying", "awaiting-reboot", "failed-incomplete", "rollback-incomplete")]
         if undoable:
             module.exit_json(changed=True, reboot_required=False, msg="would roll back generation %s" % undoable[-1]["id"])
         module.exit_json(changed=False, reboot_required=False, msg="nothing to roll back: no applied generation")

@@ -21,6 +21,37 @@ pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/hosts").join(name)
 }
 
+/// Every key path of a JSON document (`steps[].id`), the first element
+/// of each list of objects standing for all; `unknown` maps are not
+/// walked (their keys are field names).
+pub fn key_paths(
+    value: &serde_json::Value,
+    prefix: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                out.insert(path.clone());
+                if key != "unknown" {
+                    key_paths(child, &path, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items.iter().filter(|v| v.is_object()) {
+                key_paths(item, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A writable copy of a fixture host, at `<tempdir>/root`.
 pub fn fixture_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
