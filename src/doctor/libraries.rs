@@ -105,36 +105,13 @@ pub(super) fn libcuda_shadowed(host: &Host, facts: &Facts, findings: &mut Vec<Fi
     });
 }
 
-/// The toolkits whose library directories the loader configuration lists
-/// (compat/ directories aside), each with the file that lists it.
-fn loader_toolkits(facts: &Facts) -> Vec<(String, String)> {
-    let mut toolkits: Vec<(String, String)> = Vec::new();
-    for entry in &facts.environment.loader {
-        let Some(toolkit) = &entry.toolkit else {
-            continue;
-        };
-        let compat_only = facts
-            .toolkits
-            .installed
-            .iter()
-            .any(|t| &t.path == toolkit && t.compat_only);
-        if entry.value.contains("/compat") || compat_only {
-            continue;
-        }
-        if !toolkits.iter().any(|(t, _)| t == toolkit) {
-            toolkits.push((toolkit.clone(), entry.file.clone()));
-        }
-    }
-    toolkits
-}
-
 /// Whether the loader lists more than one toolkit's libraries.
 pub(super) fn two_toolkits_on_loader(facts: &Facts) -> bool {
-    loader_toolkits(facts).len() > 1
+    facts.loader_toolkits().len() > 1
 }
 
 pub(super) fn loader_two_toolkits(_host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
-    let toolkits = loader_toolkits(facts);
+    let toolkits = facts.loader_toolkits();
     if toolkits.len() < 2 {
         return;
     }

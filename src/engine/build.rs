@@ -112,6 +112,7 @@ pub fn build_steps(
     };
 
     // 3. environment of the default toolkit.
+    other_toolkits_on_loader(plan, facts, &found, warnings);
     environment_steps(plan, found, &mut steps);
 
     // 4. initramfs images carry the blacklist.
@@ -155,8 +156,47 @@ fn toolkit_only_steps(
     } else {
         package_steps(plan, facts, None, compat, warnings, &mut steps)?
     };
+    other_toolkits_on_loader(plan, facts, &found, warnings);
     environment_steps(plan, found, &mut steps);
     Ok(steps)
+}
+
+/// A default toolkit put on the loader path beside others some other
+/// file already lists (a toolkit package's own /etc/ld.so.conf.d/cuda-X-Y.conf):
+/// programs then get whichever libraries ldconfig lists first. Said, with
+/// the files to remove; provision does not remove files it does not own.
+fn other_toolkits_on_loader(
+    plan: &Plan,
+    facts: &Facts,
+    (home, _, on_path): &(Option<String>, Option<String>, bool),
+    warnings: &mut Vec<String>,
+) {
+    let default = plan.toolkit.as_ref().is_some_and(|t| t.default);
+    let (Some(home), true, false) = (home, default, *on_path) else {
+        return;
+    };
+    if plan.environment.loader != Loader::LdSoConf {
+        return;
+    }
+    let others: Vec<(String, String)> = facts
+        .loader_toolkits()
+        .into_iter()
+        .filter(|(toolkit, file)| toolkit != home && file != LOADER_CONF)
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    let listed: Vec<String> = others
+        .iter()
+        .map(|(toolkit, file)| format!("{toolkit} ({file})"))
+        .collect();
+    let files: Vec<&str> = others.iter().map(|(_, file)| file.as_str()).collect();
+    warnings.push(format!(
+        "the loader path already holds the libraries of {}: with {home} added, programs get whichever libcudart/libcublas ldconfig lists first; \
+         remove {} and run ldconfig (they belong to the toolkit packages, so provision leaves them), or set [environment] loader = \"profile\"",
+        listed.join(", "),
+        files.join(" and ")
+    ));
 }
 
 /// The package source (NVIDIA's repository for `cuda-repo`) and the

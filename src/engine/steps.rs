@@ -61,9 +61,10 @@ pub fn steps(
         && !facts.services.systemd
         && !host.has_tool("systemctl")
     {
-        warnings.push(
-            "no systemd in this root: [driver] persistence is not set up (start nvidia-persistenced some other way)".into(),
-        );
+        warnings.push(format!(
+            "{}: [driver] persistence is not set up (start nvidia-persistenced some other way)",
+            persistence::no_systemctl(facts)
+        ));
     }
     let mut built = Steps {
         steps,

@@ -178,6 +178,30 @@ impl Facts {
         self.gpus.iter().filter(|g| g.kind == pci::Kind::Gpu)
     }
 
+    /// The toolkits whose library directories the loader configuration
+    /// lists (compat/ directories aside), each with the file that lists
+    /// it: more than one, and programs get whichever ldconfig lists first.
+    pub fn loader_toolkits(&self) -> Vec<(String, String)> {
+        let mut toolkits: Vec<(String, String)> = Vec::new();
+        for entry in &self.environment.loader {
+            let Some(toolkit) = &entry.toolkit else {
+                continue;
+            };
+            let compat_only = self
+                .toolkits
+                .installed
+                .iter()
+                .any(|t| &t.path == toolkit && t.compat_only);
+            if entry.value.contains("/compat") || compat_only {
+                continue;
+            }
+            if !toolkits.iter().any(|(t, _)| t == toolkit) {
+                toolkits.push((toolkit.clone(), entry.file.clone()));
+            }
+        }
+        toolkits
+    }
+
     /// The driver version running now, else the one installed.
     pub fn driver_version(&self) -> Option<&str> {
         self.kernel_driver

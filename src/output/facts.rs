@@ -301,13 +301,27 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
         let _ = writeln!(out, "  unknown ({reason})");
     }
     for package in &packages.gpu {
+        let origin = package
+            .origin
+            .as_deref()
+            .map(|o| format!(" from {o}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {} {}{}",
+            "  {} {}{}{origin}",
             package.name,
             package.version,
             if package.held { " (held)" } else { "" }
         );
+    }
+    // `--origins` asked and could not be answered: said, not dropped.
+    if let Some(reason) = packages
+        .unknown
+        .get("origin")
+        .filter(|_| packages.gpu.iter().all(|p| p.origin.is_none()))
+        .filter(|r| !r.starts_with("not asked"))
+    {
+        let _ = writeln!(out, "  origins: unknown ({reason})");
     }
     out
 }

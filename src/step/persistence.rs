@@ -142,9 +142,10 @@ impl Step for Persistence {
             });
         }
         if !ctx.host.has_tool("systemctl") {
-            return Ok(Check::Satisfied(
-                "no systemd in this root: nvidia-persistenced is left as it is".into(),
-            ));
+            return Ok(Check::Satisfied(format!(
+                "{}: nvidia-persistenced is left as it is",
+                no_systemctl(ctx.facts)
+            )));
         }
         let Some((_, unit)) = vendor_unit(ctx) else {
             // Before the driver is installed, its packages may bring the
@@ -254,6 +255,17 @@ impl Step for Persistence {
             run_checked(host.runner.as_ref(), &systemctl(&["restart", UNIT]))?;
         }
         Ok(())
+    }
+}
+
+/// Why persistence cannot be set up here, in the facts' words: a root
+/// without systemd, or one whose init is systemd but that carries no
+/// systemctl (a partial capture of a host).
+pub fn no_systemctl(facts: &crate::facts::Facts) -> String {
+    if facts.os.systemd == Some(true) || facts.services.systemd {
+        "this root's init is systemd, but systemctl is not in it (a partial capture?)".into()
+    } else {
+        "no systemd in this root".into()
     }
 }
 

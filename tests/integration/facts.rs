@@ -522,3 +522,19 @@ fn no_value_names_the_root_directory() {
         assert!(leaks.is_empty(), "{}: {leaks:#?}", host.display());
     }
 }
+
+#[test]
+fn origins_that_cannot_be_asked_are_said_in_the_human_form_too() {
+    // A capture has no apt-cache to ask: the JSON's reason, in words.
+    let host = fixture("ubuntu-24.04-l40s-two-toolkits");
+    let run = provision(&["detect", "--origins", "--root", host.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("origins: unknown (could not start `apt-cache"),
+        "{run:?}"
+    );
+    // Not asked: nothing said.
+    let run = provision(&["detect", "--root", host.to_str().unwrap()]);
+    assert!(!run.stdout.contains("origins:"), "{run:?}");
+}

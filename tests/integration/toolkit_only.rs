@@ -314,3 +314,33 @@ fn an_image_bake_installs_the_toolkit_alone_and_rolls_back_byte_for_byte() {
     assert_same_tree(&before_tree, &rootfs.tree(&tracked), "rollback");
     assert_eq!(before_packages, rootfs.packages());
 }
+
+#[test]
+fn a_third_toolkit_on_the_loader_path_is_warned_with_the_files_to_remove() {
+    // Two toolkits' packages already list their libraries; the plan's
+    // default toolkit would be a third. Said, with the files.
+    let plan = repo().join("plans/toolkit-only-13.0.toml");
+    let (code, report) = plan_json(
+        &fixture("ubuntu-24.04-l40s-two-toolkits"),
+        &fs_err::read_to_string(&plan).unwrap(),
+    );
+    assert_eq!(code, 0, "{report:#}");
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("the loader path already holds the libraries of /usr/local/cuda-12.4 (/etc/ld.so.conf.d/cuda-12-4.conf), /usr/local/cuda-12.9"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("with /usr/local/cuda-13.0 added"),
+        "{warnings}"
+    );
+    // With the loader left to login shells, nothing to warn about.
+    let (_, report) = plan_json(
+        &fixture("ubuntu-24.04-l40s-two-toolkits"),
+        "[toolkit]\nversion = \"13.0\"\n[environment]\nloader = \"profile\"\n",
+    );
+    assert!(
+        !report["warnings"].to_string().contains("already holds"),
+        "{report:#}"
+    );
+}

@@ -386,3 +386,20 @@ fn an_image_gets_no_window_and_apply_refuses_a_window_under_root() {
         "refused before any generation"
     );
 }
+
+#[test]
+fn a_capture_whose_init_is_systemd_is_not_called_a_root_without_systemd() {
+    let plan = repo().join("plans/rhel-9-cuda-repo-580.toml");
+    let run = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        fixture("rocky-9-a100-holders").to_str().unwrap(),
+    ]);
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(!text.contains("no systemd in this root"), "{text}");
+    assert!(
+        text.contains("init is systemd, but systemctl is not in it"),
+        "{text}"
+    );
+}
