@@ -3,6 +3,7 @@
 
 pub mod apt;
 pub mod dnf;
+pub mod keep;
 pub mod openpgp;
 
 use std::collections::BTreeMap;

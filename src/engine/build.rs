@@ -218,6 +218,12 @@ fn package_steps(
     let mut desired = distro::desired(plan, facts, flavor, compat)
         .map_err(|e| PlanRefused::Refused(format!("{}: {e}", plan.at(section))))?;
     warnings.extend(desired.warnings.iter().cloned());
+    if let (Some(driver), Some(flavor)) = (&plan.driver, flavor)
+        && let Some(note) =
+            distro::keep::keep_installed(&mut desired, facts, &driver.target, flavor)
+    {
+        warnings.push(note);
+    }
     if plan.dcgm && plan.source() != Source::CudaRepo {
         return Err(PlanRefused::Refused(format!(
             "[dcgm] comes from NVIDIA's CUDA repository, and this plan's source is \"{}\": set source = \"cuda-repo\"",

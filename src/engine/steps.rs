@@ -99,6 +99,9 @@ pub fn steps(
     if let Some((index, change)) = change {
         add_window(host, plan, facts, &mut built, index, change)?;
     }
+    if let Some(window) = &built.window {
+        warnings.extend(deferred_holders_warning(window));
+    }
     Ok(built)
 }
 
@@ -158,6 +161,23 @@ fn add_window(
     }
     built.window = Some(window);
     Ok(())
+}
+
+/// Work left running across a swap that waits for a reboot: what a new GPU
+/// process meets until then.
+fn deferred_holders_warning(window: &Window) -> Option<String> {
+    let running: Vec<String> = window
+        .holders
+        .iter()
+        .filter(|h| h.action == HolderAction::RunsUntilReboot)
+        .map(|h| format!("pid {} ({})", h.pid, h.comm))
+        .collect();
+    (!running.is_empty()).then(|| {
+        format!(
+            "{} hold the GPU and run on until the reboot; GPU processes started before it, once the new user space is installed, fail with \"Driver/library version mismatch\": drain the node first",
+            running.join(", ")
+        )
+    })
 }
 
 /// The step that changes the driver and how, or for a host whose module

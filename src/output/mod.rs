@@ -387,3 +387,17 @@ mod plain_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod failure_tests {
+    use crate::engine::Report;
+
+    #[test]
+    fn a_failure_is_not_followed_by_a_reboot_notice() {
+        let mut report = Report::failure("the plan cannot work on this host".to_string());
+        report.reboot_required = true;
+        let text = super::human(&report, "apply", super::Style::plain());
+        assert!(text.contains("the plan cannot work"), "{text}");
+        assert!(!text.contains("A reboot is required"), "{text}");
+    }
+}

@@ -37,6 +37,7 @@ pub fn window(window: &Window, style: Style) -> String {
                 HolderAction::StopUnit => style.paint("33", "stop its service"),
                 HolderAction::Terminate => style.paint("31", "terminate"),
                 HolderAction::Block => style.paint("31;1", "blocks"),
+                HolderAction::RunsUntilReboot => style.paint("33", "runs until the reboot"),
             };
             let _ = writeln!(
                 out,

@@ -110,7 +110,8 @@ impl<'de> Deserialize<'de> for HostPath {
 }
 
 /// `[upgrade]`: what an upgrade may do to a node that is running work.
-/// The defaults touch nothing running: any holder blocks.
+/// The defaults stop and restart NVIDIA's own daemons and touch no other
+/// work: any other holder blocks.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeSpec {
@@ -138,19 +139,24 @@ impl Default for UpgradeSpec {
     }
 }
 
-/// The services that hold the GPU by design (NVIDIA's persistence daemon,
-/// Fabric Manager, DCGM's host engine and exporter).
+/// NVIDIA's own daemons that hold the GPU by design: the persistence
+/// daemon, Fabric Manager, DCGM's host engine (two unit names) and
+/// exporter, IMEX. Stopped and started again around a swap under every
+/// policy, the default too: they are the node's, not a user's work.
+pub const NVIDIA_DAEMONS: &[&str] = &[
+    "nvidia-persistenced",
+    "nvidia-fabricmanager",
+    "nvidia-dcgm",
+    "dcgm",
+    "dcgm-exporter",
+    "nvidia-imex",
+];
+
 fn default_services() -> Vec<UnitName> {
-    [
-        "nvidia-persistenced",
-        "nvidia-fabricmanager",
-        "nvidia-dcgm",
-        "dcgm",
-        "dcgm-exporter",
-    ]
-    .iter()
-    .map(|name| UnitName(name.to_string()))
-    .collect()
+    NVIDIA_DAEMONS
+        .iter()
+        .map(|name| UnitName(name.to_string()))
+        .collect()
 }
 
 fn default_stop_timeout() -> StopTimeout {
@@ -162,7 +168,8 @@ fn default_stop_timeout() -> StopTimeout {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HolderPolicy {
-    /// Any holder blocks the upgrade.
+    /// NVIDIA's daemons are stopped and started again; any other holder
+    /// blocks the upgrade.
     #[default]
     Refuse,
     /// The listed services are stopped and started again; any other holder

@@ -30,6 +30,9 @@ pub enum HolderAction {
     Terminate,
     /// The upgrade cannot go on while it runs.
     Block,
+    /// Runs on: the swap waits for a reboot and nothing is unloaded
+    /// before it.
+    RunsUntilReboot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

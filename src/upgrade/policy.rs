@@ -8,6 +8,7 @@ use crate::facts::Facts;
 use crate::facts::driver::NvidiaModule;
 use crate::facts::holders::Holder;
 use crate::host::Root;
+use crate::plan::schema::NVIDIA_DAEMONS;
 use crate::plan::{HolderPolicy, Reload, UpgradeSpec};
 
 /// provision's own pid and its parents: never terminated, never stopped.
@@ -22,23 +23,25 @@ pub fn ancestry_of_self(root: &Root) -> Vec<u32> {
 /// process and its parents.
 pub fn window(facts: &Facts, spec: &UpgradeSpec, swap: &Swap, own: &[u32]) -> Window {
     let loaded = swap.before.is_some();
-    let holders: Vec<WindowHolder> = if loaded {
-        facts
+    let reboot_reason = reboot_reason(facts, spec, loaded);
+    let live = reboot_reason.is_none();
+    // A swap that waits for a reboot unloads nothing before it: the work
+    // on the GPU runs on, nothing is stopped.
+    let holders: Vec<WindowHolder> = match (loaded, live) {
+        (false, _) => Vec::new(),
+        (true, true) => facts
             .holders
             .processes
             .iter()
             .map(|holder| judge(holder, spec, own))
-            .collect()
-    } else {
-        Vec::new()
+            .collect(),
+        (true, false) => facts.holders.processes.iter().map(runs_on).collect(),
     };
-    let stop = if loaded {
+    let stop = if loaded && live {
         services_to_stop(facts, spec, &holders)
     } else {
         Vec::new()
     };
-    let reboot_reason = reboot_reason(facts, spec, loaded);
-    let live = reboot_reason.is_none();
     let unload = if loaded && live {
         unload_order(&facts.kernel_driver.modules)
     } else {
@@ -71,12 +74,33 @@ pub fn window(facts: &Facts, spec: &UpgradeSpec, swap: &Swap, own: &[u32]) -> Wi
     }
 }
 
+/// A holder that runs on until the reboot the swap waits for.
+fn runs_on(holder: &Holder) -> WindowHolder {
+    WindowHolder {
+        pid: holder.pid,
+        comm: holder.command.clone(),
+        unit: holder.unit.clone(),
+        container: holder.container.clone(),
+        devices: holder.devices.clone(),
+        action: HolderAction::RunsUntilReboot,
+        reason: Some("runs on until the reboot: nothing is unloaded before it".into()),
+    }
+}
+
+/// One of NVIDIA's own daemons ("nvidia-persistenced.service").
+fn nvidia_daemon(unit: &str) -> bool {
+    NVIDIA_DAEMONS
+        .iter()
+        .any(|daemon| unit == format!("{daemon}.service"))
+}
+
 /// What the policy does to one holder.
 fn judge(holder: &Holder, spec: &UpgradeSpec, own: &[u32]) -> WindowHolder {
     let listed = holder
         .unit
         .as_ref()
         .is_some_and(|unit| spec.services.iter().any(|s| &s.unit() == unit));
+    let daemon = holder.unit.as_deref().is_some_and(nvidia_daemon);
     let service = holder
         .unit
         .as_ref()
@@ -96,6 +120,7 @@ fn judge(holder: &Holder, spec: &UpgradeSpec, own: &[u32]) -> WindowHolder {
         )
     } else {
         match spec.holders {
+            HolderPolicy::Refuse if daemon => (HolderAction::StopUnit, None),
             HolderPolicy::Refuse => (
                 HolderAction::Block,
                 Some(if listed {
@@ -132,19 +157,18 @@ fn judge(holder: &Holder, spec: &UpgradeSpec, own: &[u32]) -> WindowHolder {
 /// The listed services that run (in the plan's order), then the other
 /// services whose processes are stopped as holders.
 fn services_to_stop(facts: &Facts, spec: &UpgradeSpec, holders: &[WindowHolder]) -> Vec<String> {
-    if spec.holders == HolderPolicy::Refuse {
-        return Vec::new();
-    }
     let holder_units: Vec<&str> = holders
         .iter()
         .filter(|h| h.action == HolderAction::StopUnit)
         .filter_map(|h| h.unit.as_deref())
         .collect();
     let running = |unit: &str| facts.services.is_active(unit) || holder_units.contains(&unit);
+    // The default stops NVIDIA's daemons only; the others their list.
     let mut stop: Vec<String> = spec
         .services
         .iter()
         .map(|s| s.unit())
+        .filter(|unit| spec.holders != HolderPolicy::Refuse || nvidia_daemon(unit))
         .filter(|unit| running(unit))
         .collect();
     for unit in holder_units {

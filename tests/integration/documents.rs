@@ -192,23 +192,44 @@ fn every_read_only_document_is_described_and_snapshotted() {
 }
 
 #[test]
-fn a_blocked_plan_report_is_described_and_snapshotted() {
-    let (_dir, root) = fixture_copy("ubuntu-24.04-h200-580-open");
+fn blocked_and_deferred_plan_reports_are_described_and_snapshotted() {
+    let masks = vec![(repo().to_str().unwrap().to_string(), "[repo]")];
+    // Live, blocked by the user's processes (NVIDIA's daemons stop).
+    let dir = tempfile::tempdir().unwrap();
+    let text = fs_err::read_to_string(repo().join("plans/rhel-9-cuda-repo-580.toml"))
+        .unwrap()
+        .replace("branch = \"580\"", "branch = \"590\"");
+    let plan = plan_file(dir.path(), "rhel-590.toml", &text);
+    let rocky = fixture("rocky-9-a100-holders");
+    let mut blocked_masks = masks.clone();
+    blocked_masks.push(root_mask(dir.path(), "[plans]"));
+    let args = [
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        rocky.to_str().unwrap(),
+    ];
+    let report = check("plan_blocked", "report", &args, &blocked_masks);
+    assert_eq!(report["window"]["holders"][2]["action"], "block");
+    human("human_plan_blocked", &args, &blocked_masks);
+    // Deferred to a reboot: the holder runs on.
+    let (_copy, root) = fixture_copy("ubuntu-24.04-h200-580-open");
     fs_err::remove_dir_all(root.join("usr/local/nvidia")).unwrap();
     let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
-    let masks = vec![
-        root_mask(&root, "[root]"),
-        (repo().to_str().unwrap().to_string(), "[repo]"),
-    ];
+    let mut deferred_masks = masks;
+    deferred_masks.insert(0, root_mask(&root, "[root]"));
     let args = [
         "plan",
         plan.to_str().unwrap(),
         "--root",
         root.to_str().unwrap(),
     ];
-    let report = check("plan_blocked", "report", &args, &masks);
-    assert_eq!(report["window"]["holders"][0]["action"], "block");
-    human("human_plan_blocked", &args, &masks);
+    let report = check("plan_deferred", "report", &args, &deferred_masks);
+    assert_eq!(
+        report["window"]["holders"][0]["action"],
+        "runs-until-reboot"
+    );
+    human("human_plan_deferred", &args, &deferred_masks);
 }
 
 #[test]

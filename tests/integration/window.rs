@@ -61,27 +61,41 @@ fn step_ids(report: &serde_json::Value) -> Vec<String> {
 }
 
 #[test]
-fn the_default_policy_refuses_while_anything_holds_the_gpu_and_names_each_holder() {
+fn the_default_policy_stops_nvidias_daemons_and_refuses_other_holders_naming_each() {
     let dir = tempfile::tempdir().unwrap();
     let root = fixture("rocky-9-a100-holders");
     let (code, report) = plan_json(&rhel_590(dir.path(), ""), &root);
     assert_eq!(code, 1, "{report:#}");
     let msg = report["msg"].as_str().unwrap();
-    for pid in ["1310", "1402", "22871", "23001"] {
+    // The user's work blocks, each process named with the way through.
+    for pid in ["22871", "23001"] {
         assert!(
             msg.contains(&format!("pid {pid} ")),
             "{pid} not named: {msg}"
         );
     }
     assert!(msg.contains("container 4f1c0e9a8b7d"), "{msg}");
-    assert!(msg.contains("holders = \"stop-services\""), "{msg}");
     assert!(msg.contains("holders = \"terminate\""), "{msg}");
+    // NVIDIA's own daemons (persistenced, DCGM's host engine) do not:
+    // they are stopped and started again by default.
+    assert!(!msg.contains("pid 1310 "), "{msg}");
+    assert!(!msg.contains("pid 1402 "), "{msg}");
+    assert_eq!(
+        holder_actions(&report),
+        [
+            (1310, "stop-unit".to_string()),
+            (1402, "stop-unit".to_string()),
+            (22871, "block".to_string()),
+            (23001, "block".to_string()),
+        ]
+    );
     let window = &report["window"];
     assert_eq!(window["module"]["before"], "570.124.06");
     assert_eq!(window["module"]["after"], "590.*");
-    assert!(holder_actions(&report).iter().all(|(_, a)| a == "block"));
-    assert_eq!(holder_actions(&report).len(), 4);
-    assert!(strings(&window["stop"]).is_empty(), "refuse stops nothing");
+    assert_eq!(
+        strings(&window["stop"]),
+        ["nvidia-persistenced.service", "nvidia-dcgm.service"]
+    );
     // Dependents first: nvidia_drm before nvidia_modeset, nvidia last.
     assert_eq!(
         strings(&window["unload"]),
@@ -94,6 +108,80 @@ fn the_default_policy_refuses_while_anything_holds_the_gpu_and_names_each_holder
     assert_eq!(
         report["reboot_required"], false,
         "nothing but holders blocks a live swap"
+    );
+}
+
+#[test]
+fn the_persistence_daemon_provision_enables_does_not_block_a_shipped_plan() {
+    // The L40S host's only holder is nvidia-persistenced: the shipped
+    // plan swaps live, stopping and starting it, with no [upgrade].
+    let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    let (code, report) = plan_json(&plan, &fixture("ubuntu-24.04-l40s-two-toolkits"));
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(holder_actions(&report), [(1210, "stop-unit".to_string())]);
+    assert_eq!(
+        strings(&report["window"]["stop"]),
+        ["nvidia-persistenced.service"]
+    );
+    assert_eq!(
+        strings(&report["window"]["start"]),
+        ["nvidia-persistenced.service"]
+    );
+    assert_eq!(report["window"]["live"], true);
+}
+
+#[test]
+fn a_host_already_on_the_branch_keeps_its_driver_and_gets_no_window() {
+    // 580.65.06 (open, held) from Ubuntu's archive names: both 580 plans,
+    // distro and NVIDIA's repository, keep it; no swap, no window.
+    for plan in [
+        "ubuntu-24.04-distro-580.toml",
+        "ubuntu-24.04-cuda-repo-580.toml",
+    ] {
+        let plan = repo().join("plans").join(plan);
+        let (code, report) = plan_json(&plan, &fixture("ubuntu-24.04-h100-compat-unneeded"));
+        assert_eq!(code, 0, "{plan:?}: {report:#}");
+        assert_eq!(
+            report["window"],
+            serde_json::Value::Null,
+            "{plan:?}: {report:#}"
+        );
+        let ids = step_ids(&report);
+        assert!(!ids.iter().any(|id| id.starts_with("window:")), "{ids:?}");
+        let warnings = report["warnings"].to_string();
+        assert!(
+            warnings.contains("already runs R580 (580.65.06, open) from nvidia-driver-580-open, libnvidia-compute-580, nvidia-dkms-580-open: kept"),
+            "{warnings}"
+        );
+        // Nothing of the driver's moves; the kept set stays held.
+        let packages = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "packages")
+            .unwrap();
+        let diff = packages["diff"].to_string();
+        assert!(
+            !diff.contains("nvidia-headless") && !diff.contains("linux-modules-nvidia"),
+            "{diff}"
+        );
+        let commands = packages["commands"].to_string();
+        assert!(
+            commands
+                .contains("hold nvidia-driver-580-open libnvidia-compute-580 nvidia-dkms-580-open"),
+            "{commands}"
+        );
+    }
+    // An exact version still moves it.
+    let dir = tempfile::tempdir().unwrap();
+    let text = fs_err::read_to_string(repo().join("plans/ubuntu-24.04-cuda-repo-580.toml"))
+        .unwrap()
+        .replace("branch = \"580\"", "version = \"580.95.05\"");
+    let plan = plan_file(dir.path(), "exact.toml", &text);
+    let (_, report) = plan_json(&plan, &fixture("ubuntu-24.04-h100-compat-unneeded"));
+    assert_eq!(
+        report["window"]["module"]["after"], "580.95.05",
+        "{report:#}"
     );
 }
 
@@ -247,12 +335,27 @@ fn the_h200_snapshot_shows_its_container_holder_and_a_reboot() {
     fs_err::remove_dir_all(root.join("usr/local/nvidia")).unwrap();
     let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
     let (code, report) = plan_json(&plan, &root);
-    assert_eq!(code, 1, "{report:#}");
+    // The swap waits for a reboot: nothing is unloaded before it, so the
+    // container's process runs on and blocks nothing; the plan says what
+    // a new GPU process meets until the reboot.
+    assert_eq!(code, 0, "{report:#}");
     let window = &report["window"];
     assert_eq!(window["module"]["before"], "580.159.04");
     assert_eq!(window["holders"][0]["pid"], 402);
     assert_eq!(window["holders"][0]["container"], "daf430de9984");
-    assert_eq!(window["holders"][0]["action"], "block");
+    assert_eq!(window["holders"][0]["action"], "runs-until-reboot");
+    assert_eq!(strings(&window["stop"]), Vec::<String>::new());
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("pid 402 (python3) hold the GPU and run on until the reboot"),
+        "{report:#}"
+    );
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("Driver/library version mismatch")
+    );
     assert_eq!(report["reboot_required"], true, "{report:#}");
     assert!(
         window["reboot_reason"]
@@ -264,9 +367,9 @@ fn the_h200_snapshot_shows_its_container_holder_and_a_reboot() {
 
 #[test]
 fn a_blocked_swap_still_shows_the_whole_plan_and_no_mixed_messages() {
-    let (_dir, root) = crate::support::fixture_copy("ubuntu-24.04-h200-580-open");
-    fs_err::remove_dir_all(root.join("usr/local/nvidia")).unwrap();
-    let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let root = fixture("rocky-9-a100-holders");
+    let plan = rhel_590(dir.path(), "");
     let (code, report) = plan_json(&plan, &root);
     assert_eq!(code, 1, "{report:#}");
     // The steps the plan would take, beside the blocked window.
@@ -276,15 +379,10 @@ fn a_blocked_swap_still_shows_the_whole_plan_and_no_mixed_messages() {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    for id in [
-        "nouveau:blacklist",
-        "repository:cuda",
-        "packages",
-        "environment:loader",
-    ] {
+    for id in ["repository:cuda", "packages", "environment:loader"] {
         assert!(ids.contains(&id), "{id} missing from {ids:?}");
     }
-    // Every package installed is held, and the summary counts them.
+    // The summary counts what the version lock list will name.
     let packages = report["steps"]
         .as_array()
         .unwrap()
@@ -293,7 +391,7 @@ fn a_blocked_swap_still_shows_the_whole_plan_and_no_mixed_messages() {
         .unwrap();
     let summary = packages["summary"].as_str().unwrap();
     assert!(
-        summary.contains("4 to install or change, 1 to remove, 4 to hold"),
+        summary.contains("7 to install or change, 0 to remove, 3 to lock"),
         "{summary}"
     );
     // The human form: the steps, the error, and no "reboot is required"
@@ -305,7 +403,7 @@ fn a_blocked_swap_still_shows_the_whole_plan_and_no_mixed_messages() {
         root.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("+ nouveau:blacklist"), "{run:?}");
+    assert!(run.stderr.contains("+ repository:cuda"), "{run:?}");
     assert!(run.stderr.contains("error: the driver swap"), "{run:?}");
     assert!(!run.stderr.contains("A reboot is required"), "{run:?}");
 }

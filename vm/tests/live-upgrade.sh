@@ -13,13 +13,14 @@ start_holder
 before=$(tree_hash)
 persistenced=$(systemctl show -p MainPID --value nvidia-persistenced)
 
-# Default policy (no [upgrade]): any holder blocks, before any change.
+# Default policy (no [upgrade]): NVIDIA's daemons would be stopped and
+# started again; the user's process blocks, before any change.
 run_json refuse apply /vm/plans/stand-in-580.toml
 expect_eq "default policy exit" 1 "$(cat $OUT/refuse.exit)"
 grep -q "pid $HOLDER (sleep)" $OUT/refuse.json || fail "the refusal does not name the holder $HOLDER"
-grep -q "pid $persistenced (nvidia-persiste)" $OUT/refuse.json || fail "the refusal does not name nvidia-persistenced"
 grep -q 'holders = \\"terminate\\"' $OUT/refuse.json || fail "the refusal does not name the setting"
-expect_eq "plan's window matches: blocked holders" 2 "$(json $OUT/refuse.json 'len([h for h in d["window"]["holders"] if h["action"]=="block"])')"
+expect_eq "default policy blocks only the user process" "[$HOLDER]" "$(json $OUT/refuse.json '[h["pid"] for h in d["window"]["holders"] if h["action"]=="block"]')"
+expect_eq "default policy stops persistenced" "[$persistenced]" "$(json $OUT/refuse.json '[h["pid"] for h in d["window"]["holders"] if h["action"]=="stop-unit"]')"
 expect_eq "module after the refusal" 570.124.06 "$(loaded_version)"
 expect_eq "tree after the refusal" "$before" "$(tree_hash)"
 [ -d /proc/$HOLDER ] || fail "the holder was touched"
