@@ -45,6 +45,10 @@ pub struct Report {
     pub window: Option<Window>,
     /// The checks run after the driver changed.
     pub verify: Option<Verification>,
+    /// `apply`: each phase it went through (download, build, drain, stop,
+    /// terminate, unload, packages, load, start, verify, resume), with
+    /// when it began and how long it took; empty for `plan`.
+    pub phases: Vec<crate::upgrade::Phase>,
     /// When this run held the host's lock (Unix time, seconds): runs on one
     /// host never overlap.
     pub held_lock: Option<[f64; 2]>,
@@ -84,6 +88,7 @@ impl Report {
             window: None,
             verify: None,
             held_lock: None,
+            phases: Vec::new(),
             recommendation: None,
             exit: Exit::Success,
         }

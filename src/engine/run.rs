@@ -92,6 +92,7 @@ impl Apply<'_> {
             &mut clock,
         );
         report.verify = built.verification.lock().ok().and_then(|v| v.clone());
+        report.phases = clock.all();
         if let Some(window) = &mut report.window {
             clock.fill(window);
         }
@@ -233,7 +234,42 @@ impl Apply<'_> {
     }
 }
 
+/// The phase a step belongs to, for `phases[]` of every apply: the
+/// download ahead of the window, the module build, the drain, the
+/// window's own steps, the packages, verify and the resume after a
+/// reboot. Steps that only write files have none.
+pub fn phase_of(id: &str) -> Option<&'static str> {
+    Some(match id {
+        "window:download" => "download",
+        "driver:build" => "build",
+        "window:drain" => "drain",
+        "window:stop" => "stop",
+        "window:terminate" => "terminate",
+        "window:unload" => "unload",
+        "packages" | "runfile:driver" => "packages",
+        "window:load" => "load",
+        "window:start" => "start",
+        "driver:verify" => "verify",
+        "window:resume" | "window:resumed" => "resume",
+        _ => return None,
+    })
+}
+
 impl Clock {
+    /// Every phase this apply went through, in order.
+    fn all(&self) -> Vec<Phase> {
+        self.phases
+            .iter()
+            .filter_map(|(id, began, ended)| {
+                phase_of(id).map(|phase| Phase {
+                    phase: phase.to_string(),
+                    at: round(self.epoch + began),
+                    seconds: round(ended - began),
+                })
+            })
+            .collect()
+    }
+
     /// The window's phases (the steps applied from its first to its last)
     /// and how long the GPU was out of service.
     fn fill(&self, window: &mut crate::upgrade::Window) {
