@@ -71,79 +71,24 @@ pub fn report(facts: &Facts) -> HostReport {
             failed: false,
         };
     };
+    let on = On {
+        driver: &driver_version,
+        gpus: &gpus,
+        flavor: flavor.as_deref(),
+    };
     for toolkit in facts.toolkits.installed.iter().filter(|t| !t.compat_only) {
-        let Some(release) = toolkit.release.clone().or(toolkit.short.clone()) else {
-            notes.push(format!("{}: its version is unknown", toolkit.path));
-            continue;
-        };
-        match ask(
-            &driver_version,
-            &Target::Cuda(release.clone()),
-            &gpus,
-            flavor.as_deref(),
-        ) {
-            Ok(mut answer) => {
-                if answer.verdict == Verdict::NeedsCompatPackage
-                    && let Some(package) = &answer.package
-                {
-                    let short = package.trim_start_matches("cuda-compat-").replace('-', ".");
-                    let active = facts.toolkits.installed.iter().any(|t| {
-                        t.short.as_deref() == Some(short.as_str())
-                            && t.compat.as_ref().is_some_and(|c| {
-                                c.on_loader_path && c.against_driver.as_deref() == Some("newer")
-                            })
-                    });
-                    answer.reasons.push(Reason {
-                        text: if active {
-                            format!("{package} is installed, newer than the driver and on the loader path: applications get it")
-                        } else {
-                            format!("{package} is not installed on the loader path: CUDA {release} applications fail on this driver")
-                        },
-                        row: "detected host".into(),
-                        sources: Vec::new(),
-                    });
-                }
-                checks.push(Check {
-                    subject: format!("toolkit {}", toolkit.path),
-                    summary: crate::output::compat_sentence(&answer),
-                    stale: false,
-                    on_loader_path: None,
-                    answer,
-                });
-            }
-            Err(error) => notes.push(format!("{}: {error}", toolkit.path)),
+        match toolkit_check(facts, toolkit, &on) {
+            Ok(check) => checks.push(check),
+            Err(note) => notes.push(note),
         }
     }
-    for toolkit in &facts.toolkits.installed {
-        let (Some(compat), Some(short)) = (&toolkit.compat, &toolkit.short) else {
-            continue;
-        };
-        let Some(version) = compat.version.clone() else {
-            continue;
-        };
-        let answer = compat_answer(
-            &driver_version,
-            short,
-            &version,
-            compat.on_loader_path,
-            &gpus,
-            flavor.as_deref(),
-        );
-        let stale = Dotted::parse(&version)
-            .zip(Dotted::parse(&driver_version))
-            .is_some_and(|(compat, running)| compat <= running);
-        checks.push(Check {
-            subject: format!("compat {}", compat.path),
-            summary: answer
-                .reasons
-                .first()
-                .map(|r| format!("{}.", r.text))
-                .unwrap_or_default(),
-            stale,
-            on_loader_path: Some(compat.on_loader_path),
-            answer,
-        });
-    }
+    checks.extend(
+        facts
+            .toolkits
+            .installed
+            .iter()
+            .filter_map(|toolkit| compat_check(toolkit, &on)),
+    );
     let verdict = worst(checks.iter().map(|c| c.answer.verdict));
     let failed = verdict == Verdict::Incompatible;
     let mut msg = match checks.len() {
@@ -162,6 +107,100 @@ pub fn report(facts: &Facts) -> HostReport {
         msg,
         failed,
     }
+}
+
+/// The driver, GPUs and flavour every check of a host is judged on.
+struct On<'a> {
+    driver: &'a str,
+    gpus: &'a [&'static GpuRow],
+    flavor: Option<&'a str>,
+}
+
+/// One installed toolkit against the driver; Err: why it cannot be
+/// checked.
+fn toolkit_check(
+    facts: &Facts,
+    toolkit: &crate::facts::toolkit::Toolkit,
+    on: &On,
+) -> Result<Check, String> {
+    let Some(release) = toolkit.release.clone().or(toolkit.short.clone()) else {
+        return Err(format!("{}: its version is unknown", toolkit.path));
+    };
+    let mut answer = ask(
+        on.driver,
+        &Target::Cuda(release.clone()),
+        on.gpus,
+        on.flavor,
+    )
+    .map_err(|error| format!("{}: {error}", toolkit.path))?;
+    if answer.verdict == Verdict::NeedsCompatPackage
+        && let Some(package) = answer.package.clone()
+    {
+        answer
+            .reasons
+            .push(compat_installed_reason(facts, &package, &release));
+    }
+    Ok(Check {
+        subject: format!("toolkit {}", toolkit.path),
+        summary: answer.sentence(),
+        stale: false,
+        on_loader_path: None,
+        answer,
+    })
+}
+
+/// Whether the compat package a toolkit needs is there and serving it.
+fn compat_installed_reason(facts: &Facts, package: &str, release: &str) -> Reason {
+    let short = package.trim_start_matches("cuda-compat-").replace('-', ".");
+    let active = facts.toolkits.installed.iter().any(|t| {
+        t.short.as_deref() == Some(short.as_str())
+            && t.compat
+                .as_ref()
+                .is_some_and(|c| c.on_loader_path && c.against_driver.as_deref() == Some("newer"))
+    });
+    Reason {
+        text: if active {
+            format!(
+                "{package} is installed, newer than the driver and on the loader path: applications get it"
+            )
+        } else {
+            format!(
+                "{package} is not installed on the loader path: CUDA {release} applications fail on this driver"
+            )
+        },
+        row: "detected host".into(),
+        sources: Vec::new(),
+    }
+}
+
+/// A toolkit's compat directory against the driver, when it has one.
+fn compat_check(toolkit: &crate::facts::toolkit::Toolkit, on: &On) -> Option<Check> {
+    let (Some(compat), Some(short)) = (&toolkit.compat, &toolkit.short) else {
+        return None;
+    };
+    let version = compat.version.clone()?;
+    let answer = compat_answer(
+        on.driver,
+        short,
+        &version,
+        compat.on_loader_path,
+        on.gpus,
+        on.flavor,
+    );
+    let stale = Dotted::parse(&version)
+        .zip(Dotted::parse(on.driver))
+        .is_some_and(|(compat, running)| compat <= running);
+    Some(Check {
+        subject: format!("compat {}", compat.path),
+        summary: answer
+            .reasons
+            .first()
+            .map(|r| format!("{}.", r.text))
+            .unwrap_or_default(),
+        stale,
+        on_loader_path: Some(compat.on_loader_path),
+        answer,
+    })
 }
 
 /// A compat package's library against the running driver. It helps when it

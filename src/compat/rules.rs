@@ -99,6 +99,39 @@ pub struct Answer {
     pub readings: Vec<String>,
 }
 
+impl Answer {
+    /// The verdict in one sentence.
+    pub fn sentence(&self) -> String {
+        let answer = self;
+        let on = match &answer.gpu {
+            Some(gpu) => format!("driver {} with {gpu}", answer.driver),
+            None => format!("driver {}", answer.driver),
+        };
+        match (answer.verdict, answer.mode) {
+            (Verdict::Compatible, Mode::Native) => {
+                format!("{} runs natively on {on}.", answer.cuda_label)
+            }
+            (Verdict::Compatible, Mode::MinorVersion) => {
+                format!(
+                    "{} runs on {on} by minor-version compatibility, with limitations.",
+                    answer.cuda_label
+                )
+            }
+            (Verdict::Compatible, _) => format!("{} runs on {on}.", answer.cuda_label),
+            (Verdict::NeedsCompatPackage, _) => format!(
+                "{} runs on {on} only with {} (forward compatibility).",
+                answer.cuda_label,
+                answer.package.as_deref().unwrap_or("a cuda-compat package")
+            ),
+            (Verdict::Incompatible, _) => format!("{} does not run on {on}.", answer.cuda_label),
+            (Verdict::Ambiguous, _) => format!(
+                "Whether {} runs on {on} depends on which source is right.",
+                answer.cuda_label
+            ),
+        }
+    }
+}
+
 /// What the question asks for: a toolkit release or a PyTorch wheel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -479,88 +512,16 @@ pub fn evaluate(
         .iter()
         .map(|row| driver_vs_release(&driver, row, gpu.as_ref()))
         .collect();
-    let first = &readings[0];
-    let agree = readings
-        .iter()
-        .all(|r| r.verdict == first.verdict && r.mode == first.mode);
-    let min_driver = rows
-        .iter()
-        .map(|r| &r.min_driver)
-        .max()
-        .map(|d| d.to_string());
-    let cuda_label = match (&torch, rows.as_slice()) {
-        (Some(torch), [row]) => format!(
-            "torch {torch} (CUDA {})",
-            row.label.trim_start_matches("CUDA ")
-        ),
-        (None, [row]) => row.label.clone(),
-        (_, many) => format!(
-            "CUDA {cuda_text} (one of {})",
-            many.iter()
-                .map(|r| r.release.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let question = Question {
+        driver_text,
+        cuda_text: &cuda_text,
+        torch: torch.as_deref(),
+        gpu: gpu.as_ref(),
+        flavor,
     };
-    let mut answer = Answer {
-        driver: driver_text.to_string(),
-        cuda: if rows.len() == 1 {
-            rows[0].release.clone()
-        } else {
-            cuda_text.clone()
-        },
-        cuda_label,
-        gpu: gpu.as_ref().map(|g| {
-            if g.label.contains(&g.row.device) {
-                g.label.clone()
-            } else {
-                format!("{} ({})", g.label, g.row.device)
-            }
-        }),
-        flavor: flavor.map(str::to_string),
-        verdict: first.verdict,
-        mode: first.mode,
-        package: first.package.clone(),
-        min_driver,
-        limitations: first.limitations.clone(),
-        reasons: preamble,
-        readings: first.readings.clone(),
-    };
-    if agree {
-        answer.reasons.extend(first.reasons.iter().cloned());
-    } else {
-        answer.verdict = Verdict::Ambiguous;
-        answer.readings = rows
-            .iter()
-            .zip(&readings)
-            .map(|(row, reading)| {
-                format!(
-                    "if it is {}: {} ({})",
-                    row.label, reading.verdict, reading.mode
-                )
-            })
-            .collect();
-        for reading in &readings {
-            answer.reasons.extend(reading.reasons.iter().cloned());
-        }
-        answer.reasons.dedup();
-    }
-    if let (Some(note), Some(torch)) = (disputed, &torch)
-        && answer.verdict != Verdict::Incompatible
-    {
-        answer.verdict = Verdict::Ambiguous;
-        answer.readings = vec![
-            format!("the release matrices do not list {torch}: the wheel may not exist"),
-            format!(
-                "another source installs {torch}: if it exists, {} ({})",
-                first.verdict, first.mode
-            ),
-        ];
-        answer.reasons.push(reason(
-            note,
-            format!("pytorch_wheel {}", torch.split('+').nth(1).unwrap_or("")),
-            &[],
-        ));
+    let mut answer = question.answer(&rows, &readings, preamble);
+    if let (Some(note), Some(torch)) = (disputed, &torch) {
+        dispute_wheel(&mut answer, &readings[0], torch, note);
     }
     // A branch is read as its newest release, a number no driver has:
     // reasons name it in words instead.
@@ -582,4 +543,113 @@ pub fn evaluate(
         answer.reasons = reasons;
     }
     Ok(answer)
+}
+
+/// What one evaluation asks, for building its answer.
+struct Question<'a> {
+    driver_text: &'a str,
+    cuda_text: &'a str,
+    torch: Option<&'a str>,
+    gpu: Option<&'a Gpu<'a>>,
+    flavor: Option<&'a str>,
+}
+
+impl Question<'_> {
+    /// The answer from the readings of every release the CUDA version
+    /// names: theirs when they agree, "ambiguous" with each when not.
+    fn answer(&self, rows: &[&ToolkitRow], readings: &[Reading], preamble: Vec<Reason>) -> Answer {
+        let first = &readings[0];
+        let agree = readings
+            .iter()
+            .all(|r| r.verdict == first.verdict && r.mode == first.mode);
+        let mut answer = Answer {
+            driver: self.driver_text.to_string(),
+            cuda: if rows.len() == 1 {
+                rows[0].release.clone()
+            } else {
+                self.cuda_text.to_string()
+            },
+            cuda_label: self.label(rows),
+            gpu: self.gpu.map(|g| {
+                if g.label.contains(&g.row.device) {
+                    g.label.clone()
+                } else {
+                    format!("{} ({})", g.label, g.row.device)
+                }
+            }),
+            flavor: self.flavor.map(str::to_string),
+            verdict: first.verdict,
+            mode: first.mode,
+            package: first.package.clone(),
+            min_driver: rows
+                .iter()
+                .map(|r| &r.min_driver)
+                .max()
+                .map(|d| d.to_string()),
+            limitations: first.limitations.clone(),
+            reasons: preamble,
+            readings: first.readings.clone(),
+        };
+        if agree {
+            answer.reasons.extend(first.reasons.iter().cloned());
+            return answer;
+        }
+        answer.verdict = Verdict::Ambiguous;
+        answer.readings = rows
+            .iter()
+            .zip(readings)
+            .map(|(row, reading)| {
+                format!(
+                    "if it is {}: {} ({})",
+                    row.label, reading.verdict, reading.mode
+                )
+            })
+            .collect();
+        for reading in readings {
+            answer.reasons.extend(reading.reasons.iter().cloned());
+        }
+        answer.reasons.dedup();
+        answer
+    }
+
+    /// "torch 2.9.1+cu130 (CUDA 13.0 GA)", "CUDA 12.8 GA", or for a
+    /// version several releases share, all of them.
+    fn label(&self, rows: &[&ToolkitRow]) -> String {
+        match (self.torch, rows) {
+            (Some(torch), [row]) => format!(
+                "torch {torch} (CUDA {})",
+                row.label.trim_start_matches("CUDA ")
+            ),
+            (None, [row]) => row.label.clone(),
+            (_, many) => format!(
+                "CUDA {} (one of {})",
+                self.cuda_text,
+                many.iter()
+                    .map(|r| r.release.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// A wheel the release matrices do not list: the answer holds only if it
+/// exists.
+fn dispute_wheel(answer: &mut Answer, first: &Reading, torch: &str, note: String) {
+    if answer.verdict == Verdict::Incompatible {
+        return;
+    }
+    answer.verdict = Verdict::Ambiguous;
+    answer.readings = vec![
+        format!("the release matrices do not list {torch}: the wheel may not exist"),
+        format!(
+            "another source installs {torch}: if it exists, {} ({})",
+            first.verdict, first.mode
+        ),
+    ];
+    answer.reasons.push(reason(
+        note,
+        format!("pytorch_wheel {}", torch.split('+').nth(1).unwrap_or("")),
+        &[],
+    ));
 }

@@ -17,34 +17,9 @@ fn verdict_style(style: Style, verdict: Verdict) -> String {
     style.paint(code, &verdict.to_string())
 }
 
-/// The verdict in one sentence.
+/// The verdict in one sentence ([`Answer::sentence`]).
 pub fn compat_sentence(answer: &Answer) -> String {
-    let on = match &answer.gpu {
-        Some(gpu) => format!("driver {} with {gpu}", answer.driver),
-        None => format!("driver {}", answer.driver),
-    };
-    match (answer.verdict, answer.mode) {
-        (Verdict::Compatible, Mode::Native) => {
-            format!("{} runs natively on {on}.", answer.cuda_label)
-        }
-        (Verdict::Compatible, Mode::MinorVersion) => {
-            format!(
-                "{} runs on {on} by minor-version compatibility, with limitations.",
-                answer.cuda_label
-            )
-        }
-        (Verdict::Compatible, _) => format!("{} runs on {on}.", answer.cuda_label),
-        (Verdict::NeedsCompatPackage, _) => format!(
-            "{} runs on {on} only with {} (forward compatibility).",
-            answer.cuda_label,
-            answer.package.as_deref().unwrap_or("a cuda-compat package")
-        ),
-        (Verdict::Incompatible, _) => format!("{} does not run on {on}.", answer.cuda_label),
-        (Verdict::Ambiguous, _) => format!(
-            "Whether {} runs on {on} depends on which source is right.",
-            answer.cuda_label
-        ),
-    }
+    answer.sentence()
 }
 
 fn body(out: &mut String, answer: &Answer, indent: &str) {
