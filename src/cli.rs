@@ -148,6 +148,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the host as it is, read-only: the module and user space agree,
+    /// GPUs bound, nvidia-smi, and CUDA computing on every GPU (through the
+    /// running driver's libcuda: no toolkit needed). Exit 0 healthy, 1 not:
+    /// a Slurm HealthCheckProgram, an Ansible check, a cron job.
+    Verify {
+        #[command(flatten)]
+        common: Common,
+        /// Leave out the compute check (hosts without a real GPU).
+        #[arg(long)]
+        no_compute: bool,
+    },
+    /// Print the node's metrics in Prometheus' text format (the driver's
+    /// layers, GPUs, the last generation, reboot pending, doctor, verify,
+    /// drift from the last plan), or write them for node_exporter's
+    /// textfile collector.
+    Metrics {
+        #[command(flatten)]
+        common: Common,
+        /// Write DIR/provision.prom atomically instead of printing (DIR in
+        /// the root; node_exporter's --collector.textfile.directory).
+        #[arg(long, value_name = "DIR")]
+        textfile: Option<PathBuf>,
+    },
     /// Undo the most recent applied generation (a driver swapped back is
     /// reloaded, or left to a reboot).
     Rollback {

@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod fuzz;
 pub mod host;
 pub mod journal;
+pub mod metrics;
 pub mod output;
 pub mod plan;
 pub mod progress;

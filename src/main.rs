@@ -187,6 +187,8 @@ fn run(cli: Cli) -> Exit {
             json,
         } => fetch(&url, &sha256, cache, json),
         Command::Doctor { common } => doctor(&common),
+        Command::Verify { common, no_compute } => verify(&common, !no_compute),
+        Command::Metrics { common, textfile } => metrics(&common, textfile.as_deref()),
         Command::Recommend { cuda, gpu, common } => recommend(cuda, &gpu, &common),
         Command::History { common } => history(&common),
         Command::Rollback {
@@ -313,6 +315,7 @@ fn apply(plan: &Path, common: &Common, bundle: &BundleArgs, lock_timeout: u64) -
         &log_to,
         std::time::Duration::from_secs(lock_timeout),
     );
+    refresh_metrics(&host, progress.as_ref());
     print_report(&report, "apply", common);
     report.exit
 }
@@ -380,6 +383,7 @@ fn rollback(common: &Common, lock_timeout: u64) -> Exit {
         &log_to,
         std::time::Duration::from_secs(lock_timeout),
     );
+    refresh_metrics(&host, progress.as_ref());
     print_report(&report, "rollback", common);
     report.exit
 }
@@ -439,6 +443,58 @@ fn doctor(common: &Common) -> Exit {
         Exit::Failure
     } else {
         Exit::Success
+    }
+}
+
+/// `provision metrics`: the exposition on stdout, or DIR/provision.prom.
+fn metrics(common: &Common, textfile: Option<&Path>) -> Exit {
+    use provision::metrics;
+    let (host, _) = match host(common, Arc::new(Silent), false) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "metrics", common),
+    };
+    let facts = Facts::gather(&host, Options::default());
+    let text = metrics::exposition(&metrics::collect(&host, &facts, metrics::drift(&host)));
+    match textfile {
+        None => {
+            out(&text);
+            Exit::Success
+        }
+        Some(dir) => match metrics::write_textfile(&host, dir, &text) {
+            Ok(()) => Exit::Success,
+            Err(error) => fail(
+                format!("cannot write {}/provision.prom: {error}", dir.display()),
+                "metrics",
+                common,
+            ),
+        },
+    }
+}
+
+/// After apply and rollback: node_exporter's textfile, where it is read.
+fn refresh_metrics(host: &Host, progress: &dyn Progress) {
+    if let Some(Err(error)) = provision::metrics::refresh(host) {
+        progress.warn(&format!("cannot refresh the node's metrics: {error}"));
+    }
+}
+
+/// `provision verify`: the host's health, read-only.
+fn verify(common: &Common, compute: bool) -> Exit {
+    let (host, _) = match host(common, Arc::new(Silent), false) {
+        Ok(host) => host,
+        Err(message) => return fail(message, "verify", common),
+    };
+    let facts = Facts::gather(&host, Options::default());
+    let result = provision::step::verify::standalone(&host, &facts, compute);
+    if common.json {
+        out(&format!("{}\n", output::json(&result)));
+    } else {
+        out(&output::verify_human(&result, Style::for_stdout()));
+    }
+    if result.passed {
+        Exit::Success
+    } else {
+        Exit::Failure
     }
 }
 

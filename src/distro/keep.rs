@@ -75,6 +75,17 @@ pub fn keep_installed(
         return None; // an exact version moves the driver where it says
     };
     let release = kept_release(facts, *branch, flavor)?;
+    // The plan's own set installed: the packages step keeps its release
+    // anyway (the driver never moves within a branch unless asked).
+    let installed = |name: &str| facts.all_packages.iter().any(|p| p.name == name);
+    if desired
+        .install
+        .iter()
+        .filter(|s| of_driver_set(s))
+        .all(|s| installed(&s.name) || s.alternatives.iter().any(|(n, _)| installed(n)))
+    {
+        return None;
+    }
     let names = kept_packages(facts, &release);
     if names.is_empty() {
         return None; // not installed by a package manager (a runfile)

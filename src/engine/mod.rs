@@ -291,6 +291,8 @@ fn close_generation(
     facts: &Facts,
     plan: &Plan,
 ) -> Result<(), journal::JournalError> {
+    journal.generation.unavailable_seconds =
+        report.window.as_ref().and_then(|w| w.unavailable_seconds);
     match &report.window {
         Some(window) if !window.live => {
             journal.set_awaiting(Some(Awaiting {
@@ -300,6 +302,15 @@ fn close_generation(
                 plan: Some(crate::step::window::reboot::kept_plan(&plan.sha256)),
             }))?;
             journal.set_reboot_required(true)?;
+            // Debian's convention (update-notifier, needrestart): /run is
+            // a tmpfs, so the flag is gone after the reboot.
+            if journal.root().is_host() {
+                let _ = journal.root().write_atomic(
+                    crate::step::window::reboot::REBOOT_REQUIRED,
+                    b"*** System restart required *** (provision: a driver upgrade)\n",
+                    0o644,
+                );
+            }
             journal.finish(Status::AwaitingReboot)
         }
         _ => {

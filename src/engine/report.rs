@@ -49,6 +49,8 @@ pub struct Report {
     /// terminate, unload, packages, load, start, verify, resume), with
     /// when it began and how long it took; empty for `plan`.
     pub phases: Vec<crate::upgrade::Phase>,
+    /// `[upgrade] drain`: the node, its state before, the jobs waited for.
+    pub drain: Option<crate::step::window::drain::DrainReport>,
     /// When this run held the host's lock (Unix time, seconds): runs on one
     /// host never overlap.
     pub held_lock: Option<[f64; 2]>,
@@ -89,6 +91,7 @@ impl Report {
             verify: None,
             held_lock: None,
             phases: Vec::new(),
+            drain: None,
             recommendation: None,
             exit: Exit::Success,
         }

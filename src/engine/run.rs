@@ -93,6 +93,7 @@ impl Apply<'_> {
         );
         report.verify = built.verification.lock().ok().and_then(|v| v.clone());
         report.phases = clock.all();
+        report.drain = built.drain.lock().ok().and_then(|d| d.clone());
         if let Some(window) = &mut report.window {
             clock.fill(window);
         }
@@ -243,6 +244,7 @@ pub fn phase_of(id: &str) -> Option<&'static str> {
         "window:download" => "download",
         "driver:build" => "build",
         "window:drain" => "drain",
+        "window:resume-node" => "resume",
         "window:stop" => "stop",
         "window:terminate" => "terminate",
         "window:unload" => "unload",

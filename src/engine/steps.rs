@@ -10,8 +10,9 @@ use super::build::{PlanRefused, build_steps};
 use crate::facts::Facts;
 use crate::host::Host;
 use crate::journal::Generation;
-use crate::plan::{DriverTarget, HolderPolicy, Plan};
+use crate::plan::{Drain, DriverTarget, HolderPolicy, Plan};
 use crate::progress::Silent;
+use crate::step::window::drain::{DrainNode, DrainReport, ResumeNode, Scheduler};
 use crate::step::window::modules::{Load, Unload};
 use crate::step::window::processes::{Target, Terminate};
 use crate::step::window::reboot::{Reboot, Resumed};
@@ -25,6 +26,8 @@ pub struct Steps {
     pub window: Option<Window>,
     /// Filled by the verify step, when there is one.
     pub verification: Arc<Mutex<Option<verify::Verification>>>,
+    /// Filled by the drain step, when there is one.
+    pub drain: Arc<Mutex<Option<DrainReport>>>,
 }
 
 /// Why the steps could not be built: the plan is refused, or a holder
@@ -70,11 +73,22 @@ pub fn steps(
         steps,
         window: None,
         verification: Arc::new(Mutex::new(None)),
+        drain: Arc::new(Mutex::new(None)),
     };
     if let Some(generation) = resuming {
         let restore = resume_steps(plan, facts, generation);
         insert_before_persistence(&mut built.steps, restore);
         built.push_verify(plan);
+        let scheduler = scheduler(host, plan).map_err(|message| {
+            Box::new(Refusal {
+                message,
+                window: None,
+                steps: Vec::new(),
+            })
+        })?;
+        if let Some(scheduler) = scheduler {
+            built.steps.push(Box::new(ResumeNode { scheduler }));
+        }
         built.steps.push(Box::new(Resumed {
             plan_sha256: plan.sha256.clone(),
         }));
@@ -114,6 +128,7 @@ impl Steps {
             target: driver.target.clone(),
             persistence: driver.persistence,
             signing: plan.signing.as_ref().map(|s| s.cert.clone()),
+            compute: plan.verify.compute,
             result: self.verification.clone(),
         }));
     }
@@ -155,12 +170,66 @@ fn add_window(
             steps: std::mem::take(&mut built.steps),
         }));
     }
-    splice(&mut built.steps, index, &window, plan);
+    let scheduler = scheduler(host, plan).map_err(|message| {
+        Box::new(Refusal {
+            message,
+            window: Some(window.clone()),
+            steps: Vec::new(),
+        })
+    })?;
+    let drain = scheduler.clone().map(|scheduler| DrainNode {
+        scheduler,
+        why: format!(
+            "driver {} -> {}",
+            swap.before.as_deref().unwrap_or("none"),
+            swap.after
+        ),
+        timeout: std::time::Duration::from_secs(plan.upgrade.drain_timeout),
+        report: built.drain.clone(),
+    });
+    splice(&mut built.steps, index, &window, plan, drain);
     if window.live {
         built.push_verify(plan);
+        if let Some(scheduler) = scheduler {
+            built.steps.push(Box::new(ResumeNode { scheduler }));
+        }
     }
     built.window = Some(window);
     Ok(())
+}
+
+/// The scheduler the node is drained through, if the plan names one:
+/// Slurm (the node named `slurm_node`, else the host's short name), or the
+/// plan's own commands.
+fn scheduler(host: &Host, plan: &Plan) -> Result<Option<Scheduler>, String> {
+    let upgrade = &plan.upgrade;
+    if let (Some(drain), Some(resume)) = (&upgrade.drain_command, &upgrade.resume_command) {
+        return Ok(Some(Scheduler::Commands {
+            drain: drain.clone(),
+            resume: resume.clone(),
+        }));
+    }
+    if upgrade.drain != Drain::Slurm {
+        return Ok(None);
+    }
+    let node = upgrade
+        .slurm_node
+        .as_ref()
+        .map(|n| n.0.clone())
+        .or_else(|| {
+            ["/proc/sys/kernel/hostname", "/etc/hostname"]
+                .iter()
+                .find_map(|path| host.root.read_trimmed(path).ok().flatten())
+                .filter(|name| !name.is_empty())
+                .map(|name| name.split('.').next().unwrap_or(&name).to_string())
+        });
+    match node {
+        Some(node) => Ok(Some(Scheduler::Slurm { node })),
+        None => Err(format!(
+            "{}: [upgrade] drain = \"slurm\": the host name cannot be read here; set [upgrade] slurm_node to the node's Slurm name",
+            plan.at("upgrade")
+        )),
+    }
 }
 
 /// Work left running across a swap that waits for a reboot: what a new GPU
@@ -222,12 +291,21 @@ fn insert_before_persistence(steps: &mut Vec<Box<dyn Step>>, restore: Vec<Box<dy
 
 /// Drain before step `index`, restore after the host files (verify comes
 /// last); or, when the module waits for a boot, the reboot step last.
-fn splice(steps: &mut Vec<Box<dyn Step>>, index: usize, window: &Window, plan: &Plan) {
+fn splice(
+    steps: &mut Vec<Box<dyn Step>>,
+    index: usize,
+    window: &Window,
+    plan: &Plan,
+    node: Option<DrainNode>,
+) {
     let timeout = std::time::Duration::from_secs(plan.upgrade.stop_timeout.0);
     let mut drain: Vec<Box<dyn Step>> = Vec::new();
     if window.module.before.is_some() {
         if let Some(download) = steps.get(index).and_then(|s| s.downloader()) {
             drain.push(download);
+        }
+        if let Some(node) = node {
+            drain.push(Box::new(node));
         }
         if !window.stop.is_empty() {
             drain.push(Box::new(StopUnits {

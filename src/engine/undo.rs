@@ -40,7 +40,12 @@ pub fn undo_generation(host: &Host, journal: &mut Journal, progress: &dyn Progre
             continue;
         }
         progress.step_started(&format!("undo {}", entry.step), "");
-        let result = undo_entry(host, journal, &entry.undo, &upgrade, &mut outcome);
+        let result = match &entry.undo {
+            Undo::Undrain { resume, keep, .. } => {
+                undrain(host, journal, &entries[index + 1..], resume, keep)
+            }
+            undo => undo_entry(host, journal, undo, &upgrade, &mut outcome),
+        };
         progress.step_finished(&format!("undo {}", entry.step), result.is_ok());
         match result {
             Ok(()) => {
@@ -66,6 +71,27 @@ pub fn undo_generation(host: &Host, journal: &mut Journal, progress: &dyn Progre
         let _ = journal.mark_undone(index);
     }
     outcome
+}
+
+/// The node drained before the window: back in service when the drain
+/// was all that happened (a drain_timeout, a refusal); kept drained, its
+/// reason naming the log, when later changes had to be undone (a person
+/// should look before jobs come back); left as it is by a rollback of a
+/// generation that had resumed it.
+fn undrain(
+    host: &Host,
+    journal: &Journal,
+    later: &[journal::Entry],
+    resume: &crate::host::Cmd,
+    keep: &crate::host::Cmd,
+) -> Result<(), String> {
+    if journal.generation.status == Status::RollingBack {
+        return Ok(());
+    }
+    let cmd = if later.is_empty() { resume } else { keep };
+    run_checked(host.runner.as_ref(), cmd)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// When a generation began, to the nanosecond where the filesystem keeps
@@ -122,7 +148,7 @@ fn undo_entry(
         Undo::Runfile { url, sha256, args } => {
             step::runfile::install(host, url, sha256, args).map_err(|e| e.to_string())
         }
-        Undo::Command { .. } => Ok(()),
+        Undo::Command { .. } | Undo::Undrain { .. } => Ok(()),
         Undo::StartUnits { units } => start_units(host, units, outcome),
         Undo::StopUnits { units } => running(host, || {
             units::stop(
@@ -446,5 +472,8 @@ fn describe_undo(undo: &Undo) -> String {
         Undo::RestartUnits { units } => format!("restart {}", units.join(", ")),
         Undo::LoadModules { modules } => format!("load {} again", modules.join(", ")),
         Undo::UnloadModules { modules } => format!("unload {}", modules.join(", ")),
+        Undo::Undrain { node, .. } => {
+            format!("resume node {node}, or keep it drained when changes were undone")
+        }
     }
 }

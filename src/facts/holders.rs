@@ -49,6 +49,19 @@ pub struct Holder {
     /// once, with " (deleted)" where the file was replaced since.
     #[serde(default)]
     pub libraries: Vec<String>,
+    /// The Slurm job it belongs to (`SLURM_JOB_ID` in its environment,
+    /// which slurmstepd gives every process of a job).
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+/// `SLURM_JOB_ID` from a process's environment (NUL-separated).
+pub fn slurm_job(environ: &[u8]) -> Option<String> {
+    environ
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(b"SLURM_JOB_ID="))
+        .map(|id| String::from_utf8_lossy(id).to_string())
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +233,10 @@ pub fn gather(root: &Root) -> Holders {
             .read_string(format!("{dir}/maps"))
             .map(|text| mapped_libraries(&text))
             .unwrap_or_default();
+        let job = root
+            .read_bytes(format!("{dir}/environ"))
+            .ok()
+            .and_then(|environ| slurm_job(&environ));
         holders.processes.push(Holder {
             pid,
             command,
@@ -229,6 +246,7 @@ pub fn gather(root: &Root) -> Holders {
             unit,
             container,
             libraries,
+            job,
         });
     }
     if !holders.unreadable.is_empty() {

@@ -1,7 +1,10 @@
 //! The two doors to the host: [`Root`] for every path and [`Runner`] for
-//! every process. Nothing else in provision touches the machine.
+//! every process. Nothing else in provision touches the machine, but for
+//! [`cuda`]: the running driver's libcuda, loaded to prove the GPUs
+//! compute (read-only: no setting changes).
 
 mod chroot;
+pub mod cuda;
 pub mod root;
 pub mod runner;
 

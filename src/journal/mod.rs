@@ -127,6 +127,15 @@ pub enum Undo {
     LoadModules { modules: Vec<String> },
     /// Unload these kernel modules, in order: the change loaded them.
     UnloadModules { modules: Vec<String> },
+    /// The node was drained through its scheduler: `resume` puts it back
+    /// when nothing else changed (a drain that timed out); after changes
+    /// that were undone, `keep` leaves it drained with a reason naming the
+    /// log; a rollback leaves it as it is.
+    Undrain {
+        node: String,
+        resume: Cmd,
+        keep: Cmd,
+    },
 }
 
 /// A file's former state.
@@ -174,6 +183,9 @@ pub struct Generation {
     /// Set while the generation waits for a reboot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<Awaiting>,
+    /// How long its window kept the GPUs out of service (metrics).
+    #[serde(default)]
+    pub unavailable_seconds: Option<f64>,
 }
 
 /// What a generation waiting for a reboot still has to do after it.
@@ -219,6 +231,7 @@ impl<'a> Journal<'a> {
                 .flatten(),
             upgrade: None,
             awaiting: None,
+            unavailable_seconds: None,
         };
         let journal = Journal { root, generation };
         journal.save()?;

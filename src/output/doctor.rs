@@ -1,4 +1,4 @@
-//! Human form of `provision doctor`.
+//! Human form of `provision doctor` and `provision verify`.
 
 use std::fmt::Write as _;
 
@@ -37,5 +37,28 @@ pub fn doctor_human(report: &Report, style: Style) -> String {
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", report.msg);
+    out
+}
+
+/// `provision verify`: one line per check, then the verdict.
+pub fn verify_human(result: &crate::step::verify::Verification, style: Style) -> String {
+    let mut out = String::new();
+    for check in &result.checks {
+        let mark = match check.passed {
+            Some(true) => style.paint("32", "ok  "),
+            Some(false) => style.paint("31;1", "FAIL"),
+            None => style.paint("33", "n/a "),
+        };
+        let _ = writeln!(out, "{mark} {:<14} {}", check.name, check.evidence);
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if result.passed {
+            style.paint("32;1", "healthy")
+        } else {
+            style.paint("31;1", "not healthy")
+        }
+    );
     out
 }

@@ -368,7 +368,7 @@ pub use compat::{
     compat_host_human, compat_human, compat_sentence, line_human, needs_human, recommend_human,
     wheels_human,
 };
-pub use doctor::doctor_human;
+pub use doctor::{doctor_human, verify_human};
 pub use facts::facts_human;
 pub use window::history as history_human;
 

@@ -38,6 +38,7 @@ pub fn window(window: &Window, style: Style) -> String {
                 HolderAction::Terminate => style.paint("31", "terminate"),
                 HolderAction::Block => style.paint("31;1", "blocks"),
                 HolderAction::RunsUntilReboot => style.paint("33", "runs until the reboot"),
+                HolderAction::Drained => style.paint("33", "drained first"),
             };
             let _ = writeln!(
                 out,

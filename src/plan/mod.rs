@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use schema::{
-    Branch, CompatPackage, ContainerRuntime, DriverRef, DriverVersion, EnvironmentSpec, Flavor,
-    HolderPolicy, Loader, NouveauSpec, Reload, RepositoriesSpec, Source, StopTimeout, ToolkitSpec,
-    ToolkitVersion, UnitName, UpgradeSpec,
+    Branch, CompatPackage, ContainerRuntime, Drain, DriverRef, DriverVersion, EnvironmentSpec,
+    Flavor, HolderPolicy, Loader, NouveauSpec, Reload, RepositoriesSpec, SlurmNode, Source,
+    StopTimeout, ToolkitSpec, ToolkitVersion, UnitName, UpgradeSpec,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,8 @@ pub struct Plan {
     pub container: ContainerRuntime,
     /// `[dcgm] enable`.
     pub dcgm: bool,
+    /// `[verify]`.
+    pub verify: schema::VerifySpec,
     /// The offline bundle the host is served from, once checked.
     #[serde(skip)]
     pub bundle: Option<crate::bundle::Opened>,
@@ -177,6 +179,7 @@ impl Plan {
             ("toolkit", spec.toolkit.as_ref().map(|t| t.span())),
             ("compat", spec.compat.as_ref().map(|c| c.span())),
             ("secure_boot", spec.secure_boot.as_ref().map(|c| c.span())),
+            ("upgrade", spec.upgrade.as_ref().map(|c| c.span())),
         ];
         for (name, span) in spans {
             if let Some(span) = span {
@@ -204,6 +207,7 @@ impl Plan {
             _ => {}
         }
         let signing = signing_of(spec.secure_boot, &invalid)?;
+        let upgrade = upgrade_of(spec.upgrade, &invalid)?;
         Ok(Plan {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(bytes)),
@@ -217,10 +221,11 @@ impl Plan {
             nouveau: spec.nouveau,
             environment: spec.environment,
             repositories: spec.repositories,
-            upgrade: spec.upgrade,
+            upgrade,
             signing,
             container: spec.container.runtime,
             dcgm: spec.dcgm.enable,
+            verify: spec.verify,
             bundle: None,
             tables,
         })
@@ -288,6 +293,35 @@ fn signing_of(
             start,
             "[secure_boot] needs both key (the private key) and cert (its certificate, enrolled with `mokutil --import`)".into(),
         )),
+    }
+}
+
+/// `[upgrade]` checked: one way to drain, a drain command with its resume
+/// command, neither empty.
+fn upgrade_of(
+    spec: Option<toml::Spanned<UpgradeSpec>>,
+    invalid: &dyn Fn(usize, String) -> PlanError,
+) -> Result<UpgradeSpec, PlanError> {
+    let Some(spanned) = spec else {
+        return Ok(UpgradeSpec::default());
+    };
+    let start = spanned.span().start;
+    let upgrade = spanned.into_inner();
+    let problem = match (&upgrade.drain_command, &upgrade.resume_command) {
+        _ if upgrade.drain == Drain::Slurm && upgrade.drain_command.is_some() => Some(
+            "[upgrade] drain = \"slurm\" asks Slurm itself: leave out drain_command and resume_command, or set drain = \"none\" to run your own",
+        ),
+        (Some(_), None) | (None, Some(_)) => Some(
+            "[upgrade] drain_command and resume_command go together: the node drained by one is put back by the other",
+        ),
+        (Some(drain), Some(resume)) if drain.is_empty() || resume.is_empty() => Some(
+            "[upgrade] drain_command and resume_command are argument lists: [\"/usr/local/bin/drain\", \"--node\", \"gpu01\"]",
+        ),
+        _ => None,
+    };
+    match problem {
+        Some(message) => Err(invalid(start, message.into())),
+        None => Ok(upgrade),
     }
 }
 

@@ -23,13 +23,33 @@ pub struct PlanSpec {
     #[serde(default)]
     pub repositories: RepositoriesSpec,
     #[serde(default)]
-    pub upgrade: UpgradeSpec,
+    pub upgrade: Option<toml::Spanned<UpgradeSpec>>,
     #[serde(default)]
     pub secure_boot: Option<toml::Spanned<SecureBootSpec>>,
     #[serde(default)]
     pub container: ContainerSpec,
     #[serde(default)]
     pub dcgm: DcgmSpec,
+    #[serde(default)]
+    pub verify: VerifySpec,
+}
+
+/// `[verify]`: what verify proves after the driver changed (and what
+/// `provision verify` checks).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// CUDA work on every GPU through the running driver's libcuda:
+    /// allocation, copies, a PTX kernel. false on hosts without a real
+    /// GPU (a stand-in driver, a CI runner).
+    #[serde(default = "yes")]
+    pub compute: bool,
+}
+
+impl Default for VerifySpec {
+    fn default() -> Self {
+        VerifySpec { compute: true }
+    }
 }
 
 /// `[container]`: NVIDIA's container toolkit and the runtime it serves.
@@ -126,6 +146,24 @@ pub struct UpgradeSpec {
     pub stop_timeout: StopTimeout,
     #[serde(default)]
     pub reload: Reload,
+    /// Drain the node through its scheduler before the window, resume it
+    /// after verify.
+    #[serde(default)]
+    pub drain: Drain,
+    /// Seconds to wait for the node's jobs to finish (0: as long as they
+    /// run).
+    #[serde(default)]
+    pub drain_timeout: u64,
+    /// The node's name in Slurm (default: the host name).
+    #[serde(default)]
+    pub slurm_node: Option<SlurmNode>,
+    /// Another scheduler: the command that drains the node and returns
+    /// once no job runs (an argument list, never a shell string).
+    #[serde(default)]
+    pub drain_command: Option<Vec<String>>,
+    /// ... and the one that puts it back in service.
+    #[serde(default)]
+    pub resume_command: Option<Vec<String>>,
 }
 
 impl Default for UpgradeSpec {
@@ -135,7 +173,53 @@ impl Default for UpgradeSpec {
             services: default_services(),
             stop_timeout: default_stop_timeout(),
             reload: Reload::default(),
+            drain: Drain::default(),
+            drain_timeout: 0,
+            slurm_node: None,
+            drain_command: None,
+            resume_command: None,
         }
+    }
+}
+
+/// How the node stops taking new work before an upgrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Drain {
+    /// No scheduler is asked: the holders policy alone decides.
+    #[default]
+    None,
+    /// `scontrol update state=drain`, wait for the node's jobs, resume
+    /// after verify.
+    Slurm,
+}
+
+/// A Slurm node name as `scontrol` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct SlurmNode(pub String);
+
+impl From<SlurmNode> for String {
+    fn from(node: SlurmNode) -> String {
+        node.0
+    }
+}
+
+impl<'de> Deserialize<'de> for SlurmNode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let valid = !text.is_empty()
+            && text.len() <= 255
+            && !text.starts_with('-')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !valid {
+            return Err(serde::de::Error::custom(format!(
+                "invalid slurm_node {text:?}: expected a node name (letters, digits, '-', '.', '_')"
+            )));
+        }
+        Ok(SlurmNode(text))
     }
 }
 

@@ -3,6 +3,7 @@
 //! the change. Dry-run is "run every check and print the changes".
 
 pub mod bundle;
+pub mod compute;
 pub mod container;
 pub mod dcgm;
 pub mod file;

@@ -46,6 +46,8 @@ pub struct Verify {
     pub persistence: bool,
     /// `[secure_boot] cert`: the certificate the module must be signed by.
     pub signing: Option<String>,
+    /// `[verify] compute`: run CUDA work on every GPU.
+    pub compute: bool,
     /// Where the result goes for the report.
     pub result: Arc<Mutex<Option<Verification>>>,
 }
@@ -62,9 +64,55 @@ pub fn verify(host: &Host, facts: &Facts, verify: &Verify) -> Verification {
     } else {
         checks.push(module_file(host, facts));
     }
+    // Wherever a driver runs, a container's too: CUDA must compute.
+    checks.extend(super::compute::checks(host, facts, verify.compute));
     if let Some(cert) = &verify.signing {
         checks.push(super::signature::signature(host, facts, cert, live));
     }
+    Verification {
+        passed: checks.iter().all(|c| c.passed != Some(false)),
+        checks,
+    }
+}
+
+/// `provision verify`: the host as it is, no plan. The user space must be
+/// the loaded module's release; on the running system the module, the
+/// PCI bindings and nvidia-smi; wherever a driver runs (a container's
+/// too), CUDA computing on every GPU. nvidia-smi and the compute check
+/// run side by side.
+pub fn standalone(host: &Host, facts: &Facts, compute: bool) -> Verification {
+    let live = host.root.is_host() && facts.os.booted();
+    let release = facts
+        .kernel_driver
+        .version
+        .clone()
+        .or_else(|| facts.user_driver.version.clone());
+    let Some(release) = release else {
+        return Verification {
+            passed: false,
+            checks: vec![check(
+                "driver",
+                Some(false),
+                "no NVIDIA driver is loaded or installed here",
+            )],
+        };
+    };
+    let target = DriverTarget::Version(crate::plan::DriverVersion(release));
+    let mut checks = vec![userspace(facts, &target)];
+    let (smi, computed) = std::thread::scope(|scope| {
+        let computed = scope.spawn(|| super::compute::checks(host, facts, compute));
+        let smi = (host.root.is_host() && facts.kernel_driver.version.is_some())
+            .then(|| smi(host, facts));
+        (smi, computed.join().unwrap_or_default())
+    });
+    if live {
+        checks.push(module(host, facts));
+        checks.push(pci(facts));
+    } else if facts.os.container.is_none() {
+        checks.push(module_file(host, facts));
+    }
+    checks.extend(smi);
+    checks.extend(computed);
     Verification {
         passed: checks.iter().all(|c| c.passed != Some(false)),
         checks,

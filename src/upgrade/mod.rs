@@ -33,6 +33,9 @@ pub enum HolderAction {
     /// Runs on: the swap waits for a reboot and nothing is unloaded
     /// before it.
     RunsUntilReboot,
+    /// A job of the node's scheduler: the drain waits for it to end
+    /// before anything stops.
+    Drained,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

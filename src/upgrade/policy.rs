@@ -9,7 +9,7 @@ use crate::facts::driver::NvidiaModule;
 use crate::facts::holders::Holder;
 use crate::host::Root;
 use crate::plan::schema::NVIDIA_DAEMONS;
-use crate::plan::{HolderPolicy, Reload, UpgradeSpec};
+use crate::plan::{Drain, HolderPolicy, Reload, UpgradeSpec};
 
 /// provision's own pid and its parents: never terminated, never stopped.
 pub fn ancestry_of_self(root: &Root) -> Vec<u32> {
@@ -87,6 +87,24 @@ fn runs_on(holder: &Holder) -> WindowHolder {
     }
 }
 
+/// Why the drain takes care of a holder: a Slurm job (the drain waits
+/// for it to end), or, with the plan's own drain_command, any work that
+/// is not NVIDIA's daemons (that command's to end).
+fn drained(holder: &Holder, spec: &UpgradeSpec, daemon: bool) -> Option<String> {
+    if spec.drain_command.is_some() && !daemon {
+        return Some(
+            "the node is drained first ([upgrade] drain_command): its work ends before the window"
+                .into(),
+        );
+    }
+    match (&holder.job, spec.drain) {
+        (Some(job), Drain::Slurm) => Some(format!(
+            "Slurm job {job}: the node is drained first and the window opens once it ended"
+        )),
+        _ => None,
+    }
+}
+
 /// One of NVIDIA's own daemons ("nvidia-persistenced.service").
 fn nvidia_daemon(unit: &str) -> bool {
     NVIDIA_DAEMONS
@@ -118,6 +136,8 @@ fn judge(holder: &Holder, spec: &UpgradeSpec, own: &[u32]) -> WindowHolder {
             HolderAction::Block,
             Some("it is provision itself or one of its parents (the shell running it): close its GPU devices, or run provision from elsewhere".into()),
         )
+    } else if let Some(why) = drained(holder, spec, daemon) {
+        (HolderAction::Drained, Some(why))
     } else {
         match spec.holders {
             HolderPolicy::Refuse if daemon => (HolderAction::StopUnit, None),

@@ -206,3 +206,38 @@ fn a_compat_package_on_a_toolkit_that_cannot_run_is_one_problem_not_two() {
     assert!(run.stderr.contains("plan.toml:6:1 [compat]"), "{run:?}");
     assert!(run.stderr.contains("plan.toml:4:1 [toolkit]"), "{run:?}");
 }
+
+#[test]
+fn drain_settings_are_checked_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "[driver]\nbranch = \"580\"\n[upgrade]\ndrain = \"slurm\"\ndrain_command = [\"x\"]\nresume_command = [\"y\"]\n",
+            ":3:1: [upgrade] drain = \"slurm\" asks Slurm itself",
+        ),
+        (
+            "[driver]\nbranch = \"580\"\n[upgrade]\ndrain_command = [\"x\"]\n",
+            ":3:1: [upgrade] drain_command and resume_command go together",
+        ),
+        (
+            "[driver]\nbranch = \"580\"\n[upgrade]\ndrain_command = []\nresume_command = [\"y\"]\n",
+            ":3:1: [upgrade] drain_command and resume_command are argument lists",
+        ),
+        (
+            "[driver]\nbranch = \"580\"\n[upgrade]\ndrain = \"slurm\"\nslurm_node = \"gpu01; rm -rf /\"\n",
+            ":5:14: invalid slurm_node",
+        ),
+        (
+            "[driver]\nbranch = \"580\"\n[upgrade]\ndrain = \"kubernetes\"\n",
+            ":4:9: unknown variant `kubernetes`",
+        ),
+    ] {
+        let plan = plan_file(dir.path(), "drain.toml", text);
+        let run = provision(&["plan", plan.to_str().unwrap()]);
+        assert_eq!(run.code, 1, "{text}: {run:?}");
+        assert!(
+            run.stderr.contains(expected),
+            "{text}: expected {expected:?} in {run:?}"
+        );
+    }
+}

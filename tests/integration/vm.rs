@@ -63,12 +63,12 @@ fn vm_run_with(scripts: &[&str], host_command: Option<&str>) -> serde_json::Valu
 }
 
 #[test]
-#[ignore = "boots a VM twice (about 3 minutes under TCG): scripts/test runs it"]
-fn live_upgrade_under_each_holder_policy_then_rollback() {
-    let timings = vm_run(&["live-upgrade", "dcgm"]);
+#[ignore = "boots a VM three times (about 5 minutes under TCG): scripts/test runs it"]
+fn live_upgrade_under_each_holder_policy_then_rollback_then_through_slurm() {
+    let timings = vm_run(&["live-upgrade", "dcgm", "slurm"]);
     assert_eq!(
         timings["boots"].as_array().unwrap().len(),
-        2,
+        3,
         "one boot per script, no other"
     );
 }

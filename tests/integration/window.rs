@@ -501,3 +501,71 @@ fn a_capture_whose_init_is_systemd_is_not_called_a_root_without_systemd() {
         "{text}"
     );
 }
+
+#[test]
+fn a_drain_command_takes_the_user_work_and_the_plan_shows_drain_and_resume() {
+    // Another scheduler: its drain command ends the work (it returns once
+    // the node is drained), so the user's processes no longer block;
+    // NVIDIA's daemons are stopped as always; the node is resumed after
+    // verify.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = rhel_590(
+        dir.path(),
+        "[upgrade]\ndrain_command = [\"/usr/local/bin/cordon\", \"--wait\"]\nresume_command = [\"/usr/local/bin/uncordon\"]\n",
+    );
+    let (code, report) = plan_json(&plan, &fixture("rocky-9-a100-holders"));
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        holder_actions(&report),
+        [
+            (1310, "stop-unit".to_string()),
+            (1402, "stop-unit".to_string()),
+            (22871, "drained".to_string()),
+            (23001, "drained".to_string()),
+        ]
+    );
+    let ids = step_ids(&report);
+    let at = |id: &str| {
+        ids.iter()
+            .position(|s| s == id)
+            .unwrap_or_else(|| panic!("no {id}: {ids:?}"))
+    };
+    assert!(at("window:download") < at("window:drain"));
+    assert!(at("window:drain") < at("window:stop"));
+    assert!(at("driver:verify") < at("window:resume-node"));
+    let drain = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "window:drain")
+        .unwrap();
+    assert_eq!(drain["commands"][0], "/usr/local/bin/cordon --wait");
+
+    // Slurm on a root without it: said, before anything changes.
+    let plan = rhel_590(
+        dir.path(),
+        "[upgrade]\ndrain = \"slurm\"\nholders = \"terminate\"\n",
+    );
+    let (code, report) = plan_json(&plan, &fixture("rocky-9-a100-holders"));
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        report["msg"]
+            .as_str()
+            .unwrap()
+            .contains("set [upgrade] slurm_node"),
+        "{report:#}"
+    );
+    let plan = rhel_590(
+        dir.path(),
+        "[upgrade]\ndrain = \"slurm\"\nslurm_node = \"gpu01\"\nholders = \"terminate\"\n",
+    );
+    let (code, report) = plan_json(&plan, &fixture("rocky-9-a100-holders"));
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        report["msg"]
+            .as_str()
+            .unwrap()
+            .contains("scontrol is not installed here"),
+        "{report:#}"
+    );
+}

@@ -61,6 +61,6 @@ boot_after=$(guest cat /proc/sys/kernel/random/boot_id)
 [ "$boot_before" != "$boot_after" ] || fail "the guest did not reboot"
 [ "$(guest cat /sys/module/nvidia/version)" = 580.105.08 ] || fail "580 is not loaded after the reboot"
 guest provision history --json > "$work/history.json"
-python3 -c "import json,sys; g=json.load(open(sys.argv[1]))['generations'][-1]; assert g['status']=='applied', g" "$work/history.json" || fail "the generation is not applied"
+python3 -c "import json,sys; g=json.load(open(sys.argv[1]))['generations'][-1]; assert g['state']=='applied', g" "$work/history.json" || fail "the generation is not applied"
 guest systemctl is-active nvidia-persistenced | grep -qx active || fail "nvidia-persistenced is not running"
 echo "ansible-reboot: all checks passed (boot $boot_before -> $boot_after)"

@@ -12,6 +12,7 @@
 //! installed in it), and each refuses to act anywhere else.
 
 pub mod download;
+pub mod drain;
 pub mod modules;
 pub mod processes;
 pub mod reboot;

@@ -10,6 +10,10 @@ use crate::step::{Action, Change, Check, Context, Diff, Step, StepError, io_erro
 
 pub const ID: &str = "window:reboot";
 pub const RESUMED: &str = "window:resumed";
+/// Debian's flag file for "a reboot is needed" (update-notifier,
+/// needrestart): touched while a generation waits for a reboot.
+pub const REBOOT_REQUIRED: &str = "/run/reboot-required";
+
 pub const UNIT: &str = "/etc/systemd/system/provision-resume.service";
 pub const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/provision-resume.service";
 
@@ -22,7 +26,7 @@ pub fn kept_plan(sha256: &str) -> String {
 /// `provision apply` of the kept plan.
 pub fn unit(binary: &str, plan: &str) -> String {
     format!(
-        "{}[Unit]\nDescription=provision: finish the driver upgrade that waited for this boot\nAfter=systemd-modules-load.service network-online.target nvidia-persistenced.service\nWants=network-online.target\nConditionPathExists={plan}\n\n[Service]\nType=oneshot\nExecStart={binary} apply {plan} --json\n\n[Install]\nWantedBy=multi-user.target\n",
+        "{}[Unit]\nDescription=provision: finish the driver upgrade that waited for this boot\nAfter=systemd-modules-load.service network-online.target nvidia-persistenced.service munge.service slurmctld.service\nBefore=slurmd.service kubelet.service docker.service containerd.service crio.service\nWants=network-online.target\nConditionPathExists={plan}\n\n[Service]\nType=oneshot\nExecStart={binary} apply {plan} --json\n\n[Install]\nWantedBy=multi-user.target\n",
         header("finishes a driver upgrade after the reboot it waited for")
     )
 }

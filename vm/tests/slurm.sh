@@ -1,0 +1,75 @@
+# Upgrading through Slurm ([upgrade] drain = "slurm") on the guest's
+# one-node cluster (Debian's slurmctld, slurmd, munge): a job holding
+# /dev/nvidia0 is let finish while the node drains, a job submitted during
+# the drain runs after the resume on the new driver; a drain_timeout that
+# expires leaves the node and the driver as they were.
+. /vm/tests/lib.sh
+
+node_state() { scontrol show node provision-vm --oneliner | tr ' ' '\n' | sed -n 's/^State=//p'; }
+job_state() { scontrol show job "$1" --oneliner | tr ' ' '\n' | sed -n 's/^JobState=//p'; }
+wait_for() { # WHAT SECONDS COMMAND...: until COMMAND succeeds
+  local what=$1 seconds=$2; shift 2
+  for _ in $(seq 1 "$seconds"); do "$@" && return 0; sleep 1; done
+  fail "$what: not within $seconds s"
+}
+node_idle() { [ "$(node_state)" = IDLE ]; }
+running() { [ "$(job_state "$1")" = RUNNING ]; }
+draining() { node_state | grep -q DRAIN; }
+
+wait_for "slurmctld and slurmd up, the node idle" 120 node_idle
+# After the scripts before it in the series, 570 is installed already.
+run_json on570 apply /vm/plans/stand-in-570.toml
+expect_eq "570 in place" 0 "$(cat $OUT/on570.exit)"
+expect_eq "module before the upgrade" 570.124.06 "$(loaded_version)"
+
+# A job on the GPU, 75 seconds long (the plan and the download take a while under TCG).
+first=$(sbatch --parsable --output=/root/first.out --wrap 'exec 3<>/dev/nvidia0; sleep 75')
+wait_for "job $first running" 60 running "$first"
+drain=$(plan_with drain 580 '[upgrade]' 'drain = "slurm"')
+run_json plan plan "$drain"
+expect_eq "plan exit" 0 "$(cat $OUT/plan.exit)"
+expect_eq "plan: the job's processes are drained, not blocking" '["drained"]' \
+  "$(json $OUT/plan.json 'sorted(set(h["action"] for h in d["window"]["holders"] if h["unit"] != "nvidia-persistenced.service"))')"
+json $OUT/plan.json '[s["summary"] for s in d["steps"] if s["id"]=="window:drain"][0]' | grep -q "drain Slurm node provision-vm (now ALLOCATED); then wait for $first (root, wrap" \
+  || fail "plan does not show the drain with the job: $(json $OUT/plan.json '[s for s in d["steps"] if s["id"]=="window:drain"]')"
+
+# The apply drains, waits for the job, swaps, verifies, resumes.
+( provision apply "$drain" --json > $OUT/apply.json 2> $OUT/apply.err; echo $? > $OUT/apply.exit ) &
+apply=$!
+wait_for "the node draining" 60 draining
+expect_eq "the job runs on while the node drains" RUNNING "$(job_state "$first")"
+expect_eq "the module while the job runs" 570.124.06 "$(loaded_version)"
+scontrol show node provision-vm --oneliner | grep -q "Reason=provision: driver 570.124.06 -> 580" \
+  || fail "the drain reason does not name provision and the swap: $(scontrol show node provision-vm --oneliner)"
+second=$(sbatch --parsable --output=/root/second.out --wrap 'cat /sys/module/nvidia/version')
+sleep 2
+expect_eq "a job submitted during the drain waits" PENDING "$(job_state "$second")"
+wait $apply || true
+expect_eq "apply exit" 0 "$(cat $OUT/apply.exit)"
+expect_eq "the first job completed" COMPLETED "$(job_state "$first")"
+expect_eq "module after the upgrade" 580.105.08 "$(loaded_version)"
+expect_eq "apply: the job waited for" "[\"$first\"]" "$(json $OUT/apply.json '[j["id"] for j in d["drain"]["jobs"]]')"
+expect_eq "apply: the phases" '["download", "drain", "stop", "unload", "packages", "load", "start", "verify", "resume"]' \
+  "$(json $OUT/apply.json '[p["phase"] for p in d["phases"]]')"
+complete() { [ "$(job_state "$second")" = COMPLETED ]; }
+wait_for "the job submitted during the drain ran after the resume" 60 complete
+expect_eq "that job saw the new driver" 580.105.08 "$(cat /root/second.out)"
+node_state | grep -qv DRAIN || fail "the node is still drained: $(node_state)"
+
+# drain_timeout: a long job, a five-second bound: refused, the node back
+# as it was, nothing changed.
+long=$(sbatch --parsable --wrap 'exec 3<>/dev/nvidia0; sleep 600')
+wait_for "job $long running" 60 running "$long"
+before=$(tree_hash)
+state_before=$(node_state)
+back=$(plan_with back 570 '[upgrade]' 'drain = "slurm"' 'drain_timeout = 5')
+run_json timeout apply "$back"
+expect_eq "drain_timeout exit" 1 "$(cat $OUT/timeout.exit)"
+grep -q "drain_timeout: after 5 s jobs still run on provision-vm: $long" $OUT/timeout.json \
+  || fail "the refusal does not name the job: $(json $OUT/timeout.json 'd["msg"]')"
+expect_eq "the node's state after the timeout" "$state_before" "$(node_state)"
+expect_eq "the long job runs on" RUNNING "$(job_state "$long")"
+expect_eq "module after the timeout" 580.105.08 "$(loaded_version)"
+expect_eq "tree after the timeout" "$before" "$(tree_hash)"
+scancel "$long"
+echo "slurm: all checks passed"
