@@ -315,7 +315,7 @@ fn apply(plan: &Path, common: &Common, bundle: &BundleArgs, lock_timeout: u64) -
         &log_to,
         std::time::Duration::from_secs(lock_timeout),
     );
-    refresh_metrics(&host, progress.as_ref());
+    refresh_metrics(&host, plan.metrics.as_deref(), progress.as_ref());
     print_report(&report, "apply", common);
     report.exit
 }
@@ -383,7 +383,8 @@ fn rollback(common: &Common, lock_timeout: u64) -> Exit {
         &log_to,
         std::time::Duration::from_secs(lock_timeout),
     );
-    refresh_metrics(&host, progress.as_ref());
+    let configured = provision::metrics::configured_by_latest(&host);
+    refresh_metrics(&host, configured.as_deref(), progress.as_ref());
     print_report(&report, "rollback", common);
     report.exit
 }
@@ -472,8 +473,8 @@ fn metrics(common: &Common, textfile: Option<&Path>) -> Exit {
 }
 
 /// After apply and rollback: node_exporter's textfile, where it is read.
-fn refresh_metrics(host: &Host, progress: &dyn Progress) {
-    if let Some(Err(error)) = provision::metrics::refresh(host) {
+fn refresh_metrics(host: &Host, configured: Option<&Path>, progress: &dyn Progress) {
+    if let Some(Err(error)) = provision::metrics::refresh(host, configured) {
         progress.warn(&format!("cannot refresh the node's metrics: {error}"));
     }
 }

@@ -185,16 +185,40 @@ pub fn drift(host: &Host) -> Option<usize> {
     )
 }
 
-/// Writes the textfile where node_exporter reads it, when that directory
-/// exists in the root: after apply and rollback, so the fleet sees the
-/// change without waiting for a cron job.
-pub fn refresh(host: &Host) -> Option<std::io::Result<()>> {
-    if !host.root.is_dir(TEXTFILE_DIR) {
+/// Writes the textfile where node_exporter reads it: into
+/// `/var/lib/node_exporter/textfile_collector` when it exists in the root,
+/// and into the plan's `[metrics] textfile` (which must exist). After
+/// apply (the resume unit's too) and rollback, so the fleet sees the
+/// change without waiting for a cron job. None when there is nowhere to
+/// write.
+pub fn refresh(host: &Host, configured: Option<&Path>) -> Option<std::io::Result<()>> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    if host.root.is_dir(TEXTFILE_DIR) {
+        dirs.push(Path::new(TEXTFILE_DIR));
+    }
+    dirs.extend(configured.filter(|dir| *dir != Path::new(TEXTFILE_DIR)));
+    if dirs.is_empty() {
         return None;
     }
     let facts = Facts::gather(host, crate::facts::Options::default());
     let text = exposition(&collect(host, &facts, drift(host)));
-    Some(write_textfile(host, Path::new(TEXTFILE_DIR), &text))
+    Some(dirs.into_iter().try_for_each(|dir| {
+        if !host.root.is_dir(dir) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("[metrics] textfile {}: no such directory", dir.display()),
+            ));
+        }
+        write_textfile(host, dir, &text)
+    }))
+}
+
+/// The `[metrics] textfile` of the newest generation's plan, where that
+/// plan can still be read (rollback has no plan of its own).
+pub fn configured_by_latest(host: &Host) -> Option<std::path::PathBuf> {
+    let generations = journal::all(&host.root).ok()?;
+    let path = Path::new(generations.last()?.plan.as_deref()?);
+    crate::plan::Plan::load(path).ok()?.metrics
 }
 
 /// Label values escaped as the exposition format wants them.

@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::dl::Library;
+
 /// What one GPU did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GpuRun {
@@ -131,47 +133,10 @@ pub fn pattern(index: usize) -> u32 {
     (index as u32).wrapping_mul(2_654_435_761).rotate_left(7) ^ 0x5bd1_e995
 }
 
-struct Library(*mut c_void);
-
-impl Library {
-    fn open(name: &str) -> Result<Library, String> {
-        let cname = CString::new(name).expect("no NUL");
-        // SAFETY: dlopen with a valid C string; the handle is checked.
-        let handle = unsafe { libc::dlopen(cname.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        if handle.is_null() {
-            return Err(format!("cannot load {name}: {}", dl_error()));
-        }
-        Ok(Library(handle))
-    }
-
-    fn symbol<T: Copy>(&self, name: &str) -> Result<T, String> {
-        let cname = CString::new(name).expect("no NUL");
-        // SAFETY: dlsym on an open handle; the pointer is checked, and T
-        // is the function type the CUDA Driver API documents for `name`.
-        let pointer = unsafe { libc::dlsym(self.0, cname.as_ptr()) };
-        if pointer.is_null() {
-            return Err(format!(
-                "{name} is not in libcuda.so.1 (not NVIDIA's driver?)"
-            ));
-        }
-        Ok(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&pointer) })
-    }
-}
-
-fn dl_error() -> String {
-    // SAFETY: dlerror returns a static string or null.
-    let text = unsafe { libc::dlerror() };
-    if text.is_null() {
-        "unknown error".into()
-    } else {
-        unsafe { CStr::from_ptr(text) }
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
 impl Api {
     fn load(library: &Library) -> Result<Api, String> {
+        // SAFETY (each symbol): the function types the CUDA Driver API
+        // reference documents for these names.
         Ok(Api {
             init: library.symbol("cuInit")?,
             device_get_count: library.symbol("cuDeviceGetCount")?,
@@ -317,44 +282,53 @@ impl<'a> Device<'a> {
         })
     }
 
-    /// Allocate, copy in, run the kernel, copy out, check every word.
+    /// Allocate, copy in, run the kernel, copy out, check every word. The
+    /// pattern is written by helper threads while this one allocates on
+    /// the GPU and the driver JIT-compiles the kernel.
     fn exercise(&self, bytes: usize, run: &mut GpuRun) -> Result<(), String> {
         let api = self.api;
         let words = bytes / 4;
         let mut host: *mut c_void = std::ptr::null_mut();
-        let mut device: u64 = 0;
         // SAFETY: pinned host memory of `bytes`, freed below; the slice
         // covers exactly that allocation.
         unsafe {
             api.ok("cuMemAllocHost", (api.mem_alloc_host)(&mut host, bytes))?;
         }
         let data = unsafe { std::slice::from_raw_parts_mut(host as *mut u32, words) };
-        for (index, word) in data.iter_mut().enumerate() {
-            *word = pattern(index);
-        }
-        let result = (|| {
-            unsafe { api.ok("cuMemAlloc", (api.mem_alloc)(&mut device, bytes))? };
+        let mut device: u64 = 0;
+        let mut module: *mut c_void = std::ptr::null_mut();
+        let prepared = std::thread::scope(|scope| {
+            scope.spawn(|| fill(data));
+            // SAFETY: an out-pointer to a local.
+            unsafe { api.ok("cuMemAlloc", (api.mem_alloc)(&mut device, bytes)) }
+                .and_then(|()| self.load(&mut module))
+        });
+        let result = prepared.and_then(|function| {
             let copy_in = Instant::now();
+            // SAFETY: both buffers hold `bytes`.
             unsafe { api.ok("cuMemcpyHtoD", (api.memcpy_htod)(device, host, bytes))? };
             run.h2d_gbps = Some(gbps(bytes, copy_in));
-            self.launch(device, words as u32)?;
-            data.fill(0);
+            self.launch(function, device, words as u32)?;
+            // Not cleared first: a copy that did not happen leaves the
+            // pattern, which never equals the kernel's result (3x + 7 = x
+            // has no solution modulo 2^32).
             let copy_out = Instant::now();
             unsafe { api.ok("cuMemcpyDtoH", (api.memcpy_dtoh)(host, device, bytes))? };
             run.d2h_gbps = Some(gbps(bytes, copy_out));
-            match data
-                .iter()
-                .enumerate()
-                .find(|(i, w)| **w != expected(pattern(*i)))
-            {
-                Some((index, word)) => Err(format!(
-                    "the kernel's result is wrong at word {index}: {word:#x}, expected {:#x}",
+            match first_wrong(data) {
+                Some(index) => Err(format!(
+                    "the kernel's result is wrong at word {index}: {:#x}, expected {:#x}",
+                    data[index],
                     expected(pattern(index))
                 )),
                 None => Ok(()),
             }
-        })();
+        });
+        // SAFETY: what was allocated and loaded above, released once.
         unsafe {
+            if !module.is_null() {
+                (api.module_unload)(module);
+            }
             if device != 0 {
                 (api.mem_free)(device);
             }
@@ -363,53 +337,57 @@ impl<'a> Device<'a> {
         result
     }
 
-    /// JIT-compiles the PTX and runs it over `words` words.
-    fn launch(&self, device: u64, words: u32) -> Result<(), String> {
+    /// JIT-compiles the PTX into `module`; the kernel's function.
+    fn load(&self, module: &mut *mut c_void) -> Result<*mut c_void, String> {
         let api = self.api;
         let ptx = CString::new(PTX).expect("no NUL");
         let name = CString::new("provision_check").expect("no NUL");
-        let mut module: *mut c_void = std::ptr::null_mut();
         let mut function: *mut c_void = std::ptr::null_mut();
-        // SAFETY: the PTX is a NUL-terminated image; the parameters are
-        // pointers to locals that outlive the synchronous launch.
+        // SAFETY: the PTX is a NUL-terminated image; out-pointers are valid.
         unsafe {
             api.ok(
                 "cuModuleLoadData (JIT of the PTX kernel)",
-                (api.module_load_data)(&mut module, ptx.as_ptr() as *const c_void),
+                (api.module_load_data)(module, ptx.as_ptr() as *const c_void),
             )?;
-            let result = (|| {
-                api.ok(
-                    "cuModuleGetFunction",
-                    (api.module_get_function)(&mut function, module, name.as_ptr()),
-                )?;
-                let mut pointer = device;
-                let mut count = words;
-                let mut params = [
-                    &mut pointer as *mut u64 as *mut c_void,
-                    &mut count as *mut u32 as *mut c_void,
-                ];
-                let threads = 256u32;
-                let blocks = words.div_ceil(threads);
-                api.ok(
-                    "cuLaunchKernel",
-                    (api.launch_kernel)(
-                        function,
-                        blocks,
-                        1,
-                        1,
-                        threads,
-                        1,
-                        1,
-                        0,
-                        std::ptr::null_mut(),
-                        params.as_mut_ptr(),
-                        std::ptr::null_mut(),
-                    ),
-                )?;
-                api.ok("cuCtxSynchronize", (api.ctx_synchronize)())
-            })();
-            (api.module_unload)(module);
-            result
+            api.ok(
+                "cuModuleGetFunction",
+                (api.module_get_function)(&mut function, *module, name.as_ptr()),
+            )?;
+        }
+        Ok(function)
+    }
+
+    /// Runs the kernel over `words` words and waits for it.
+    fn launch(&self, function: *mut c_void, device: u64, words: u32) -> Result<(), String> {
+        let api = self.api;
+        let mut pointer = device;
+        let mut count = words;
+        let mut params = [
+            &mut pointer as *mut u64 as *mut c_void,
+            &mut count as *mut u32 as *mut c_void,
+        ];
+        let threads = 256u32;
+        let blocks = words.div_ceil(threads);
+        // SAFETY: the parameters point to locals that outlive the
+        // synchronous launch.
+        unsafe {
+            api.ok(
+                "cuLaunchKernel",
+                (api.launch_kernel)(
+                    function,
+                    blocks,
+                    1,
+                    1,
+                    threads,
+                    1,
+                    1,
+                    0,
+                    std::ptr::null_mut(),
+                    params.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                ),
+            )?;
+            api.ok("cuCtxSynchronize", (api.ctx_synchronize)())
         }
     }
 
@@ -419,6 +397,49 @@ impl<'a> Device<'a> {
             (self.api.primary_ctx_release)(self.handle);
         }
     }
+}
+
+/// Threads for writing and checking the pattern (256 MiB each way).
+fn helpers(words: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.clamp(1, 8).min(words.max(1))
+}
+
+/// The pattern into `data`, in parallel.
+pub fn fill(data: &mut [u32]) {
+    let chunk = data.len().div_ceil(helpers(data.len())).max(1);
+    std::thread::scope(|scope| {
+        for (n, part) in data.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                for (i, word) in part.iter_mut().enumerate() {
+                    *word = pattern(n * chunk + i);
+                }
+            });
+        }
+    });
+}
+
+/// The first word that is not the kernel's result of the pattern.
+pub fn first_wrong(data: &[u32]) -> Option<usize> {
+    let chunk = data.len().div_ceil(helpers(data.len())).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = data
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, part)| {
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .find(|(i, w)| **w != expected(pattern(n * chunk + i)))
+                        .map(|(i, _)| n * chunk + i)
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .filter_map(|p| p.join().ok().flatten())
+            .min()
+    })
 }
 
 fn gbps(bytes: usize, since: Instant) -> f64 {
@@ -446,10 +467,26 @@ mod tests {
         // libc has no cuInit: what a stand-in or a stub libcuda looks like.
         let library = Library::open("libc.so.6").unwrap();
         let error = Api::load(&library).err().unwrap();
-        assert!(error.contains("cuInit is not in libcuda.so.1"), "{error}");
+        assert!(error.contains("cuInit is not in libc.so.6"), "{error}");
         let missing = Library::open("libcuda-that-does-not-exist.so.1")
             .err()
             .unwrap();
         assert!(missing.contains("cannot load"), "{missing}");
+    }
+
+    #[test]
+    fn the_parallel_check_finds_the_first_wrong_word_and_a_copy_that_did_not_happen() {
+        let mut data = vec![0u32; 1_000_003];
+        fill(&mut data);
+        assert!(data.iter().enumerate().all(|(i, w)| *w == pattern(i)));
+        // The pattern itself, as a copy back that never happened leaves it.
+        assert_eq!(first_wrong(&data), Some(0));
+        for (i, word) in data.iter_mut().enumerate() {
+            *word = expected(pattern(i));
+        }
+        assert_eq!(first_wrong(&data), None);
+        data[777_777] ^= 1;
+        data[999_999] = 0;
+        assert_eq!(first_wrong(&data), Some(777_777));
     }
 }

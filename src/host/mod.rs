@@ -5,6 +5,8 @@
 
 mod chroot;
 pub mod cuda;
+pub mod dl;
+pub mod nvml;
 pub mod root;
 pub mod runner;
 

@@ -58,6 +58,8 @@ pub struct Plan {
     pub dcgm: bool,
     /// `[verify]`.
     pub verify: schema::VerifySpec,
+    /// `[metrics] textfile`: a textfile collector directory to write.
+    pub metrics: Option<PathBuf>,
     /// The offline bundle the host is served from, once checked.
     #[serde(skip)]
     pub bundle: Option<crate::bundle::Opened>,
@@ -226,6 +228,7 @@ impl Plan {
             container: spec.container.runtime,
             dcgm: spec.dcgm.enable,
             verify: spec.verify,
+            metrics: spec.metrics.textfile.map(|p| p.0),
             bundle: None,
             tables,
         })

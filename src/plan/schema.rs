@@ -32,6 +32,38 @@ pub struct PlanSpec {
     pub dcgm: DcgmSpec,
     #[serde(default)]
     pub verify: VerifySpec,
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+}
+
+/// `[metrics]`: where apply, rollback and the resume unit write the node's
+/// metrics for node_exporter's textfile collector, beside
+/// `/var/lib/node_exporter/textfile_collector` (always written when it
+/// exists).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// The collector's `--collector.textfile.directory`, absolute.
+    #[serde(default)]
+    pub textfile: Option<AbsolutePath>,
+}
+
+/// A path that must be absolute, checked where it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct AbsolutePath(pub std::path::PathBuf);
+
+impl<'de> Deserialize<'de> for AbsolutePath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let path = std::path::PathBuf::from(&text);
+        if !path.is_absolute() {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is not an absolute path (a directory such as /var/lib/node_exporter/textfile_collector)"
+            )));
+        }
+        Ok(AbsolutePath(path))
+    }
 }
 
 /// `[verify]`: what verify proves after the driver changed (and what

@@ -9,6 +9,7 @@ use crate::facts::Facts;
 use crate::facts::pci::Kind;
 use crate::host::Host;
 use crate::host::cuda::{self, ComputeRun};
+use crate::host::nvml::{self, FabricState, GpuFabric};
 
 use super::verify::{VerifyCheck, check};
 
@@ -39,11 +40,27 @@ pub fn checks(host: &Host, facts: &Facts, enabled: bool) -> Vec<VerifyCheck> {
             format!("no NVIDIA GPU on the PCI bus: the compute check needs one; {SKIP}"),
         )];
     }
-    let mut out = vec![compute(cuda::run(BYTES), gpus)];
-    out.push(uvm(host));
-    if facts.gpus.iter().any(|g| g.kind == Kind::Nvswitch) {
-        out.push(fabric_manager(facts));
-    }
+    // CUDA and NVML side by side: the fabric query costs little.
+    let (run, fabric) = std::thread::scope(|scope| {
+        let fabric = scope.spawn(nvml::fabric);
+        (
+            cuda::run(BYTES),
+            fabric
+                .join()
+                .unwrap_or_else(|_| Err("NVML panicked".into())),
+        )
+    });
+    let mut out = vec![compute(run, gpus), uvm(host)];
+    let machine = Machine {
+        nvswitch: facts.gpus.iter().any(|g| g.kind == Kind::Nvswitch),
+        // In a container, Fabric Manager runs on the machine, not here.
+        fabric_manager: facts
+            .os
+            .container
+            .is_none()
+            .then(|| facts.services.is_active("nvidia-fabricmanager.service")),
+    };
+    out.extend(fabric_check(&machine, fabric));
     out
 }
 
@@ -106,19 +123,61 @@ fn uvm(host: &Host) -> VerifyCheck {
     )
 }
 
-/// Fabric Manager on an NVSwitch host: without it CUDA fails with error
-/// 802 (system not yet initialized) while nvidia-smi looks healthy.
-fn fabric_manager(facts: &Facts) -> VerifyCheck {
-    let active = facts.services.is_active("nvidia-fabricmanager.service");
-    check(
-        "fabric-manager",
-        Some(active),
-        if active {
-            "nvidia-fabricmanager.service is active (NVSwitches present)".to_string()
+/// What the fabric check needs of the facts.
+struct Machine {
+    nvswitch: bool,
+    /// Whether nvidia-fabricmanager.service is active; None where the
+    /// unit is not this host's to see (a container).
+    fabric_manager: Option<bool>,
+}
+
+/// The NVLink fabric on NVSwitch hosts: every GPU's fabric state from NVML
+/// completed, and Fabric Manager active where its unit is this host's
+/// (in a container it runs on the machine). Without it CUDA fails with
+/// error 802 (system not yet initialized) while nvidia-smi looks healthy.
+/// Not run where no GPU is part of a fabric.
+fn fabric_check(machine: &Machine, fabric: Result<Vec<GpuFabric>, String>) -> Option<VerifyCheck> {
+    let nvswitch = machine.nvswitch;
+    let gpus = match fabric {
+        Ok(gpus) => gpus,
+        Err(error) if nvswitch => {
+            return Some(check(
+                "fabric",
+                Some(false),
+                format!(
+                    "NVSwitches are present and the GPUs' fabric state cannot be read: {error}"
+                ),
+            ));
+        }
+        Err(_) => return None,
+    };
+    let joined = |g: &GpuFabric| g.state == FabricState::Completed;
+    if !nvswitch && gpus.iter().all(|g| g.state == FabricState::NotSupported) {
+        return None;
+    }
+    let mut evidence: Vec<String> = gpus
+        .iter()
+        .map(|g| {
+            let state = serde_json::to_value(g.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            match &g.error {
+                Some(error) => format!("GPU {} {}: fabric {state}: {error}", g.index, g.pci_bus_id),
+                None => format!("GPU {} {}: fabric {state}", g.index, g.pci_bus_id),
+            }
+        })
+        .collect();
+    let mut passed = !gpus.is_empty() && gpus.iter().all(joined);
+    if let Some(active) = machine.fabric_manager {
+        passed &= active;
+        evidence.push(if active {
+            "nvidia-fabricmanager.service is active".to_string()
         } else {
-            "NVSwitches are present and nvidia-fabricmanager.service is not active: CUDA fails with error 802".to_string()
-        },
-    )
+            "nvidia-fabricmanager.service is not active: CUDA fails with error 802 until it trains the fabric".to_string()
+        });
+    }
+    Some(check("fabric", Some(passed), evidence.join("; ")))
 }
 
 #[cfg(test)]
@@ -167,5 +226,61 @@ mod tests {
         );
         assert_eq!(none.passed, Some(false));
         assert!(none.evidence.contains("error 100"));
+    }
+
+    fn fabric(state: FabricState) -> GpuFabric {
+        GpuFabric {
+            index: 0,
+            pci_bus_id: "0000:18:00.0".into(),
+            state,
+            error: (state == FabricState::Failed).then(|| "NVML error 999 (Unknown Error)".into()),
+        }
+    }
+
+    #[test]
+    fn the_fabric_must_be_trained_and_fabric_manager_active_on_nvswitch_hosts() {
+        let hgx = Machine {
+            nvswitch: true,
+            fabric_manager: Some(true),
+        };
+        let ok = fabric_check(&hgx, Ok(vec![fabric(FabricState::Completed)])).unwrap();
+        assert_eq!(ok.passed, Some(true), "{}", ok.evidence);
+        assert!(ok.evidence.contains("GPU 0 0000:18:00.0: fabric completed"));
+        let training = fabric_check(&hgx, Ok(vec![fabric(FabricState::InProgress)])).unwrap();
+        assert_eq!(training.passed, Some(false));
+        let failed = fabric_check(&hgx, Ok(vec![fabric(FabricState::Failed)])).unwrap();
+        assert!(
+            failed.evidence.contains("NVML error 999"),
+            "{}",
+            failed.evidence
+        );
+        let fm_down = Machine {
+            nvswitch: true,
+            fabric_manager: Some(false),
+        };
+        let down = fabric_check(&fm_down, Ok(vec![fabric(FabricState::Completed)])).unwrap();
+        assert_eq!(down.passed, Some(false));
+        assert!(down.evidence.contains("error 802"));
+        let unreadable = fabric_check(&hgx, Err("cannot load libnvidia-ml.so.1".into())).unwrap();
+        assert_eq!(unreadable.passed, Some(false));
+    }
+
+    #[test]
+    fn no_fabric_check_where_no_gpu_is_in_a_fabric() {
+        let pcie = Machine {
+            nvswitch: false,
+            fabric_manager: Some(false),
+        };
+        assert!(fabric_check(&pcie, Ok(vec![fabric(FabricState::NotSupported)])).is_none());
+        assert!(fabric_check(&pcie, Err("no NVML".into())).is_none());
+        // A container on an HGX machine: NVML sees the fabric, the
+        // machine's Fabric Manager is not this root's to check.
+        let container = Machine {
+            nvswitch: false,
+            fabric_manager: None,
+        };
+        let seen = fabric_check(&container, Ok(vec![fabric(FabricState::Completed)])).unwrap();
+        assert_eq!(seen.passed, Some(true));
+        assert!(!seen.evidence.contains("nvidia-fabricmanager"));
     }
 }

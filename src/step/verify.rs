@@ -55,7 +55,8 @@ pub struct Verify {
 /// Runs every check on `facts` (gathered after the change).
 pub fn verify(host: &Host, facts: &Facts, verify: &Verify) -> Verification {
     let live = host.root.is_host() && facts.os.booted();
-    let mut checks = vec![userspace(facts, &verify.target)];
+    let wanted = format!("the plan wants {}", verify.target);
+    let mut checks = vec![userspace(facts, &verify.target, &wanted)];
     if live {
         checks.push(module(host, facts));
         checks.push(pci(facts));
@@ -97,8 +98,12 @@ pub fn standalone(host: &Host, facts: &Facts, compute: bool) -> Verification {
             )],
         };
     };
+    let wanted = match facts.kernel_driver.version {
+        Some(_) => format!("the loaded module is {release}"),
+        None => format!("no module loaded; libcuda is {release}"),
+    };
     let target = DriverTarget::Version(crate::plan::DriverVersion(release));
-    let mut checks = vec![userspace(facts, &target)];
+    let mut checks = vec![userspace(facts, &target, &wanted)];
     let (smi, computed) = std::thread::scope(|scope| {
         let computed = scope.spawn(|| super::compute::checks(host, facts, compute));
         let smi = (host.root.is_host() && facts.kernel_driver.version.is_some())
@@ -119,7 +124,7 @@ pub fn standalone(host: &Host, facts: &Facts, compute: bool) -> Verification {
     }
 }
 
-fn userspace(facts: &Facts, target: &DriverTarget) -> VerifyCheck {
+fn userspace(facts: &Facts, target: &DriverTarget, wanted: &str) -> VerifyCheck {
     let libcuda = facts.user_driver.version.as_deref();
     let nvml = facts
         .user_driver
@@ -141,11 +146,7 @@ fn userspace(facts: &Facts, target: &DriverTarget) -> VerifyCheck {
         (Some(cuda), None) => target.accepts(cuda),
         _ => false,
     };
-    check(
-        "userspace",
-        Some(passed),
-        format!("{evidence}; the plan wants {target}"),
-    )
+    check("userspace", Some(passed), format!("{evidence}; {wanted}"))
 }
 
 fn module(host: &Host, facts: &Facts) -> VerifyCheck {
@@ -300,9 +301,14 @@ fn module_file(host: &Host, facts: &Facts) -> VerifyCheck {
             .filter(|o| o.success())
             .map(|o| o.stdout.trim().to_string());
         passed &= version.is_some() && version.as_deref() == userspace;
+        let missing = if host.root.exists(path) {
+            "has no version modinfo can read"
+        } else {
+            "is missing"
+        };
         evidence.push(format!(
             "{kernel}: {path} {}",
-            version.as_deref().unwrap_or("unreadable")
+            version.as_deref().unwrap_or(missing)
         ));
     }
     check("module", Some(passed), evidence.join("; "))

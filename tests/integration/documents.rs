@@ -189,6 +189,19 @@ fn every_read_only_document_is_described_and_snapshotted() {
         &masks_empty,
     );
     human("human_recommend", &["recommend", "--gpu", "h100"], &masks);
+    let healthy = check("verify", "verify", &["verify", "--root", h200], &masks);
+    assert_eq!(healthy["passed"], true);
+    let mismatch = fixture("ubuntu-22.04-l40s-mismatch");
+    let mismatch = mismatch.to_str().unwrap();
+    let failing = check(
+        "verify_mismatch",
+        "verify",
+        &["verify", "--root", mismatch],
+        &masks,
+    );
+    assert_eq!(failing["passed"], false);
+    human("human_verify", &["verify", "--root", mismatch], &masks);
+    human("human_metrics", &["metrics", "--root", mismatch], &masks);
 }
 
 #[test]
@@ -251,10 +264,15 @@ fn apply_history_and_rollback_documents_are_described_and_snapshotted() {
             cuda_repo_section(&server.url("nvidia-debian12/"))
         ),
     );
-    let masks = vec![
+    let mut masks = vec![
         root_mask(rootfs.path(), "[root]"),
         root_mask(dir.path(), "[plans]"),
     ];
+    // scripts/build-test-repos makes a new signing key each time it runs.
+    for name in ["nvidia-debian12.fpr", "nvidia-rhel9.fpr"] {
+        let fingerprint = fs_err::read_to_string(test_repos.join(name)).unwrap();
+        masks.push((fingerprint.trim().to_string(), "[fingerprint]"));
+    }
     let plan = plan.to_str().unwrap();
     check(
         "plan_toolkit",

@@ -60,6 +60,11 @@ const CASES: &[(&str, &[u8], &str)] = &[
         ":2:11: invalid driver version \"580.95\": releases of R418 and later have three parts",
     ),
     (
+        "metrics-relative.toml",
+        b"[driver]\nbranch = \"580\"\n[metrics]\ntextfile = \"textfiles\"\n",
+        ":4:12: \"textfiles\" is not an absolute path",
+    ),
+    (
         "garbage.toml",
         b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\x00\x00",
         ":1:11: not a TOML plan: invalid UTF-8",

@@ -16,6 +16,7 @@ mod facts;
 mod fetch;
 mod hostile;
 mod invalid_plans;
+mod metrics;
 mod packages;
 mod plans;
 mod readonly;

@@ -13,6 +13,9 @@ expect_eq "datacenter-gpu-manager-4-cuda12 hold" held "$(held datacenter-gpu-man
 expect_eq "nvidia-dcgm enabled" enabled "$(systemctl is-enabled nvidia-dcgm 2>/dev/null || true)"
 expect_eq "nvidia-dcgm" active "$(active nvidia-dcgm)"
 engine=$(systemctl show -p MainPID --value nvidia-dcgm)
+# The engine opens the GPU once it has started (a moment after systemd
+# calls it active).
+for _ in $(seq 1 20); do ls -l /proc/$engine/fd 2>/dev/null | grep -q /dev/nvidiactl && break; sleep 0.5; done
 ls -l /proc/$engine/fd | grep -q /dev/nvidiactl || fail "nv-hostengine ($engine) does not hold the GPU"
 run_json again apply "$dcgm570"
 expect_eq "re-apply with dcgm changed" false "$(json $OUT/again.json 'd["changed"]')"

@@ -52,6 +52,16 @@ expect_eq "nvidia-driver-cuda hold" held "$(held nvidia-driver-cuda)"
 expect_eq "nvidia-kernel-open-dkms hold" held "$(held nvidia-kernel-open-dkms)"
 expect_eq "verify after the upgrade" true "$(json $OUT/term.json 'd["verify"]["passed"]')"
 nvidia-smi -L | grep -q "GPU 0" || fail "nvidia-smi -L after the upgrade: $(nvidia-smi -L)"
+# The stand-in has no CUDA device: the compute check did not run, is not
+# counted as passed, and says which setting skips it.
+expect_eq "compute after the upgrade: not run" null \
+  "$(json $OUT/term.json '[c["passed"] for c in d["verify"]["checks"] if c["name"]=="compute"][0]')"
+json $OUT/term.json '[c["evidence"] for c in d["verify"]["checks"] if c["name"]=="compute"][0]' \
+  | grep -q 'no NVIDIA GPU on the PCI bus.*\[verify\] compute = false' || fail "the compute check does not say why it did not run"
+run_json verify verify
+expect_eq "provision verify on the upgraded guest" 0 "$(cat $OUT/verify.exit)"
+expect_eq "provision verify's checks" '["userspace", "module", "pci", "nvidia-smi", "compute"]' \
+  "$(json $OUT/verify.json '[c["name"] for c in d["checks"]]')"
 open=$(json $OUT/term.json '[p["at"] for p in d["window"]["phases"] if p["phase"]=="stop"][0]')
 close=$(json $OUT/term.json '[p["at"]+p["seconds"] for p in d["window"]["phases"]][-1]')
 expect_eq "requests inside the window (count bytes)" "0 0" "$(downloads_between "$open" "$close")"
