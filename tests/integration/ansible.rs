@@ -401,4 +401,26 @@ fn a_rolling_upgrade_stops_at_the_host_that_fails_and_the_rest_keep_their_driver
         );
         assert_eq!(before[index + 2].1, fleet.packages(host));
     }
+
+    // The fleet report: host1, the only node on 580, is the outlier.
+    let report = fleet.playbook(&playbook("report.yml"), serde_json::json!({}), &[]);
+    assert_eq!(report.code, 0, "{report:?}");
+    let row = |host: &str| {
+        report
+            .output
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("\"{host} ")))
+            .unwrap_or_else(|| panic!("no row for {host}: {report:?}"))
+            .to_string()
+    };
+    let host1 = row("host1");
+    assert!(
+        host1.contains("580.") && host1.contains("applied") && host1.contains("<- outlier"),
+        "{host1}"
+    );
+    for host in ["host2", "host3", "host4"] {
+        let line = row(host);
+        assert!(line.contains("570.") && !line.contains("outlier"), "{line}");
+    }
+    assert!(report.output.contains("fleet driver: 570."), "{report:?}");
 }

@@ -14,7 +14,7 @@ description:
   - Runs C(provision detect --json) on the target and returns it as C(ansible_facts.provision) - the GPUs,
     the three versions (kernel module, user-mode driver and its CUDA version, toolkits), the processes
     holding the GPU, nouveau, the systemd services and the GPU packages.
-  - Reads files only; never starts nvidia-smi and changes nothing.
+  - Reads files only; never starts nvidia-smi and changes nothing (O(health) runs verify, which does).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.facts
@@ -37,6 +37,19 @@ options:
       - The provision binary on the target.
     type: path
     default: /usr/bin/provision
+  health:
+    description:
+      - Also run C(provision verify), C(provision doctor) and C(provision history) (read-only) and add
+        C(verify), C(findings) and C(generation) to the facts, for a fleet report
+        (C(provision.gpu.fleet_report)).
+      - C(verify) runs nvidia-smi where a driver is loaded; the compute check only with O(compute).
+    type: bool
+    default: false
+  compute:
+    description:
+      - With O(health), verify's compute check too (CUDA work on every GPU, about half a second).
+    type: bool
+    default: false
 notes:
   - The schema of the facts is provision's docs/facts.md.
 seealso:
@@ -62,7 +75,11 @@ ansible_facts:
   type: complex
   contains:
     provision:
-      description: C(provision detect --json) - os, gpus, nouveau, kernel_driver, user_driver, toolkits, environment, holders, services, packages.
+      description:
+        - C(provision detect --json) - os, gpus, nouveau, kernel_driver, user_driver, toolkits, environment, holders,
+          services, packages.
+        - With O(health) also C(verify) (C(provision verify --json)), C(findings) (doctor's findings) and
+          C(generation) (the newest generation's C(id) and C(state), null before the first apply).
       returned: always
       type: dict
 """
@@ -76,13 +93,39 @@ def main():
         argument_spec=dict(
             root=dict(type="path"),
             binary=dict(type="path", default="/usr/bin/provision"),
+            health=dict(type="bool", default=False),
+            compute=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     rc, document = runner.run(module, ["detect"])
     if rc != 0:
         module.fail_json(msg=document.get("msg") or "provision detect failed (exit %s)" % rc, rc=rc)
+    if module.params["health"]:
+        document.update(health(module))
     module.exit_json(changed=False, ansible_facts={"provision": document})
+
+
+def health(module):
+    """verify, doctor's findings and the newest generation; each exits 1 for
+    a host that is not healthy, which is a fact, not a failure."""
+    read = {}
+    for name, args in (
+        ("verify", ["verify"] + ([] if module.params["compute"] else ["--no-compute"])),
+        ("doctor", ["doctor"]),
+        ("history", ["history"]),
+    ):
+        rc, document = runner.run(module, args)
+        if rc not in (0, runner.EXIT_FAILURE) or document.get("failed"):
+            module.fail_json(msg=document.get("msg") or "provision %s failed (exit %s)" % (name, rc), rc=rc)
+        read[name] = document
+    generations = read["history"].get("generations") or []
+    newest = generations[-1] if generations else None
+    return {
+        "verify": read["verify"],
+        "findings": read["doctor"].get("findings", []),
+        "generation": {"id": newest["id"], "state": newest["state"]} if newest else None,
+    }
 
 
 if __name__ == "__main__":
