@@ -22,6 +22,14 @@ use crate::progress::Progress;
 /// Where downloads are cached unless told otherwise.
 pub const DEFAULT_CACHE: &str = "/var/cache/provision/downloads";
 
+/// The download cache: `PROVISION_CACHE`, else the machine's own. Runfile
+/// installs download into it and bundles unpack beside it.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("PROVISION_CACHE")
+        .map(Into::into)
+        .unwrap_or_else(|| DEFAULT_CACHE.into())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{url}: expected sha256 {expected}, got {actual}; the download was deleted")]

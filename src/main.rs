@@ -110,7 +110,7 @@ impl provision::host::Runner for SharedRunner {
 
 fn print_report(report: &Report, verb: &str, common: &Common) {
     if common.json {
-        out(&format!("{}\n", output::json(report)));
+        out(&format!("{}\n", output::report_json(report)));
     } else {
         let text = output::human(report, verb, Style::for_stdout());
         if report.failed {
@@ -340,7 +340,7 @@ fn bundle_verb(
         output,
     };
     let started = std::time::Instant::now();
-    match provision::bundle::build::build(&request, &runner, progress.as_ref()) {
+    match provision::bundle::build(&request, &runner, progress.as_ref()) {
         Ok(built) => {
             if json {
                 let mut value = serde_json::to_value(&built).unwrap_or_default();

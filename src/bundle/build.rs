@@ -204,12 +204,10 @@ pub(super) fn io(error: std::io::Error) -> BundleError {
     BundleError::Build(error.to_string())
 }
 
-/// Makes the bundle `request` asks for.
-pub fn build(
-    request: &Request,
-    runner: &dyn Runner,
-    progress: &dyn Progress,
-) -> Result<Built, BundleError> {
+/// The release `request` names, its Debian architecture, and the plan
+/// checked for what a bundle can carry: what both kinds of bundle need
+/// before they start.
+pub(super) fn prepare(request: &Request) -> Result<(&'static Release, &'static str), BundleError> {
     let release = release_of(&request.sources.release)?;
     let debian_arch = match request.sources.arch.as_str() {
         "x86_64" => "amd64",
@@ -221,9 +219,17 @@ pub fn build(
         }
     };
     precheck(request.plan)?;
-    if release.family == Family::Rhel {
-        return super::rpm::build(request, release, runner, progress);
-    }
+    Ok((release, debian_arch))
+}
+
+/// A Debian or Ubuntu bundle: apt in a throwaway state of its own.
+pub(super) fn build_apt(
+    request: &Request,
+    release: &Release,
+    debian_arch: &'static str,
+    runner: &dyn Runner,
+    progress: &dyn Progress,
+) -> Result<Built, BundleError> {
     if request.sources.mirrors.len() > 1 || !request.sources.mirror_keys.is_empty() {
         return Err(BundleError::Build(format!(
             "{}: one --mirror (the distribution's archive, checked with its keyring) and no --mirror-key",

@@ -16,6 +16,20 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Makes the bundle `request` asks for, with apt or dnf as its release
+/// uses.
+pub fn build(
+    request: &build::Request,
+    runner: &dyn crate::host::Runner,
+    progress: &dyn crate::progress::Progress,
+) -> Result<build::Built, BundleError> {
+    let (release, debian_arch) = build::prepare(request)?;
+    if release.family == crate::facts::os::Family::Rhel {
+        return rpm::build(request, release, runner, progress);
+    }
+    build::build_apt(request, release, debian_arch, runner, progress)
+}
+
 pub const MANIFEST: &str = "manifest.json";
 /// Where a bundle's repository lives inside the tar.
 pub const REPO_DIR: &str = "repo";
@@ -97,7 +111,7 @@ fn hex(digest: impl AsRef<[u8]>) -> String {
 
 /// Where checked bundles are kept: beside the download cache.
 pub fn cache_root() -> PathBuf {
-    crate::step::runfile::cache_dir()
+    crate::fetch::cache_dir()
         .parent()
         .map(|p| p.join("bundles"))
         .unwrap_or_else(|| PathBuf::from("/var/cache/provision/bundles"))

@@ -3,7 +3,7 @@
 //! wheel) that still carries its architecture.
 
 use super::knowledge::{GpuRow, Knowledge};
-use super::rules::{Reason, reason};
+use super::reason::{Reason, reason};
 use crate::version::Dotted;
 
 /// Compute capability as a comparable number (9.0 -> 90, 12.1 -> 121).

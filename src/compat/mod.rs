@@ -7,6 +7,7 @@ pub mod knowledge;
 pub mod line;
 pub mod needs;
 pub mod question;
+pub mod reason;
 pub mod recommend;
 pub mod rules;
 

@@ -3,7 +3,7 @@
 //! the PyTorch wheel, and the GPU as a person types it.
 
 use super::knowledge::{GpuRow, Knowledge, ToolkitRow};
-use super::rules::{QuestionError, Reason, invalid, reason};
+use super::reason::{QuestionError, Reason, invalid, reason};
 use crate::version::Dotted;
 
 /// Parses `--driver`: a release ("535.104.05") or a branch ("580": its

@@ -15,6 +15,8 @@ use serde::Serialize;
 use super::gpu::{Gpu, gpu_problems, wheel_arch_problems};
 use super::knowledge::{ForwardCompat, GpuRow, Knowledge, ToolkitRow};
 pub use super::question::{find_gpu, parse_driver, toolkit_rows, torch_target};
+pub use super::reason::{QuestionError, Reason};
+pub(crate) use super::reason::{invalid, reason};
 use crate::version::Dotted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,27 +56,6 @@ impl std::fmt::Display for Mode {
             Mode::ForwardCompat => "forward-compat",
             Mode::None => "none",
         })
-    }
-}
-
-/// One step of the reasoning, with the knowledge-base row it rests on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reason {
-    pub text: String,
-    /// "toolkit 12.8.1", "gpu 0x2330", "forward_compat cuda-compat-13-0", ...
-    pub row: String,
-    pub sources: Vec<String>,
-}
-
-pub(crate) fn reason(
-    text: impl Into<String>,
-    row: impl Into<String>,
-    sources: &[String],
-) -> Reason {
-    Reason {
-        text: text.into(),
-        row: row.into(),
-        sources: sources.to_vec(),
     }
 }
 
@@ -140,16 +121,6 @@ pub enum Target {
     Cuda(String),
     /// "2.9.1+cu130"
     Torch(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum QuestionError {
-    #[error("{0}")]
-    Invalid(String),
-}
-
-pub(crate) fn invalid(message: impl Into<String>) -> QuestionError {
-    QuestionError::Invalid(message.into())
 }
 
 /// Limitations of running a newer minor on an older driver of the major.

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::facts::packages::VERSIONLOCK_LIST;
 use crate::host::{Cmd, Host};
 
+/// dnf's versionlock plugin's list: the locked package specs.
+pub const VERSIONLOCK_LIST: &str = "/etc/dnf/plugins/versionlock.list";
 /// How to reach the root's package manager.
 #[derive(Debug, Clone)]
 pub struct Dnf {
@@ -422,7 +423,7 @@ pub fn versionlock_conf() -> String {
         crate::step::file::header(
             "the versionlock plugin holds the driver (its list is managed too)"
         ),
-        crate::facts::packages::VERSIONLOCK_LIST
+        VERSIONLOCK_LIST
     )
 }
 

@@ -5,24 +5,21 @@
 //! a [`Report`]; nothing here prints.
 
 mod build;
-mod container;
-mod enrolled;
 mod history;
 mod recommended;
 mod report;
 mod run;
-mod secure_boot;
 mod steps;
 mod undo;
 
+pub use build::DKMS_SIGNING_CONF;
 pub use build::{
     COMPAT_CONF, LOADER_CONF, NOUVEAU_CONF, PROFILE_SCRIPT, PlanRefused, build_steps,
     cuda_repository, resolve_flavor,
 };
-pub use container::{container_repository, extra_packages};
+pub use build::{container_repository, extra_packages};
 pub use history::{History, history};
 pub use report::{AnsibleDiff, Exit, Report, StepReport};
-pub use secure_boot::DKMS_SIGNING_CONF;
 pub use undo::{rollback, undo_generation};
 
 use report::{pending, satisfied};

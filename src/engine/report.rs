@@ -107,7 +107,6 @@ impl Report {
 
     pub(crate) fn finish(mut self, host: &Host) -> Report {
         self.commands = host.runner.records();
-        self.diff.prepared = crate::output::prepared_diff(&self.steps);
         self
     }
 }

@@ -4,6 +4,7 @@
 //! and `unknown` says why. See docs/facts.md for the JSON schema.
 
 pub mod driver;
+pub mod enrolled;
 pub mod environment;
 pub mod holders;
 pub mod loader;

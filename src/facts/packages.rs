@@ -222,7 +222,7 @@ fn rpm_installed(host: &Host) -> Result<Vec<Package>, String> {
     Ok(parse_rpm_query(&output.stdout, &locked))
 }
 
-pub const VERSIONLOCK_LIST: &str = "/etc/dnf/plugins/versionlock.list";
+pub use crate::distro::dnf::VERSIONLOCK_LIST;
 
 /// Where rpm keeps its database: RHEL 8/9, RHEL 10 and Fedora, and the
 /// per-user default of Debian's rpm (dnf --installroot from a Debian host).

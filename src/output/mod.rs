@@ -158,6 +158,16 @@ fn step_block(style: Style, step: &StepReport, verbose: bool) -> String {
 }
 
 /// The diff an Ansible `--diff` run shows (no colours).
+/// A plan, apply or rollback report as its `--json` document, with
+/// `diff.prepared` (the human diff, plain) for Ansible's `--diff`.
+pub fn report_json(report: &Report) -> String {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    if let Some(diff) = value.get_mut("diff").and_then(|d| d.as_object_mut()) {
+        diff.insert("prepared".into(), prepared_diff(&report.steps).into());
+    }
+    json(&value)
+}
+
 pub fn prepared_diff(steps: &[StepReport]) -> String {
     steps
         .iter()

@@ -11,7 +11,7 @@ use crate::host::Host;
 use crate::host::cuda::{self, ComputeRun};
 use crate::host::nvml::{self, FabricState, GpuFabric};
 
-use super::verify::{VerifyCheck, check};
+use super::verification::{VerifyCheck, check};
 
 /// Bytes each GPU allocates, copies in and out, and runs the kernel over.
 pub const BYTES: usize = 256 << 20;

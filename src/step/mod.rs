@@ -14,6 +14,7 @@ pub mod persistence;
 pub mod repository;
 pub mod runfile;
 pub mod signature;
+pub mod verification;
 pub mod verify;
 pub mod window;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Change, Check, Context, Diff, Step, StepError, io_error};
-use crate::fetch::{DEFAULT_CACHE, Fetcher, hash_file};
+use crate::fetch::{Fetcher, cache_dir, hash_file};
 use crate::host::{Cmd, Host, run_checked};
 use crate::journal::{Journal, Undo};
 use crate::progress::Silent;
@@ -46,13 +46,6 @@ pub struct Runfile {
     pub sha256: String,
     pub args: Vec<String>,
     pub component: Component,
-}
-
-/// The download cache: `PROVISION_CACHE`, else the machine's own.
-pub fn cache_dir() -> std::path::PathBuf {
-    std::env::var_os("PROVISION_CACHE")
-        .map(Into::into)
-        .unwrap_or_else(|| DEFAULT_CACHE.into())
 }
 
 /// Installer flags for the driver: DKMS builds the module of the plan's

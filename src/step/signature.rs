@@ -6,7 +6,7 @@
 
 use crate::facts::Facts;
 use crate::host::{Cmd, Host};
-use crate::step::verify::{VerifyCheck, check};
+use crate::step::verification::{VerifyCheck, check};
 
 /// Who a certificate names and the ids a signature by it may carry.
 #[derive(Debug, Clone, PartialEq, Eq)]

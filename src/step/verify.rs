@@ -8,8 +8,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 use crate::facts::Facts;
 use crate::host::{Cmd, Host};
 use crate::journal::Journal;
@@ -17,29 +15,9 @@ use crate::plan::DriverTarget;
 use crate::step::persistence::UNIT as PERSISTENCED;
 use crate::step::{Action, Change, Check, Context, Diff, Step, StepError};
 
+pub use super::verification::{Verification, VerifyCheck, check};
+
 pub const ID: &str = "driver:verify";
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Verification {
-    pub passed: bool,
-    pub checks: Vec<VerifyCheck>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VerifyCheck {
-    pub name: String,
-    /// `None`: not applicable here (say why in the evidence).
-    pub passed: Option<bool>,
-    pub evidence: String,
-}
-
-pub(crate) fn check(name: &str, passed: Option<bool>, evidence: impl Into<String>) -> VerifyCheck {
-    VerifyCheck {
-        name: name.into(),
-        passed,
-        evidence: evidence.into(),
-    }
-}
 
 pub struct Verify {
     pub target: DriverTarget,

@@ -5,7 +5,7 @@
 //! repository and enables its service. Both packages are held with the
 //! driver set.
 
-use super::build::PlanRefused;
+use super::PlanRefused;
 use crate::compat::knowledge::Knowledge;
 use crate::distro::{PackageSpec, VersionSpec};
 use crate::facts::Facts;

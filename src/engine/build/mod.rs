@@ -2,6 +2,11 @@
 //! validation against the GPUs, the flavour, the package set, and one step
 //! per piece of state (nouveau, packages, environment, initramfs).
 
+mod container;
+pub use container::{container_repository, extra_packages};
+mod secure_boot;
+pub use secure_boot::DKMS_SIGNING_CONF;
+
 use crate::distro;
 use crate::facts::Facts;
 use crate::plan::{Driver, Flavor, Loader, Plan, Source};
@@ -91,7 +96,7 @@ pub fn build_steps(
 
     // 2. the module signing key (Secure Boot), the package source, then
     // the packages (or the runfiles).
-    super::secure_boot::signing_steps(plan, driver, facts, warnings, &mut steps)?;
+    secure_boot::signing_steps(plan, driver, facts, warnings, &mut steps)?;
     let found = if driver.source == Source::Runfile {
         runfile_steps(
             plan,
@@ -232,7 +237,7 @@ fn package_steps(
     }
     desired
         .install
-        .extend(super::container::extra_packages(plan, facts)?);
+        .extend(container::extra_packages(plan, facts)?);
     if let Some(opened) = &plan.bundle {
         if opened.manifest.plan_sha256 != plan.sha256 {
             warnings.push(format!(
@@ -245,8 +250,7 @@ fn package_steps(
         if let Some(repository) = cuda_repository(plan, facts, distro::repo_arch())? {
             steps.push(Box::new(repository));
         }
-        if let Some(repository) =
-            super::container::container_repository(plan, facts, distro::repo_arch())?
+        if let Some(repository) = container::container_repository(plan, facts, distro::repo_arch())?
         {
             steps.push(Box::new(repository));
         }
@@ -257,10 +261,10 @@ fn package_steps(
         desired.toolkit_on_path,
     );
     steps.push(Box::new(step::packages::Packages::new(desired)));
-    if let Some(runtime) = super::container::runtime_step(plan, facts)? {
+    if let Some(runtime) = container::runtime_step(plan, facts)? {
         steps.push(Box::new(runtime));
     }
-    if let Some(dcgm) = super::container::dcgm_step(plan) {
+    if let Some(dcgm) = container::dcgm_step(plan) {
         steps.push(Box::new(dcgm));
     }
     Ok(found)
@@ -437,7 +441,7 @@ fn runfile_steps(
         sha256: download.sha256.clone(),
         args: [
             driver_args(flavor, kernel),
-            super::secure_boot::runfile_args(plan.signing.as_ref()),
+            secure_boot::runfile_args(plan.signing.as_ref()),
         ]
         .concat(),
         component: Component::Driver {

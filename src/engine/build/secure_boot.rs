@@ -9,7 +9,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use super::build::PlanRefused;
+use super::PlanRefused;
 use crate::facts::Facts;
 use crate::host::Root;
 use crate::plan::{Driver, Plan, Signing, Source};
@@ -135,7 +135,7 @@ fn check_enrolled(
     let cert = root
         .read_bytes(&signing.cert)
         .map_err(|e| PlanRefused::Refused(format!("[secure_boot] cert {}: {e}", signing.cert)))?;
-    match super::enrolled::enrolled(&root, &cert) {
+    match crate::facts::enrolled::enrolled(&root, &cert) {
         Some(Ok(_)) => Ok(()),
         Some(Err(lists)) => Err(PlanRefused::Refused(format!(
             "[secure_boot] cert {} is not enrolled (not in {}): the kernel would refuse the module it signs; enroll it with `mokutil --import {}` and confirm at the next boot",
