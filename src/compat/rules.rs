@@ -169,10 +169,8 @@ fn forward_compat_row(major: u32, minor: u32) -> Option<&'static ForwardCompat> 
 }
 
 fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Reading {
-    let kb = Knowledge::get();
     let toolkit_id = format!("toolkit {}", row.release);
     let (major, minor, _) = row.key().unwrap_or((0, 0, 0));
-    let short = format!("{major}.{minor}");
     let mut reasons = Vec::new();
     if *driver >= row.min_driver {
         reasons.push(reason(
@@ -200,11 +198,40 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
         toolkit_id,
         &row.sources,
     ));
+    if let Some(reading) = minor_version(driver, major, minor, &mut reasons) {
+        return reading;
+    }
+    forward_compat(driver, row, gpu, reasons)
+}
+
+fn incompatible(reasons: Vec<Reason>) -> Reading {
+    Reading {
+        verdict: Verdict::Incompatible,
+        mode: Mode::None,
+        package: None,
+        limitations: Vec::new(),
+        reasons,
+        readings: Vec::new(),
+    }
+}
+
+/// The reading by minor-version compatibility (CUDA 11 and later), when
+/// it decides; else its reason is added and None.
+fn minor_version(
+    driver: &Dotted,
+    major: u32,
+    minor: u32,
+    reasons: &mut Vec<Reason>,
+) -> Option<Reading> {
+    let short = format!("{major}.{minor}");
     let branch = driver.major();
-    if let Some(family) = kb.minor_compat().iter().find(|f| f.cuda_major == major) {
-        let family_id = format!("minor_compat {major}.x");
-        let below_top = family.below_branch.is_none_or(|top| branch < top);
-        match (&family.min_driver, &family.min_driver_documented) {
+    let family = Knowledge::get()
+        .minor_compat()
+        .iter()
+        .find(|f| f.cuda_major == major)?;
+    let family_id = format!("minor_compat {major}.x");
+    let below_top = family.below_branch.is_none_or(|top| branch < top);
+    match (&family.min_driver, &family.min_driver_documented) {
             _ if !family.supported => reasons.push(reason(
                 format!("CUDA {major}.x has no minor-version compatibility: every release needs its own driver floor"),
                 family_id,
@@ -216,14 +243,14 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
                     family_id,
                     &family.sources,
                 ));
-                return Reading {
+                return Some(Reading {
                     verdict: Verdict::Compatible,
                     mode: Mode::MinorVersion,
                     package: None,
                     limitations: minor_version_limitations(&short),
-                    reasons,
+                    reasons: std::mem::take(reasons),
                     readings: Vec::new(),
-                };
+                });
             }
             (Some(precise), Some(documented)) if below_top && *driver >= *documented && family.conflict.is_some() => {
                 // Between the printed floor (">= 580") and the precise one.
@@ -234,17 +261,17 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
                     family_id,
                     &family.sources,
                 ));
-                return Reading {
+                return Some(Reading {
                     verdict: Verdict::Ambiguous,
                     mode: Mode::MinorVersion,
                     package: None,
                     limitations: minor_version_limitations(&short),
-                    reasons,
+                    reasons: std::mem::take(reasons),
                     readings: vec![
                         format!("documented floor R{documented}: compatible by minor-version compatibility"),
                         format!("precise floor {precise}: not compatible below it"),
                     ],
-                };
+                });
             }
             _ => reasons.push(reason(
                 format!(
@@ -256,8 +283,20 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
                 &family.sources,
             )),
         }
-    }
-    // Forward compatibility: a newer libcuda from cuda-compat-X-Y.
+    None
+}
+
+/// The reading by forward compatibility: a newer libcuda from
+/// cuda-compat-X-Y, on the branches it lists, on data-center GPUs.
+fn forward_compat(
+    driver: &Dotted,
+    row: &ToolkitRow,
+    gpu: Option<&Gpu>,
+    mut reasons: Vec<Reason>,
+) -> Reading {
+    let (major, minor, _) = row.key().unwrap_or((0, 0, 0));
+    let short = format!("{major}.{minor}");
+    let branch = driver.major();
     let Some(fc) = forward_compat_row(major, minor) else {
         reasons.push(reason(
             format!("NVIDIA ships no forward-compatibility package for CUDA {short} in the current matrix"),
@@ -274,14 +313,6 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
         };
     };
     let fc_id = format!("forward_compat {}", fc.package);
-    let incompatible = |reasons: Vec<Reason>| Reading {
-        verdict: Verdict::Incompatible,
-        mode: Mode::None,
-        package: None,
-        limitations: Vec::new(),
-        reasons,
-        readings: Vec::new(),
-    };
     if fc.native_branches.contains(&branch) {
         reasons.push(reason(
             format!("R{branch} is CUDA {short}'s own branch: upgrade within it to {} or newer instead of a compat package", row.min_driver),
@@ -309,8 +340,43 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
         ));
         return incompatible(reasons);
     }
-    let mut verdict = Verdict::NeedsCompatPackage;
-    let mut readings = Vec::new();
+    let mut draft = Draft {
+        verdict: Verdict::NeedsCompatPackage,
+        readings: Vec::new(),
+        reasons,
+    };
+    branch_listing(&mut draft, fc, branch, doc_lists, &short);
+    if !gpu_reading(&mut draft, fc, row, gpu) {
+        return incompatible(draft.reasons);
+    }
+    Reading {
+        verdict: draft.verdict,
+        mode: Mode::ForwardCompat,
+        package: Some(fc.package.clone()),
+        limitations: forward_compat_limitations(&fc.package),
+        reasons: draft.reasons,
+        readings: draft.readings,
+    }
+}
+
+/// A forward-compatibility reading being made.
+struct Draft {
+    verdict: Verdict,
+    readings: Vec<String>,
+    reasons: Vec<Reason>,
+}
+
+/// Whether the sources list the branch for the compat package, and agree.
+fn branch_listing(
+    draft: &mut Draft,
+    fc: &ForwardCompat,
+    branch: u32,
+    doc_lists: bool,
+    short: &str,
+) {
+    let kb = Knowledge::get();
+    let fc_id = format!("forward_compat {}", fc.package);
+    let (reasons, readings) = (&mut draft.reasons, &mut draft.readings);
     if doc_lists {
         reasons.push(reason(
             format!(
@@ -327,7 +393,7 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
             && kind.starts_with("NFB")
             && !historical
         {
-            verdict = Verdict::Ambiguous;
+            draft.verdict = Verdict::Ambiguous;
             readings.push(format!(
                 "the forward-compatibility table marks R{branch} as supported for {}",
                 fc.package
@@ -340,7 +406,7 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
             ));
         }
     } else {
-        verdict = Verdict::Ambiguous;
+        draft.verdict = Verdict::Ambiguous;
         readings.push(format!(
             "NVIDIA's documentation does not list R{branch} for {}",
             fc.package
@@ -354,6 +420,11 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
             &fc.sources,
         ));
     }
+}
+
+/// The GPU's part: false when it rules forward compatibility out.
+fn gpu_reading(draft: &mut Draft, fc: &ForwardCompat, row: &ToolkitRow, gpu: Option<&Gpu>) -> bool {
+    let (reasons, readings) = (&mut draft.reasons, &mut draft.readings);
     match gpu {
         Some(gpu) => match gpu.row.forward_compat.as_str() {
             "yes" => reasons.push(reason(
@@ -373,10 +444,10 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
                     format!("gpu {}", gpu.row.device),
                     &gpu.row.sources,
                 ));
-                return incompatible(reasons);
+                return false;
             }
             _ => {
-                verdict = Verdict::Ambiguous;
+                draft.verdict = Verdict::Ambiguous;
                 readings.push(format!(
                     "{} may be a select NGC-ready RTX part, which forward compatibility serves",
                     gpu.label
@@ -400,14 +471,7 @@ fn driver_vs_release(driver: &Dotted, row: &ToolkitRow, gpu: Option<&Gpu>) -> Re
             &fc.sources,
         )),
     }
-    Reading {
-        verdict,
-        mode: Mode::ForwardCompat,
-        package: Some(fc.package.clone()),
-        limitations: forward_compat_limitations(&fc.package),
-        reasons,
-        readings,
-    }
+    true
 }
 
 /// Incompatible > ambiguous > needs a package > compatible.

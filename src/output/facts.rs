@@ -26,11 +26,24 @@ fn yes_no(value: Option<bool>, unknown: &Unknown, field: &str) -> String {
 
 pub fn facts_human(facts: &Facts, style: Style) -> String {
     let mut out = String::new();
-    let title = |out: &mut String, text: &str| {
-        let _ = writeln!(out, "{}", style.paint("1", text));
-    };
+    os_section(&mut out, facts, style);
+    gpus_section(&mut out, facts, style);
+    nouveau_section(&mut out, facts, style);
+    versions_section(&mut out, facts, style);
+    environment_section(&mut out, facts, style);
+    holders_section(&mut out, facts, style);
+    packages_section(&mut out, facts, style);
+    out
+}
+
+fn title(out: &mut String, style: Style, text: &str) {
+    let _ = writeln!(out, "{}", style.paint("1", text));
+}
+
+/// The OS: distribution, kernels, Secure Boot, init, container.
+fn os_section(out: &mut String, facts: &Facts, style: Style) {
     let os = &facts.os;
-    title(&mut out, "OS");
+    title(out, style, "OS");
     let _ = writeln!(
         out,
         "  {} ({}; family {})",
@@ -79,8 +92,11 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
     for mount in &os.read_only_driver_mounts {
         let _ = writeln!(out, "  driver mounted read-only at {mount}");
     }
+}
 
-    title(&mut out, "GPUs");
+/// Every NVIDIA PCI function.
+fn gpus_section(out: &mut String, facts: &Facts, style: Style) {
+    title(out, style, "GPUs");
     if facts.gpus.is_empty() {
         let _ = writeln!(
             out,
@@ -114,9 +130,12 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
                 .unwrap_or_else(|| "?".into()),
         );
     }
+}
 
+/// nouveau: loaded, bound, blacklisted, in each initramfs.
+fn nouveau_section(out: &mut String, facts: &Facts, style: Style) {
     let nouveau = &facts.nouveau;
-    title(&mut out, "nouveau");
+    title(out, style, "nouveau");
     let _ = writeln!(
         out,
         "  loaded {}, bound to {}, blacklisted {}",
@@ -156,10 +175,13 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
         };
         let _ = writeln!(out, "  initramfs {}: {state}", image.path);
     }
+}
 
+/// The three layers: module, user-mode driver, toolkits.
+fn versions_section(out: &mut String, facts: &Facts, style: Style) {
     let kernel = &facts.kernel_driver;
     let user = &facts.user_driver;
-    title(&mut out, "Versions (the three layers)");
+    title(out, style, "Versions (the three layers)");
     let _ = writeln!(
         out,
         "  kernel module (nvidia.ko):        {}{}",
@@ -176,7 +198,6 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
         or_unknown(user.version.as_deref(), &user.unknown, "version"),
         or_unknown(user.cuda_version.as_deref(), &user.unknown, "cuda_version"),
     );
-    let default = facts.toolkits.default.as_deref();
     if let Some(compat) = &user.compat_first {
         let _ = writeln!(
             out,
@@ -187,6 +208,18 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
             user.effective_cuda_version.as_deref().unwrap_or("unknown"),
         );
     }
+    toolkit_lines(out, facts);
+    if let Some(mismatch) = &kernel.mismatch {
+        let _ = writeln!(out, "  {} {mismatch}", style.paint("31", "MISMATCH:"));
+    }
+    if let Some(libcuda) = &user.libcuda {
+        let _ = writeln!(out, "  libcuda.so.1 found at {libcuda}");
+    }
+}
+
+/// Each toolkit and compat directory, with its libcuda against the driver.
+fn toolkit_lines(out: &mut String, facts: &Facts) {
+    let default = facts.toolkits.default.as_deref();
     for toolkit in facts.toolkits.installed.iter().filter(|t| t.compat_only) {
         if let Some(compat) = &toolkit.compat {
             let _ = writeln!(
@@ -234,15 +267,12 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
     if facts.toolkits.installed.iter().all(|t| t.compat_only) {
         let _ = writeln!(out, "  toolkit: none under /usr/local");
     }
-    if let Some(mismatch) = &kernel.mismatch {
-        let _ = writeln!(out, "  {} {mismatch}", style.paint("31", "MISMATCH:"));
-    }
-    if let Some(libcuda) = &user.libcuda {
-        let _ = writeln!(out, "  libcuda.so.1 found at {libcuda}");
-    }
+}
 
+/// PATH, CUDA_HOME, the loader path and where each is set.
+fn environment_section(out: &mut String, facts: &Facts, style: Style) {
     let env = &facts.environment;
-    title(&mut out, "Environment");
+    title(out, style, "Environment");
     for entry in env
         .path
         .iter()
@@ -262,9 +292,12 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
                 .unwrap_or_default()
         );
     }
+}
 
+/// Processes and services holding the GPU.
+fn holders_section(out: &mut String, facts: &Facts, style: Style) {
     let holders = &facts.holders;
-    title(&mut out, "Processes holding the GPU");
+    title(out, style, "Processes holding the GPU");
     if holders.processes.is_empty() {
         let _ = writeln!(out, "  none ({} process(es) scanned)", holders.scanned);
     }
@@ -294,9 +327,12 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
             service.name, service.pid
         );
     }
+}
 
+/// The GPU packages, held or not, and where they came from.
+fn packages_section(out: &mut String, facts: &Facts, style: Style) {
     let packages = &facts.packages;
-    title(&mut out, "Packages");
+    title(out, style, "Packages");
     if let Some(reason) = packages.unknown.get("gpu") {
         let _ = writeln!(out, "  unknown ({reason})");
     }
@@ -323,5 +359,4 @@ pub fn facts_human(facts: &Facts, style: Style) -> String {
     {
         let _ = writeln!(out, "  origins: unknown ({reason})");
     }
-    out
 }
