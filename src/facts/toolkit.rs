@@ -194,66 +194,12 @@ fn inspect(
         compat: None,
         unknown: Unknown::default(),
     };
-    if let Ok(text) = root.read_string(format!("{path}/version.json")) {
-        let (release, runtime, nvcc) = parse_version_json(&text);
-        if release.is_some() {
-            toolkit.release = release;
-            toolkit.release_source = Some(format!("{path}/version.json"));
-        }
-        toolkit.runtime = runtime;
-        if nvcc.is_some() {
-            toolkit.nvcc = nvcc;
-            toolkit.nvcc_source = Some(format!("{path}/version.json"));
-        }
-    }
-    // NVIDIA's packages carry the release in the meta packages' versions
-    // (cuda-toolkit-13-0 13.0.2-1) and nvcc's in cuda-nvcc-13-0.
+    from_version_json(root, path, &mut toolkit);
     if let Some(short) = &short {
-        let dashed = short.replace('.', "-");
-        if toolkit.release.is_none()
-            && let Some(package) = [
-                "cuda-toolkit",
-                "cuda-libraries",
-                "cuda-compiler",
-                "cuda-command-line-tools",
-                "cuda-runtime",
-            ]
-            .iter()
-            .find_map(|meta| {
-                packages
-                    .iter()
-                    .find(|p| p.name == format!("{meta}-{dashed}"))
-            })
-        {
-            toolkit.release = Some(crate::version::upstream(&package.version).to_string());
-            toolkit.release_source = Some(format!("package {} {}", package.name, package.version));
-        }
-        if toolkit.nvcc.is_none()
-            && let Some(package) = packages
-                .iter()
-                .find(|p| p.name == format!("cuda-nvcc-{dashed}"))
-        {
-            toolkit.nvcc = Some(crate::version::upstream(&package.version).to_string());
-            toolkit.nvcc_source = Some(format!("package {} {}", package.name, package.version));
-        }
+        from_packages(packages, short, &mut toolkit);
     }
     if toolkit.runtime.is_none() {
-        for lib in [
-            format!("{path}/lib64"),
-            format!("{path}/targets/x86_64-linux/lib"),
-            format!("{path}/targets/sbsa-linux/lib"),
-        ] {
-            if let Ok(names) = root.read_dir(&lib)
-                && let Some(version) = names
-                    .iter()
-                    .filter_map(|n| version_from_file_name(n, "libcudart"))
-                    .filter(|v| v.split('.').count() == 3)
-                    .max_by_key(|v| Dotted::parse(v))
-            {
-                toolkit.runtime = Some(version);
-                break;
-            }
-        }
+        toolkit.runtime = libcudart_version(root, path);
     }
     toolkit.compat = compat_dir(root, path, loader_dirs, driver);
     toolkit.compat_only = toolkit.compat.is_some()
@@ -289,6 +235,74 @@ fn inspect(
         );
     }
     toolkit
+}
+
+/// What the toolkit's version.json says: release, runtime, nvcc.
+fn from_version_json(root: &Root, path: &str, toolkit: &mut Toolkit) {
+    if let Ok(text) = root.read_string(format!("{path}/version.json")) {
+        let (release, runtime, nvcc) = parse_version_json(&text);
+        if release.is_some() {
+            toolkit.release = release;
+            toolkit.release_source = Some(format!("{path}/version.json"));
+        }
+        toolkit.runtime = runtime;
+        if nvcc.is_some() {
+            toolkit.nvcc = nvcc;
+            toolkit.nvcc_source = Some(format!("{path}/version.json"));
+        }
+    }
+}
+
+/// NVIDIA's packages carry the release in the meta packages' versions
+/// (cuda-toolkit-13-0 13.0.2-1) and nvcc's in cuda-nvcc-13-0.
+fn from_packages(packages: &[Package], short: &str, toolkit: &mut Toolkit) {
+    let dashed = short.replace('.', "-");
+    if toolkit.release.is_none()
+        && let Some(package) = [
+            "cuda-toolkit",
+            "cuda-libraries",
+            "cuda-compiler",
+            "cuda-command-line-tools",
+            "cuda-runtime",
+        ]
+        .iter()
+        .find_map(|meta| {
+            packages
+                .iter()
+                .find(|p| p.name == format!("{meta}-{dashed}"))
+        })
+    {
+        toolkit.release = Some(crate::version::upstream(&package.version).to_string());
+        toolkit.release_source = Some(format!("package {} {}", package.name, package.version));
+    }
+    if toolkit.nvcc.is_none()
+        && let Some(package) = packages
+            .iter()
+            .find(|p| p.name == format!("cuda-nvcc-{dashed}"))
+    {
+        toolkit.nvcc = Some(crate::version::upstream(&package.version).to_string());
+        toolkit.nvcc_source = Some(format!("package {} {}", package.name, package.version));
+    }
+}
+
+/// The newest libcudart.so.X.Y.Z among the toolkit's library directories.
+fn libcudart_version(root: &Root, path: &str) -> Option<String> {
+    for lib in [
+        format!("{path}/lib64"),
+        format!("{path}/targets/x86_64-linux/lib"),
+        format!("{path}/targets/sbsa-linux/lib"),
+    ] {
+        if let Ok(names) = root.read_dir(&lib)
+            && let Some(version) = names
+                .iter()
+                .filter_map(|n| version_from_file_name(n, "libcudart"))
+                .filter(|v| v.split('.').count() == 3)
+                .max_by_key(|v| Dotted::parse(v))
+        {
+            return Some(version);
+        }
+    }
+    None
 }
 
 fn compat_dir(

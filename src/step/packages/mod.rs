@@ -40,6 +40,66 @@ fn by_name(packages: &[Package]) -> BTreeMap<&str, &Package> {
     packages.iter().map(|p| (p.name.as_str(), p)).collect()
 }
 
+/// The one upstream release the driver set moves to (or stays at): the
+/// installed one when every driver package still offers it, else the
+/// newest they all offer.
+fn driver_release(
+    available: &BTreeMap<String, Vec<String>>,
+    now: &BTreeMap<&str, &Package>,
+    driver_specs: &[&PackageSpec],
+) -> Result<String, String> {
+    let mut common: Option<Vec<String>> = None;
+    for spec in driver_specs {
+        let offered: Vec<String> = available
+            .get(&spec.name)
+            .into_iter()
+            .flatten()
+            .filter(|v| spec.version.accepts(v))
+            .map(|v| upstream(v).to_string())
+            .collect();
+        common = Some(match common {
+            None => offered,
+            Some(previous) => previous
+                .into_iter()
+                .filter(|v| offered.contains(v))
+                .collect(),
+        });
+    }
+    let common = common.unwrap_or_default();
+    let installed_upstream = driver_specs
+        .iter()
+        .filter_map(|s| now.get(s.name.as_str()))
+        .map(|p| upstream(&p.version).to_string())
+        .find(|v| common.contains(v));
+    let chosen =
+        installed_upstream.or_else(|| common.iter().max_by_key(|v| Dotted::parse(v)).cloned());
+    match chosen {
+        Some(version) => Ok(version),
+        None => {
+            let wanted = driver_specs[0].version.describe();
+            let offers: Vec<String> = driver_specs
+                .iter()
+                .map(|s| {
+                    let list = available.get(&s.name).cloned().unwrap_or_default();
+                    format!(
+                        "{}: {}",
+                        s.name,
+                        if list.is_empty() {
+                            "none".to_string()
+                        } else {
+                            list.join(", ")
+                        }
+                    )
+                })
+                .collect();
+            Err(format!(
+                "no driver release {wanted} is offered for every driver package by the configured repositories ({})",
+                offers.join("; ")
+            ))
+        }
+    }
+}
+
 impl Packages {
     pub fn new(desired: Desired) -> Packages {
         Packages {
@@ -218,56 +278,7 @@ impl Packages {
         let driver_upstream = if driver_specs.is_empty() {
             None
         } else {
-            let mut common: Option<Vec<String>> = None;
-            for spec in &driver_specs {
-                let offered: Vec<String> = available
-                    .get(&spec.name)
-                    .into_iter()
-                    .flatten()
-                    .filter(|v| spec.version.accepts(v))
-                    .map(|v| upstream(v).to_string())
-                    .collect();
-                common = Some(match common {
-                    None => offered,
-                    Some(previous) => previous
-                        .into_iter()
-                        .filter(|v| offered.contains(v))
-                        .collect(),
-                });
-            }
-            let common = common.unwrap_or_default();
-            let installed_upstream = driver_specs
-                .iter()
-                .filter_map(|s| now.get(s.name.as_str()))
-                .map(|p| upstream(&p.version).to_string())
-                .find(|v| common.contains(v));
-            let chosen = installed_upstream
-                .or_else(|| common.iter().max_by_key(|v| Dotted::parse(v)).cloned());
-            match chosen {
-                Some(version) => Some(version),
-                None => {
-                    let wanted = driver_specs[0].version.describe();
-                    let offers: Vec<String> = driver_specs
-                        .iter()
-                        .map(|s| {
-                            let list = available.get(&s.name).cloned().unwrap_or_default();
-                            format!(
-                                "{}: {}",
-                                s.name,
-                                if list.is_empty() {
-                                    "none".to_string()
-                                } else {
-                                    list.join(", ")
-                                }
-                            )
-                        })
-                        .collect();
-                    return Err(format!(
-                        "no driver release {wanted} is offered for every driver package by the configured repositories ({})",
-                        offers.join("; ")
-                    ));
-                }
-            }
+            Some(driver_release(available, &now, &driver_specs)?)
         };
         // Every driver package moves with the set: also those installed at
         // another release of the branch (a flavour switch to a release only
