@@ -312,6 +312,19 @@ impl Fetcher {
         if let Some(length) = length {
             self.room_for(url, length)?;
         }
+        self.receive(response, url, partial, state, length).await
+    }
+
+    /// The response's body appended to `partial`, hashed on the way:
+    /// `Some(total)` when whole, `None` when the connection broke.
+    async fn receive(
+        &self,
+        response: reqwest::Response,
+        url: &str,
+        partial: &Path,
+        state: &mut Transfer,
+        length: Option<u64>,
+    ) -> Result<Option<u64>, FetchError> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)

@@ -201,6 +201,38 @@ pub fn rpm_compare(a: &str, b: &str) -> Ordering {
     })
 }
 
+/// rpm's caret: a^ sorts after a but before a.1; at the end of one side
+/// the other's caret is newer. Equal: both have one, go on.
+fn carets(caret_a: bool, caret_b: bool, a_ended: bool, b_ended: bool) -> Ordering {
+    if a_ended {
+        Ordering::Less
+    } else if b_ended || !caret_a {
+        Ordering::Greater
+    } else if !caret_b {
+        Ordering::Less
+    } else {
+        Ordering::Equal
+    }
+}
+
+/// Two segments of the same kind: numbers by value (leading zeros
+/// dropped, then length, then digits), letters byte by byte.
+fn compare_segments(mut a: &[u8], mut b: &[u8], numeric: bool) -> Ordering {
+    if numeric {
+        while a.first() == Some(&b'0') {
+            a = &a[1..];
+        }
+        while b.first() == Some(&b'0') {
+            b = &b[1..];
+        }
+        match a.len().cmp(&b.len()) {
+            Ordering::Equal => {}
+            unequal => return unequal,
+        }
+    }
+    a.cmp(b)
+}
+
 fn rpmvercmp(a: &str, b: &str) -> Ordering {
     if a == b {
         return Ordering::Equal;
@@ -228,17 +260,9 @@ fn rpmvercmp(a: &str, b: &str) -> Ordering {
         }
         let (caret_a, caret_b) = (a.get(i) == Some(&b'^'), b.get(j) == Some(&b'^'));
         if caret_a || caret_b {
-            if i >= a.len() {
-                return Ordering::Less;
-            }
-            if j >= b.len() {
-                return Ordering::Greater;
-            }
-            if !caret_a {
-                return Ordering::Greater;
-            }
-            if !caret_b {
-                return Ordering::Less;
+            match carets(caret_a, caret_b, i >= a.len(), j >= b.len()) {
+                Ordering::Equal => {}
+                unequal => return unequal,
             }
             i += 1;
             j += 1;
@@ -270,21 +294,7 @@ fn rpmvercmp(a: &str, b: &str) -> Ordering {
                 Ordering::Less
             };
         }
-        let mut seg_a = &a[start_a..end_a];
-        let mut seg_b = &b[start_b..end_b];
-        if numeric {
-            while seg_a.first() == Some(&b'0') {
-                seg_a = &seg_a[1..];
-            }
-            while seg_b.first() == Some(&b'0') {
-                seg_b = &seg_b[1..];
-            }
-            match seg_a.len().cmp(&seg_b.len()) {
-                Ordering::Equal => {}
-                unequal => return unequal,
-            }
-        }
-        match seg_a.cmp(seg_b) {
+        match compare_segments(&a[start_a..end_a], &b[start_b..end_b], numeric) {
             Ordering::Equal => {}
             unequal => return unequal,
         }

@@ -29,7 +29,6 @@ pub(crate) fn gpu_problems(
     let row = gpu.row;
     let arch = kb.arch_of(&row.compute_capability);
     let row_id = format!("gpu {}", row.device);
-    let arch_id = |a: &super::knowledge::ArchRow| format!("arch {}", a.name);
     let mut problems = Vec::new();
     let branch = driver.major();
     let last_branch = row
@@ -72,6 +71,18 @@ pub(crate) fn gpu_problems(
         )),
         _ => {}
     }
+    problems.extend(cuda_problems(gpu, cuda));
+    problems
+}
+
+/// The CUDA release against the GPU's architecture: dropped after its
+/// last major, or older than the architecture.
+fn cuda_problems(gpu: &Gpu, cuda: &Dotted) -> Vec<Reason> {
+    let row = gpu.row;
+    let arch = Knowledge::get().arch_of(&row.compute_capability);
+    let row_id = format!("gpu {}", row.device);
+    let arch_id = |a: &super::knowledge::ArchRow| format!("arch {}", a.name);
+    let mut problems = Vec::new();
     let last_cuda = row.last_cuda_major.or(arch.and_then(|a| a.last_cuda_major));
     if let Some(last) = last_cuda
         && cuda.major() > last

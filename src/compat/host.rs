@@ -203,45 +203,17 @@ fn compat_check(toolkit: &crate::facts::toolkit::Toolkit, on: &On) -> Option<Che
     })
 }
 
-/// A compat package's library against the running driver. It helps when it
-/// is newer than the driver, on a branch its package supports, on a
-/// data-center GPU, and on the loader path: across a major it is the only
-/// way, within a major it lifts minor-version compatibility's limits (the
-/// matrix lists R570 for cuda-compat-12-9, say).
-fn compat_answer(
+/// The compat library against the driver that runs: useless, harmful,
+/// active, or not the way, each said first among the reasons.
+fn weigh(
+    answer: &mut Answer,
     driver: &str,
     short: &str,
     version: &str,
     on_path: bool,
     gpus: &[&GpuRow],
-    flavor: Option<&str>,
-) -> Answer {
-    let package = format!("cuda-compat-{}", short.replace('.', "-"));
-    let mut answer = match ask(driver, &Target::Cuda(short.to_string()), gpus, flavor) {
-        Ok(answer) => answer,
-        Err(error) => {
-            return Answer {
-                driver: driver.to_string(),
-                cuda: short.to_string(),
-                cuda_label: format!("{package} {version}"),
-                gpu: None,
-                flavor: flavor.map(str::to_string),
-                verdict: Verdict::Ambiguous,
-                mode: Mode::None,
-                package: Some(package),
-                min_driver: None,
-                limitations: Vec::new(),
-                reasons: vec![Reason {
-                    text: error.to_string(),
-                    row: "toolkit".into(),
-                    sources: Vec::new(),
-                }],
-                readings: Vec::new(),
-            };
-        }
-    };
-    answer.cuda_label = format!("{package} {version}");
-    answer.package = Some(package.clone());
+    package: &str,
+) {
     let row = format!("compat {package}");
     let note = |text: String| Reason {
         text,
@@ -249,7 +221,7 @@ fn compat_answer(
         sources: Vec::new(),
     };
     let (Some(compat), Some(running)) = (Dotted::parse(version), Dotted::parse(driver)) else {
-        return answer;
+        return;
     };
     let supported = super::rules::forward_compat_package(short)
         .filter(|fc| fc.supported_branches.contains(&running.major()));
@@ -300,5 +272,58 @@ fn compat_answer(
             )),
         );
     }
+}
+
+/// A compat package the knowledge base cannot judge: ambiguous, saying why.
+fn unanswered(driver: &str, short: &str, label: &str, flavor: Option<&str>, why: String) -> Answer {
+    Answer {
+        driver: driver.to_string(),
+        cuda: short.to_string(),
+        cuda_label: label.to_string(),
+        gpu: None,
+        flavor: flavor.map(str::to_string),
+        verdict: Verdict::Ambiguous,
+        mode: Mode::None,
+        package: Some(format!("cuda-compat-{}", short.replace('.', "-"))),
+        min_driver: None,
+        limitations: Vec::new(),
+        reasons: vec![Reason {
+            text: why,
+            row: "toolkit".into(),
+            sources: Vec::new(),
+        }],
+        readings: Vec::new(),
+    }
+}
+
+/// A compat package's library against the running driver. It helps when it
+/// is newer than the driver, on a branch its package supports, on a
+/// data-center GPU, and on the loader path: across a major it is the only
+/// way, within a major it lifts minor-version compatibility's limits (the
+/// matrix lists R570 for cuda-compat-12-9, say).
+fn compat_answer(
+    driver: &str,
+    short: &str,
+    version: &str,
+    on_path: bool,
+    gpus: &[&GpuRow],
+    flavor: Option<&str>,
+) -> Answer {
+    let package = format!("cuda-compat-{}", short.replace('.', "-"));
+    let mut answer = match ask(driver, &Target::Cuda(short.to_string()), gpus, flavor) {
+        Ok(answer) => answer,
+        Err(error) => {
+            return unanswered(
+                driver,
+                short,
+                &format!("{package} {version}"),
+                flavor,
+                error.to_string(),
+            );
+        }
+    };
+    answer.cuda_label = format!("{package} {version}");
+    answer.package = Some(package.clone());
+    weigh(&mut answer, driver, short, version, on_path, gpus, &package);
     answer
 }

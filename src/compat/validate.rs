@@ -419,6 +419,20 @@ impl OnDriver<'_> {
     }
 }
 
+/// The knowledge base's answer for the toolkit on the driver, one per GPU
+/// (one for no GPU).
+fn answers_on(on: &OnDriver, toolkit: &str, gpus: &[&GpuRow]) -> Vec<rules::Answer> {
+    let target = Target::Cuda(toolkit.to_string());
+    if gpus.is_empty() {
+        return rules::evaluate(on.driver, &target, None, on.flavor)
+            .into_iter()
+            .collect();
+    }
+    gpus.iter()
+        .filter_map(|gpu| rules::evaluate(on.driver, &target, Some(gpu), on.flavor).ok())
+        .collect()
+}
+
 /// The toolkit on the driver: native, minor-version, or only with a
 /// compat package (which the plan must allow), else refused.
 fn toolkit_on_driver(
@@ -429,26 +443,8 @@ fn toolkit_on_driver(
     gpus: &[&GpuRow],
     reported: &[String],
 ) {
-    let (driver, flavor) = (on.driver, on.flavor);
     let label = on.label();
-    let verdicts: Vec<rules::Answer> = if gpus.is_empty() {
-        rules::evaluate(driver, &Target::Cuda(toolkit.to_string()), None, flavor)
-            .into_iter()
-            .collect()
-    } else {
-        gpus.iter()
-            .filter_map(|gpu| {
-                rules::evaluate(
-                    driver,
-                    &Target::Cuda(toolkit.to_string()),
-                    Some(gpu),
-                    flavor,
-                )
-                .ok()
-            })
-            .collect()
-    };
-    for answer in &verdicts {
+    for answer in &answers_on(on, toolkit, gpus) {
         match answer.verdict {
             Verdict::NeedsCompatPackage => {
                 let package = answer.package.clone().unwrap_or_default();

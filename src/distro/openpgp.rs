@@ -48,6 +48,64 @@ pub fn dearmor(bytes: &[u8]) -> Result<Vec<u8>, KeyError> {
         .map_err(|e| KeyError::Invalid(format!("bad base64 in the armor: {e}")))
 }
 
+/// The packet at `at`: its tag, its header's length and its body's
+/// length (RFC 4880 4.2: new and old formats).
+fn packet_header(packets: &[u8], at: usize) -> Result<(u8, usize, usize), KeyError> {
+    let tag_byte = packets[at];
+    let header = if tag_byte & 0x40 != 0 {
+        // New format: tag in the low 6 bits, then a variable length.
+        let tag = tag_byte & 0x3f;
+        let first = *packets
+            .get(at + 1)
+            .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?
+            as usize;
+        match first {
+            0..=191 => (tag, 2, first),
+            192..=223 => {
+                let second = *packets
+                    .get(at + 2)
+                    .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?
+                    as usize;
+                (tag, 3, ((first - 192) << 8) + second + 192)
+            }
+            255 => {
+                let bytes = packets
+                    .get(at + 2..at + 6)
+                    .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?;
+                (
+                    tag,
+                    6,
+                    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize,
+                )
+            }
+            _ => {
+                return Err(KeyError::Invalid(
+                    "partial-length packets do not occur in keys".into(),
+                ));
+            }
+        }
+    } else {
+        // Old format: tag in bits 5..2, length type in bits 1..0.
+        let tag = (tag_byte >> 2) & 0x0f;
+        let size = match tag_byte & 0x03 {
+            0 => 1,
+            1 => 2,
+            2 => 4,
+            _ => {
+                return Err(KeyError::Invalid(
+                    "indeterminate-length packets do not occur in keys".into(),
+                ));
+            }
+        };
+        let bytes = packets
+            .get(at + 1..at + 1 + size)
+            .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?;
+        let length = bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (tag, 1 + size, length)
+    };
+    Ok(header)
+}
+
 /// v4 fingerprints (upper-case hex) of the primary keys in `packets`.
 pub fn fingerprints(packets: &[u8]) -> Result<Vec<String>, KeyError> {
     let mut found = Vec::new();
@@ -59,57 +117,7 @@ pub fn fingerprints(packets: &[u8]) -> Result<Vec<String>, KeyError> {
                 "byte {at} does not start a packet"
             )));
         }
-        let (tag, header, length) = if tag_byte & 0x40 != 0 {
-            // New format: tag in the low 6 bits, then a variable length.
-            let tag = tag_byte & 0x3f;
-            let first = *packets
-                .get(at + 1)
-                .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?
-                as usize;
-            match first {
-                0..=191 => (tag, 2, first),
-                192..=223 => {
-                    let second = *packets
-                        .get(at + 2)
-                        .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?
-                        as usize;
-                    (tag, 3, ((first - 192) << 8) + second + 192)
-                }
-                255 => {
-                    let bytes = packets
-                        .get(at + 2..at + 6)
-                        .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?;
-                    (
-                        tag,
-                        6,
-                        u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize,
-                    )
-                }
-                _ => {
-                    return Err(KeyError::Invalid(
-                        "partial-length packets do not occur in keys".into(),
-                    ));
-                }
-            }
-        } else {
-            // Old format: tag in bits 5..2, length type in bits 1..0.
-            let tag = (tag_byte >> 2) & 0x0f;
-            let size = match tag_byte & 0x03 {
-                0 => 1,
-                1 => 2,
-                2 => 4,
-                _ => {
-                    return Err(KeyError::Invalid(
-                        "indeterminate-length packets do not occur in keys".into(),
-                    ));
-                }
-            };
-            let bytes = packets
-                .get(at + 1..at + 1 + size)
-                .ok_or_else(|| KeyError::Invalid("truncated packet".into()))?;
-            let length = bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
-            (tag, 1 + size, length)
-        };
+        let (tag, header, length) = packet_header(packets, at)?;
         let body = packets
             .get(at + header..at + header + length)
             .ok_or_else(|| KeyError::Invalid("a packet runs past the end".into()))?;

@@ -129,6 +129,7 @@ impl Steps {
             persistence: driver.persistence,
             signing: plan.signing.as_ref().map(|s| s.cert.clone()),
             compute: plan.verify.compute,
+            dcgm_diag: plan.dcgm_diag,
             result: self.verification.clone(),
         }));
     }

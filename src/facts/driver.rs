@@ -163,13 +163,9 @@ fn modinfo_version(host: &Host, module: &str) -> Result<String, String> {
     }
 }
 
-pub fn gather_kernel(
-    host: &Host,
-    running_kernel: Option<&str>,
-    module_file: Option<&str>,
-) -> KernelDriver {
-    let root = &host.root;
-    let mut driver = KernelDriver::default();
+/// The nvidia* modules loaded now, each with its version, references and
+/// the modules that use it.
+fn loaded_modules(root: &Root, driver: &mut KernelDriver) {
     match root.read_string("/proc/modules") {
         Ok(text) => {
             let loaded: Vec<LoadedModule> = parse_proc_modules(&text);
@@ -195,6 +191,53 @@ pub fn gather_kernel(
             format!("cannot read proc/modules: {error} (not a running host)"),
         ),
     }
+}
+
+/// Which driver release is built for the running kernel: DKMS's tree, else
+/// the module file's version.
+fn installed_module(
+    host: &Host,
+    running_kernel: Option<&str>,
+    module_file: Option<&str>,
+    driver: &mut KernelDriver,
+) {
+    let root = &host.root;
+    match (running_kernel, module_file) {
+        (Some(kernel), module) => {
+            if let Some((version, source)) = dkms_installed(root, kernel) {
+                driver.installed = Some(version);
+                driver.installed_source = Some(source);
+            } else if let Some(module) = module {
+                match modinfo_version(host, module) {
+                    Ok(version) => {
+                        driver.installed = Some(version);
+                        driver.installed_source = Some(module.to_string());
+                    }
+                    Err(reason) => driver.unknown.note("installed", reason),
+                }
+            } else {
+                driver.unknown.note(
+                    "installed",
+                    format!(
+                        "no nvidia module on disk for {kernel} (no DKMS build, no module file)"
+                    ),
+                );
+            }
+        }
+        (None, _) => driver
+            .unknown
+            .note("installed", "the running kernel is unknown"),
+    }
+}
+
+pub fn gather_kernel(
+    host: &Host,
+    running_kernel: Option<&str>,
+    module_file: Option<&str>,
+) -> KernelDriver {
+    let root = &host.root;
+    let mut driver = KernelDriver::default();
+    loaded_modules(root, &mut driver);
     match root.read_string("/proc/driver/nvidia/version") {
         Ok(text) => match parse_nvrm_version(&text) {
             Some(nvrm) => {
@@ -222,32 +265,7 @@ pub fn gather_kernel(
     {
         driver.version = module.version.clone();
     }
-    match (running_kernel, module_file) {
-        (Some(kernel), module) => {
-            if let Some((version, source)) = dkms_installed(root, kernel) {
-                driver.installed = Some(version);
-                driver.installed_source = Some(source);
-            } else if let Some(module) = module {
-                match modinfo_version(host, module) {
-                    Ok(version) => {
-                        driver.installed = Some(version);
-                        driver.installed_source = Some(module.to_string());
-                    }
-                    Err(reason) => driver.unknown.note("installed", reason),
-                }
-            } else {
-                driver.unknown.note(
-                    "installed",
-                    format!(
-                        "no nvidia module on disk for {kernel} (no DKMS build, no module file)"
-                    ),
-                );
-            }
-        }
-        (None, _) => driver
-            .unknown
-            .note("installed", "the running kernel is unknown"),
-    }
+    installed_module(host, running_kernel, module_file, &mut driver);
     driver
 }
 

@@ -157,6 +157,70 @@ pub fn mapped_libraries(maps: &str) -> Vec<String> {
     found
 }
 
+/// The `/dev/nvidia*` files among a process's open descriptors: each
+/// device once, sorted, and how many descriptors point at them.
+fn nvidia_fds(root: &Root, dir: &str, fds: &[String]) -> (Vec<String>, usize) {
+    let mut devices: Vec<String> = Vec::new();
+    let mut open = 0;
+    for fd in fds {
+        let Ok(target) = root.read_link(format!("{dir}/fd/{fd}")) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if target.starts_with("/dev/nvidia") {
+            open += 1;
+            if !devices.iter().any(|d| d == &*target) {
+                devices.push(target.into_owned());
+            }
+        }
+    }
+    devices.sort();
+    (devices, open)
+}
+
+/// A process holding the GPU: its name and command line, unit or
+/// container, the driver libraries it maps, its Slurm job.
+fn describe(root: &Root, pid: u32, dir: &str, devices: Vec<String>, open: usize) -> Holder {
+    let command = root
+        .read_trimmed(format!("{dir}/comm"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let cmdline = root
+        .read_bytes(format!("{dir}/cmdline"))
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let (unit, container) = root
+        .read_string(format!("{dir}/cgroup"))
+        .map(|text| parse_cgroup(&text))
+        .unwrap_or((None, None));
+    let libraries = root
+        .read_string(format!("{dir}/maps"))
+        .map(|text| mapped_libraries(&text))
+        .unwrap_or_default();
+    let job = root
+        .read_bytes(format!("{dir}/environ"))
+        .ok()
+        .and_then(|environ| slurm_job(&environ));
+    Holder {
+        pid,
+        command,
+        cmdline,
+        devices,
+        fds: open,
+        unit,
+        container,
+        libraries,
+        job,
+    }
+}
+
 pub fn gather(root: &Root) -> Holders {
     let mut holders = Holders::default();
     let pids: Vec<u32> = match root.read_dir("/proc") {
@@ -184,70 +248,20 @@ pub fn gather(root: &Root) -> Holders {
                 continue;
             }
         };
-        let mut devices: Vec<String> = Vec::new();
-        let mut open = 0;
-        for fd in fds {
-            let Ok(target) = root.read_link(format!("{dir}/fd/{fd}")) else {
-                continue;
-            };
-            let target = target.to_string_lossy();
-            if target.starts_with("/dev/nvidia") {
-                open += 1;
-                if !devices.iter().any(|d| d == &*target) {
-                    devices.push(target.into_owned());
-                }
-            }
-        }
+        let (devices, open) = nvidia_fds(root, &dir, &fds);
         if devices.is_empty() {
             continue;
         }
-        devices.sort();
-        // The GPU daemons hold the devices themselves: only holders are
-        // named, so a host with thousands of processes reads a few names.
-        let command = root
-            .read_trimmed(format!("{dir}/comm"))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let cmdline = root
-            .read_bytes(format!("{dir}/cmdline"))
-            .map(|bytes| {
-                String::from_utf8_lossy(&bytes)
-                    .split('\0')
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        let (unit, container) = root
-            .read_string(format!("{dir}/cgroup"))
-            .map(|text| parse_cgroup(&text))
-            .unwrap_or((None, None));
-        if let Some(service) = gpu_service(&command, &cmdline) {
+        // Only holders are named, so a host with thousands of processes
+        // reads a few names.
+        let holder = describe(root, pid, &dir, devices, open);
+        if let Some(service) = gpu_service(&holder.command, &holder.cmdline) {
             holders.services.push(Service {
                 name: service.to_string(),
                 pid,
             });
         }
-        let libraries = root
-            .read_string(format!("{dir}/maps"))
-            .map(|text| mapped_libraries(&text))
-            .unwrap_or_default();
-        let job = root
-            .read_bytes(format!("{dir}/environ"))
-            .ok()
-            .and_then(|environ| slurm_job(&environ));
-        holders.processes.push(Holder {
-            pid,
-            command,
-            cmdline,
-            devices,
-            fds: open,
-            unit,
-            container,
-            libraries,
-            job,
-        });
+        holders.processes.push(holder);
     }
     if !holders.unreadable.is_empty() {
         holders.unknown.note(

@@ -74,6 +74,67 @@ pub struct Options {
     pub origins: bool,
 }
 
+/// The installed packages (the GPU's, and all when asked), with where the
+/// GPU's came from when `--origins` asks.
+fn package_facts(
+    host: &Host,
+    family: Option<os::Family>,
+    options: &Options,
+) -> (packages::Packages, Vec<packages::Package>) {
+    let (mut packages, all_packages) = packages::gather(host, family, options.all_packages);
+    if options.origins {
+        packages::fill_origins(host, family, &mut packages);
+    } else if !packages.gpu.is_empty() {
+        packages.unknown.note(
+            "origin",
+            "not asked: `provision detect --origins` asks the package manager",
+        );
+    }
+    (packages, all_packages)
+}
+
+/// /etc/ld.so.cache's entries, or why they cannot be read.
+fn loader_cache(
+    root: &crate::host::Root,
+    unknown: &mut Unknown,
+) -> Option<Vec<loader::CacheEntry>> {
+    let cache = root
+        .read_bytes("/etc/ld.so.cache")
+        .map_err(|error| error.to_string())
+        .and_then(|bytes| loader::parse_ld_so_cache(&bytes));
+    match cache {
+        Ok(entries) => Some(entries),
+        Err(reason) => {
+            unknown.note("ld.so.cache", reason);
+            None
+        }
+    }
+}
+
+/// nouveau: loaded, bound to which GPUs, blacklisted, in which initramfs
+/// (each image listed only when asked: lsinitramfs takes seconds).
+fn nouveau_facts(
+    host: &Host,
+    os: &os::Os,
+    gpus: &[pci::Gpu],
+    list_initramfs: bool,
+) -> nouveau::Nouveau {
+    let bound: Vec<String> = gpus
+        .iter()
+        .filter(|g| g.driver.as_deref() == Some("nouveau"))
+        .map(|g| g.address.clone())
+        .collect();
+    let kernels: Vec<(String, Option<String>)> = if list_initramfs {
+        os.kernels
+            .iter()
+            .map(|k| (k.release.clone(), k.initramfs.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    nouveau::gather(host, os.family, bound, &kernels)
+}
+
 impl Facts {
     pub fn gather(host: &Host, options: Options) -> Facts {
         // The /proc scan is the one fact that grows with the host (one
@@ -93,27 +154,9 @@ impl Facts {
         let mut unknown = Unknown::default();
         let mut os = os::gather(host);
         let gpus = pci::gather(root, &mut unknown);
-        let (mut packages, all_packages) = packages::gather(host, os.family, options.all_packages);
-        if options.origins {
-            packages::fill_origins(host, os.family, &mut packages);
-        } else if !packages.gpu.is_empty() {
-            packages.unknown.note(
-                "origin",
-                "not asked: `provision detect --origins` asks the package manager",
-            );
-        }
+        let (packages, all_packages) = package_facts(host, os.family, &options);
 
-        let cache = root
-            .read_bytes("/etc/ld.so.cache")
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| loader::parse_ld_so_cache(&bytes));
-        let cache = match cache {
-            Ok(entries) => Some(entries),
-            Err(reason) => {
-                unknown.note("ld.so.cache", reason);
-                None
-            }
-        };
+        let cache = loader_cache(root, &mut unknown);
         let conf = loader::ld_so_conf(root);
         let conf_dirs: Vec<String> = conf.iter().map(|d| d.dir.clone()).collect();
 
@@ -136,20 +179,7 @@ impl Facts {
         let toolkits = toolkit::gather(root, &packages.gpu, &conf_dirs, driver_version.as_deref());
         let environment = environment::gather(root, &conf);
 
-        let bound: Vec<String> = gpus
-            .iter()
-            .filter(|g| g.driver.as_deref() == Some("nouveau"))
-            .map(|g| g.address.clone())
-            .collect();
-        let kernels: Vec<(String, Option<String>)> = if options.list_initramfs {
-            os.kernels
-                .iter()
-                .map(|k| (k.release.clone(), k.initramfs.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let nouveau = nouveau::gather(host, os.family, bound, &kernels);
+        let nouveau = nouveau_facts(host, &os, &gpus, options.list_initramfs);
         let services = services::gather(root, os.systemd);
         let holders = holders.join().unwrap_or_else(|_| {
             let mut holders = holders::Holders::default();

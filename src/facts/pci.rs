@@ -71,6 +71,63 @@ fn read_hex(root: &Root, path: &str) -> Option<u32> {
     u32::from_str_radix(text.trim_start_matches("0x"), 16).ok()
 }
 
+/// The driver bound to the function, its NUMA node and its PCIe link.
+fn bus_state(root: &Root, dir: &str) -> (Option<String>, Option<i32>, Option<String>) {
+    let driver = root
+        .read_link(format!("{dir}/driver"))
+        .ok()
+        .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let numa_node = root
+        .read_trimmed(format!("{dir}/numa_node"))
+        .ok()
+        .flatten()
+        .and_then(|n| n.parse().ok());
+    let link = match (
+        root.read_trimmed(format!("{dir}/current_link_speed"))
+            .ok()
+            .flatten(),
+        root.read_trimmed(format!("{dir}/current_link_width"))
+            .ok()
+            .flatten(),
+    ) {
+        (Some(speed), Some(width)) => Some(format!("{speed} x{width}")),
+        _ => None,
+    };
+    (driver, numa_node, link)
+}
+
+/// What the knowledge base knows of the device (and its subsystem, which
+/// tells apart GPUs that share an id).
+fn identify(gpu: &mut Gpu, device: u16, subsystem: Option<&str>) {
+    if gpu.kind == Kind::Nvswitch {
+        gpu.name = Some("NVIDIA NVSwitch".into());
+    } else if let Some((row, others)) = Knowledge::get().gpu(device, subsystem) {
+        gpu.name = Some(if others.is_empty() {
+            row.name.clone()
+        } else {
+            format!("{} (or {})", row.name, others.join(", or "))
+        });
+        gpu.architecture = Some(row.arch.clone());
+        gpu.compute_capability = Some(row.compute_capability.clone());
+        gpu.datacenter = Some(row.class == "datacenter");
+        gpu.forward_compat = Some(row.forward_compat.clone());
+        gpu.flavors = match row.open_module.as_str() {
+            "required" => vec!["open".into()],
+            "unsupported" => vec!["proprietary".into()],
+            _ => vec!["open".into(), "proprietary".into()],
+        };
+        gpu.min_driver_branch = row.min_driver_branch;
+        gpu.last_driver_branch = row.last_driver_branch;
+    } else {
+        for field in ["name", "architecture", "compute_capability", "datacenter"] {
+            gpu.unknown.note(
+                field,
+                format!("device id 0x{device:04x} is not in the knowledge base (src/compat/knowledge.toml)"),
+            );
+        }
+    }
+}
+
 pub fn gather(root: &Root, unknown: &mut Unknown) -> Vec<Gpu> {
     let addresses = match root.read_dir(DEVICES) {
         Ok(addresses) => addresses,
@@ -99,26 +156,7 @@ pub fn gather(root: &Root, unknown: &mut Unknown) -> Vec<Gpu> {
             (Some(vendor), Some(device)) => Some(format!("{vendor:04x}:{device:04x}")),
             _ => None,
         };
-        let driver = root
-            .read_link(format!("{dir}/driver"))
-            .ok()
-            .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let numa_node = root
-            .read_trimmed(format!("{dir}/numa_node"))
-            .ok()
-            .flatten()
-            .and_then(|n| n.parse().ok());
-        let link = match (
-            root.read_trimmed(format!("{dir}/current_link_speed"))
-                .ok()
-                .flatten(),
-            root.read_trimmed(format!("{dir}/current_link_width"))
-                .ok()
-                .flatten(),
-        ) {
-            (Some(speed), Some(width)) => Some(format!("{speed} x{width}")),
-            _ => None,
-        };
+        let (driver, numa_node, link) = bus_state(root, &dir);
         let mut gpu = Gpu {
             address: address.clone(),
             kind,
@@ -138,33 +176,7 @@ pub fn gather(root: &Root, unknown: &mut Unknown) -> Vec<Gpu> {
             last_driver_branch: None,
             unknown: Unknown::default(),
         };
-        if kind == Kind::Nvswitch {
-            gpu.name = Some("NVIDIA NVSwitch".into());
-        } else if let Some((row, others)) = Knowledge::get().gpu(device, subsystem.as_deref()) {
-            gpu.name = Some(if others.is_empty() {
-                row.name.clone()
-            } else {
-                format!("{} (or {})", row.name, others.join(", or "))
-            });
-            gpu.architecture = Some(row.arch.clone());
-            gpu.compute_capability = Some(row.compute_capability.clone());
-            gpu.datacenter = Some(row.class == "datacenter");
-            gpu.forward_compat = Some(row.forward_compat.clone());
-            gpu.flavors = match row.open_module.as_str() {
-                "required" => vec!["open".into()],
-                "unsupported" => vec!["proprietary".into()],
-                _ => vec!["open".into(), "proprietary".into()],
-            };
-            gpu.min_driver_branch = row.min_driver_branch;
-            gpu.last_driver_branch = row.last_driver_branch;
-        } else {
-            for field in ["name", "architecture", "compute_capability", "datacenter"] {
-                gpu.unknown.note(
-                    field,
-                    format!("device id 0x{device:04x} is not in the knowledge base (src/compat/knowledge.toml)"),
-                );
-            }
-        }
+        identify(&mut gpu, device, subsystem.as_deref());
         gpus.push(gpu);
     }
     gpus

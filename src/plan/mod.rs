@@ -56,6 +56,8 @@ pub struct Plan {
     pub container: ContainerRuntime,
     /// `[dcgm] enable`.
     pub dcgm: bool,
+    /// `[dcgm] diag`: the dcgmi diag level verify runs (0: none).
+    pub dcgm_diag: u8,
     /// `[verify]`.
     pub verify: schema::VerifySpec,
     /// `[metrics] textfile`: a textfile collector directory to write.
@@ -133,6 +135,25 @@ impl std::fmt::Display for DriverTarget {
     }
 }
 
+/// Where each table that messages point at starts: (line, column).
+fn table_positions(
+    spec: &schema::PlanSpec,
+    bytes: &[u8],
+) -> std::collections::BTreeMap<&'static str, (usize, usize)> {
+    let spans = [
+        ("driver", spec.driver.as_ref().map(|d| d.span())),
+        ("toolkit", spec.toolkit.as_ref().map(|t| t.span())),
+        ("compat", spec.compat.as_ref().map(|c| c.span())),
+        ("secure_boot", spec.secure_boot.as_ref().map(|c| c.span())),
+        ("upgrade", spec.upgrade.as_ref().map(|c| c.span())),
+        ("dcgm", spec.dcgm.as_ref().map(|c| c.span())),
+    ];
+    spans
+        .into_iter()
+        .filter_map(|(name, span)| Some((name, line_column(bytes, span?.start))))
+        .collect()
+}
+
 impl Plan {
     /// Reads and checks the plan at `path`.
     pub fn load(path: &Path) -> Result<Plan, PlanError> {
@@ -175,19 +196,7 @@ impl Plan {
             let offset = error.span().map(|span| span.start).unwrap_or(0);
             invalid(offset, spec_message(text, offset, error.message()))
         })?;
-        let mut tables = std::collections::BTreeMap::new();
-        let spans = [
-            ("driver", spec.driver.as_ref().map(|d| d.span())),
-            ("toolkit", spec.toolkit.as_ref().map(|t| t.span())),
-            ("compat", spec.compat.as_ref().map(|c| c.span())),
-            ("secure_boot", spec.secure_boot.as_ref().map(|c| c.span())),
-            ("upgrade", spec.upgrade.as_ref().map(|c| c.span())),
-        ];
-        for (name, span) in spans {
-            if let Some(span) = span {
-                tables.insert(name, line_column(bytes, span.start));
-            }
-        }
+        let tables = table_positions(&spec, bytes);
         let driver = match spec.driver {
             Some(driver) => Some(driver_of(driver, &invalid)?),
             None => None,
@@ -208,6 +217,7 @@ impl Plan {
             }
             _ => {}
         }
+        let dcgm = spec.dcgm.map(|d| d.into_inner()).unwrap_or_default();
         let signing = signing_of(spec.secure_boot, &invalid)?;
         let upgrade = upgrade_of(spec.upgrade, &invalid)?;
         Ok(Plan {
@@ -226,7 +236,8 @@ impl Plan {
             upgrade,
             signing,
             container: spec.container.runtime,
-            dcgm: spec.dcgm.enable,
+            dcgm: dcgm.enable,
+            dcgm_diag: dcgm.diag.0,
             verify: spec.verify,
             metrics: spec.metrics.textfile.map(|p| p.0),
             bundle: None,

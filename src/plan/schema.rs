@@ -29,7 +29,7 @@ pub struct PlanSpec {
     #[serde(default)]
     pub container: ContainerSpec,
     #[serde(default)]
-    pub dcgm: DcgmSpec,
+    pub dcgm: Option<toml::Spanned<DcgmSpec>>,
     #[serde(default)]
     pub verify: VerifySpec,
     #[serde(default)]
@@ -119,6 +119,27 @@ impl fmt::Display for ContainerRuntime {
 pub struct DcgmSpec {
     #[serde(default)]
     pub enable: bool,
+    /// `dcgmi diag -r N` as part of verify (1: seconds; 2, 3, 4: minutes
+    /// to hours); 0, the default, runs none. Needs `enable`.
+    #[serde(default)]
+    pub diag: DiagLevel,
+}
+
+/// A DCGM diagnostic level, 0 (none) to 4, checked where it is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct DiagLevel(pub u8);
+
+impl<'de> Deserialize<'de> for DiagLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let level = i64::deserialize(deserializer)?;
+        match u8::try_from(level) {
+            Ok(level @ 0..=4) => Ok(DiagLevel(level)),
+            _ => Err(serde::de::Error::custom(format!(
+                "diag = {level}: dcgmi diag runs levels 1 to 4 (0: none)"
+            ))),
+        }
+    }
 }
 
 /// `[secure_boot]`: the enrolled key (MOK or db) that signs the modules

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod compute;
 pub mod container;
 pub mod dcgm;
+pub mod dcgm_diag;
 pub mod file;
 pub mod initramfs;
 pub mod ldconfig;

@@ -26,6 +26,9 @@ pub struct Verify {
     pub signing: Option<String>,
     /// `[verify] compute`: run CUDA work on every GPU.
     pub compute: bool,
+    /// `[dcgm] diag`: the `dcgmi diag` level to run on the running
+    /// system (0: none).
+    pub dcgm_diag: u8,
     /// Where the result goes for the report.
     pub result: Arc<Mutex<Option<Verification>>>,
 }
@@ -47,6 +50,9 @@ pub fn verify(host: &Host, facts: &Facts, verify: &Verify) -> Verification {
     checks.extend(super::compute::checks(host, facts, verify.compute));
     if let Some(cert) = &verify.signing {
         checks.push(super::signature::signature(host, facts, cert, live));
+    }
+    if live && verify.dcgm_diag > 0 {
+        checks.push(super::dcgm_diag::diag(host, verify.dcgm_diag));
     }
     Verification {
         passed: checks.iter().all(|c| c.passed != Some(false)),

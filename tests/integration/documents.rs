@@ -9,9 +9,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::http::Server;
-use crate::support::{
-    Rootfs, cuda_repo_section, fixture, fixture_copy, key_paths, plan_file, provision, repo,
-};
+use crate::support::{Rootfs, fixture, fixture_copy, key_paths, plan_file, provision, repo};
+use crate::support::{serve_test_repos, toolkit_plan};
 
 /// The part of docs/json.md about document `name`.
 fn section(name: &str) -> String {
@@ -252,18 +251,11 @@ fn apply_history_and_rollback_documents_are_described_and_snapshotted() {
         test_repos.join("debian/Packages").is_file(),
         "run scripts/build-test-repos first"
     );
-    let server = Server::serve(&test_repos);
+    let server = serve_test_repos();
     let rootfs = Rootfs::new();
     rootfs.no_apt_sources();
     let dir = tempfile::tempdir().unwrap();
-    let plan = plan_file(
-        dir.path(),
-        "toolkit.toml",
-        &format!(
-            "[toolkit]\nversion = \"12.8\"\nfor_driver = \"580\"\n{}",
-            cuda_repo_section(&server.url("nvidia-debian12/"))
-        ),
-    );
+    let plan = toolkit_plan(dir.path(), &server, "");
     let mut masks = vec![
         root_mask(rootfs.path(), "[root]"),
         root_mask(dir.path(), "[plans]"),

@@ -60,6 +60,11 @@ const CASES: &[(&str, &[u8], &str)] = &[
         ":2:11: invalid driver version \"580.95\": releases of R418 and later have three parts",
     ),
     (
+        "dcgm-diag-level.toml",
+        b"[driver]\nbranch = \"580\"\n[dcgm]\nenable = true\ndiag = 7\n",
+        ":5:8: diag = 7: dcgmi diag runs levels 1 to 4 (0: none)",
+    ),
+    (
         "metrics-relative.toml",
         b"[driver]\nbranch = \"580\"\n[metrics]\ntextfile = \"textfiles\"\n",
         ":4:12: \"textfiles\" is not an absolute path",
@@ -155,6 +160,19 @@ fn plans_that_cannot_work_here_say_where_and_why_in_words() {
         "{run:?}"
     );
     assert!(!run.stderr.contains("--driver"), "{run:?}");
+    // DCGM's diagnostic without DCGM: nothing would answer dcgmi.
+    let plan = plan_file(
+        dir.path(),
+        "diag.toml",
+        "[driver]\nbranch = \"580\"\nsource = \"cuda-repo\"\n[dcgm]\ndiag = 1\n",
+    );
+    let run = plan_on(&plan, &rocky);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("diag.toml:4:1: [dcgm] diag = 1 asks nv-hostengine, which [dcgm] enable = true installs and runs"),
+        "{run:?}"
+    );
     // A release no one lists is said before apply finds out.
     let plan = plan_file(
         dir.path(),

@@ -3,7 +3,6 @@
 //! Debian's real `prometheus-node-exporter` serves the textfile that apply
 //! and rollback refresh.
 
-use crate::support::http::Server;
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -180,24 +179,16 @@ impl Drop for NodeExporter {
 
 #[test]
 fn node_exporter_serves_what_apply_and_rollback_write() {
-    let test_repos = repo().join("target/test-repos");
-    assert!(
-        test_repos.join("debian/Packages").is_file(),
-        "run scripts/build-test-repos first"
-    );
-    let server = Server::serve(&test_repos);
+    let server = serve_test_repos();
     let rootfs = Rootfs::new();
     rootfs.no_apt_sources();
     let textfiles = rootfs.path().join(TEXTFILE_DIR);
     fs_err::create_dir_all(&textfiles).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let plan = plan_file(
+    let plan = toolkit_plan(
         dir.path(),
-        "toolkit.toml",
-        &format!(
-            "[toolkit]\nversion = \"12.8\"\nfor_driver = \"580\"\n{}\n[metrics]\ntextfile = \"/srv/metrics\"\n",
-            cuda_repo_section(&server.url("nvidia-debian12/"))
-        ),
+        &server,
+        "\n[metrics]\ntextfile = \"/srv/metrics\"\n",
     );
     // A second collector directory, named by the plan.
     let configured = rootfs.path().join("srv/metrics");

@@ -6,11 +6,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::http::Server;
 use crate::support::{
-    Rootfs, assert_same_tree, cuda_repo_section, fixture, hash_tree_into, plan_file, provision,
-    repo, step,
+    Rootfs, assert_same_tree, fixture, hash_tree_into, plan_file, provision, repo, step,
 };
+use crate::support::{serve_test_repos, toolkit_plan};
 
 /// A writable copy of the real H200 snapshot, with `.dockerenv` or not.
 fn h200(docker: bool) -> tempfile::TempDir {
@@ -241,23 +240,11 @@ fn toolkit_only_plan_errors_are_located() {
 
 #[test]
 fn an_image_bake_installs_the_toolkit_alone_and_rolls_back_byte_for_byte() {
-    let test_repos = repo().join("target/test-repos");
-    assert!(
-        test_repos.join("debian/Packages").is_file(),
-        "run scripts/build-test-repos first"
-    );
-    let server = Server::serve(&test_repos);
+    let server = serve_test_repos();
     let rootfs = Rootfs::new();
     rootfs.no_apt_sources();
     let dir = tempfile::tempdir().unwrap();
-    let plan = plan_file(
-        dir.path(),
-        "toolkit.toml",
-        &format!(
-            "[toolkit]\nversion = \"12.8\"\nfor_driver = \"580\"\n{}",
-            cuda_repo_section(&server.url("nvidia-debian12/"))
-        ),
-    );
+    let plan = toolkit_plan(dir.path(), &server, "");
     let tracked = ["etc", "boot", "usr/local"];
     let before_tree = rootfs.tree(&tracked);
     let before_packages = rootfs.packages();

@@ -21,7 +21,7 @@ run_json again apply "$dcgm570"
 expect_eq "re-apply with dcgm changed" false "$(json $OUT/again.json 'd["changed"]')"
 
 # The upgrade: nvidia-dcgm holds the GPU, so it is in the window.
-dcgm580=$(plan_with dcgm-580 580 '[dcgm]' 'enable = true' '[upgrade]' 'holders = "stop-services"')
+dcgm580=$(plan_with dcgm-580 580 '[dcgm]' 'enable = true' 'diag = 1' '[upgrade]' 'holders = "stop-services"')
 run_json plan580 plan "$dcgm580"
 expect_eq "plan: the window stops" '["nvidia-persistenced.service", "nvidia-dcgm.service"]' "$(json $OUT/plan580.json 'd["window"]["stop"]')"
 expect_eq "plan: nothing blocks" '[]' "$(json $OUT/plan580.json '[h["pid"] for h in d["window"]["holders"] if h["action"]=="block"]')"
@@ -34,6 +34,7 @@ expect_eq "nvidia-dcgm after the upgrade" active "$(active nvidia-dcgm)"
 [ "$(systemctl show -p MainPID --value nvidia-dcgm)" != "$engine" ] || fail "nvidia-dcgm was not stopped and started"
 expect_eq "the window stopped nvidia-dcgm" true "$(json $OUT/up580.json '"nvidia-dcgm.service" in d["window"]["stop"]')"
 expect_eq "verify after the upgrade" true "$(json $OUT/up580.json 'd["verify"]["passed"]')"
+expect_eq "verify ran dcgmi diag -r 1" true "$(json $OUT/up580.json '[c["passed"] for c in d["verify"]["checks"] if c["name"]=="dcgm-diag"][0]')"
 
 # Rollback: 570 again, its DCGM package set, the service running.
 run_json back rollback
@@ -41,4 +42,16 @@ expect_eq "rollback exit" 0 "$(cat $OUT/back.exit)"
 expect_eq "module after the rollback" 570.124.06 "$(loaded_version)"
 expect_eq "cuda13 DCGM after the rollback" absent "$(installed_version datacenter-gpu-manager-4-cuda13)"
 expect_eq "nvidia-dcgm after the rollback" active "$(active nvidia-dcgm)"
+# DCGM's diagnostic fails after the swap (a GPU fault, as dcgmi would
+# report it): verify fails and the generation is undone, 570 stays.
+mkdir -p /etc/dcgm-stand-in
+echo "GPU 0 reports an uncorrectable ECC error" > /etc/dcgm-stand-in/fail
+run_json faulty apply "$dcgm580"
+rm -r /etc/dcgm-stand-in
+expect_eq "apply whose dcgm diag fails exit" 1 "$(cat $OUT/faulty.exit)"
+json $OUT/faulty.json '[c["evidence"] for c in d["verify"]["checks"] if c["name"]=="dcgm-diag"][0]' \
+  | grep -q "failed: software (Deployment): GPU 0 reports an uncorrectable ECC error" \
+  || fail "the diag check does not name the failed test: $(json $OUT/faulty.json 'd["verify"]')"
+expect_eq "module after the failed diag" 570.124.06 "$(loaded_version)"
+expect_eq "nvidia-dcgm after the failed diag" active "$(active nvidia-dcgm)"
 echo "dcgm: all checks passed"

@@ -265,6 +265,57 @@ pub(super) fn prefetch(packages: &Packages, ctx: &Context) -> Result<(), StepErr
     Ok(())
 }
 
+/// What check found to do: the packages to install, hold and remove, and
+/// whether the lock list and the module stream are as planned.
+struct Pending<'a> {
+    install: &'a [&'a PackageSpec],
+    hold: &'a [&'a PackageSpec],
+    remove: &'a [String],
+    lock_ok: bool,
+    stream_ok: bool,
+}
+
+/// The commands apply will run, as plan shows them.
+fn planned_commands(
+    packages: &Packages,
+    dnf: &Dnf,
+    pending: &Pending,
+    resolved: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut commands = Vec::new();
+    if let (false, Some((module, stream))) = (pending.stream_ok, &packages.desired.stream) {
+        commands.push(dnf.module_reset(module, None).display());
+        commands.push(dnf.module_enable(module, stream, None).display());
+    }
+    if !pending.install.is_empty() || !pending.remove.is_empty() {
+        commands.push(dnf.makecache(None).display());
+    }
+    if !pending.install.is_empty() {
+        let exact: Vec<(String, String)> = pending
+            .install
+            .iter()
+            .map(|spec| {
+                let version = resolved
+                    .get(spec.name.as_str())
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                (spec.name.clone(), version)
+            })
+            .collect();
+        commands.push(dnf.install(&exact, None).display());
+    }
+    if !pending.remove.is_empty() {
+        commands.push(dnf.remove(pending.remove, None).display());
+    }
+    if !pending.lock_ok || !pending.install.is_empty() || !pending.hold.is_empty() {
+        commands.push(format!(
+            "write {VERSIONLOCK_LIST} (lock {})",
+            packages.held_names().join(", ")
+        ));
+    }
+    commands
+}
+
 pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
     let host = ctx.host;
     let installed = &ctx.facts.all_packages;
@@ -301,36 +352,14 @@ pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
         add_transaction(&mut changes, tx);
     }
     drop(plugins);
-    let mut commands = Vec::new();
-    if let (false, Some((module, stream))) = (stream_ok, &packages.desired.stream) {
-        commands.push(dnf.module_reset(module, None).display());
-        commands.push(dnf.module_enable(module, stream, None).display());
-    }
-    if !install.is_empty() || !remove.is_empty() {
-        commands.push(dnf.makecache(None).display());
-    }
-    if !install.is_empty() {
-        let exact: Vec<(String, String)> = install
-            .iter()
-            .map(|spec| {
-                let version = resolved_map
-                    .get(spec.name.as_str())
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                (spec.name.clone(), version)
-            })
-            .collect();
-        commands.push(dnf.install(&exact, None).display());
-    }
-    if !remove.is_empty() {
-        commands.push(dnf.remove(&remove, None).display());
-    }
-    if !lock_ok || !install.is_empty() || !hold.is_empty() {
-        commands.push(format!(
-            "write {VERSIONLOCK_LIST} (lock {})",
-            packages.held_names().join(", ")
-        ));
-    }
+    let pending = Pending {
+        install: &install,
+        hold: &hold,
+        remove: &remove,
+        lock_ok,
+        stream_ok,
+    };
+    let commands = planned_commands(packages, &dnf, &pending, &resolved_map);
     let action = action_of(&changes);
     // Every package locked, the installed ones too: what the
     // versionlock list below names.

@@ -36,6 +36,34 @@ pub(crate) struct Prepared {
 }
 
 /// Installed packages by name.
+/// The commands apt's apply runs, as plan shows them: the pin, apt-get
+/// update and install, apt-mark hold.
+fn apt_commands(
+    ctx: &Context,
+    pin_ok: bool,
+    release: Option<String>,
+    exact: &[(String, String)],
+    remove: &[String],
+    held: &[String],
+) -> Vec<String> {
+    let mut commands = Vec::new();
+    if !pin_ok {
+        let release = release.unwrap_or_else(|| "<release>".into());
+        commands.push(format!(
+            "write {} (Pin: version {release}-*)",
+            apt::PIN_FILE
+        ));
+    }
+    if !exact.is_empty() || !remove.is_empty() {
+        commands.push(apt::update_for(&ctx.host.root).display());
+        commands.push(apt::install(exact, remove, false).display());
+    }
+    if !held.is_empty() {
+        commands.push(apt::hold(held).display());
+    }
+    commands
+}
+
 fn by_name(packages: &[Package]) -> BTreeMap<&str, &Package> {
     packages.iter().map(|p| (p.name.as_str(), p)).collect()
 }
@@ -884,21 +912,7 @@ impl Packages {
             })
             .collect();
         let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
-        let mut commands = Vec::new();
-        if !pin_ok {
-            let release = release.unwrap_or_else(|| "<release>".into());
-            commands.push(format!(
-                "write {} (Pin: version {release}-*)",
-                apt::PIN_FILE
-            ));
-        }
-        if !exact.is_empty() || !remove.is_empty() {
-            commands.push(apt::update_for(&ctx.host.root).display());
-            commands.push(apt::install(&exact, &remove, false).display());
-        }
-        if !held.is_empty() {
-            commands.push(apt::hold(&held).display());
-        }
+        let commands = apt_commands(ctx, pin_ok, release, &exact, &remove, &held);
         // Every package held, the installed ones too: what `apt-mark hold`
         // below names.
         let mut summary = format!(

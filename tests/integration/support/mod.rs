@@ -389,3 +389,26 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The test repositories (scripts/build-test-repos) served on loopback.
+pub fn serve_test_repos() -> http::Server {
+    let test_repos = repo().join("target/test-repos");
+    assert!(
+        test_repos.join("debian/Packages").is_file(),
+        "run scripts/build-test-repos first"
+    );
+    http::Server::serve(&test_repos)
+}
+
+/// DIR/toolkit.toml: CUDA 12.8 alone, baked for R580, from the stand-in of
+/// NVIDIA's debian12 repository that `server` serves; `extra` appended.
+pub fn toolkit_plan(dir: &Path, server: &http::Server, extra: &str) -> PathBuf {
+    plan_file(
+        dir,
+        "toolkit.toml",
+        &format!(
+            "[toolkit]\nversion = \"12.8\"\nfor_driver = \"580\"\n{}{extra}",
+            cuda_repo_section(&server.url("nvidia-debian12/"))
+        ),
+    )
+}
