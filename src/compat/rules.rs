@@ -303,14 +303,7 @@ fn forward_compat(
             "forward_compat (none)",
             &[],
         ));
-        return Reading {
-            verdict: Verdict::Incompatible,
-            mode: Mode::None,
-            package: None,
-            limitations: Vec::new(),
-            reasons,
-            readings: Vec::new(),
-        };
+        return incompatible(reasons);
     };
     let fc_id = format!("forward_compat {}", fc.package);
     if fc.native_branches.contains(&branch) {

@@ -25,7 +25,7 @@ fn section(name: &str) -> String {
 }
 
 /// Every key of `document` is in the table of its section.
-fn documented(name: &str, document: &Value) {
+pub(crate) fn documented(name: &str, document: &Value) {
     let text = section(name);
     let mut keys = BTreeSet::new();
     key_paths(document, "", &mut keys);
@@ -67,7 +67,7 @@ fn mask_text(text: &str, masks: &[(String, &str)]) -> String {
     text
 }
 
-fn masked(value: &Value, masks: &[(String, &str)]) -> Value {
+pub(crate) fn masked(value: &Value, masks: &[(String, &str)]) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
@@ -313,4 +313,6 @@ fn a_fetch_document_is_described() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     documented("fetch", &run.json());
+    let masks = vec![root_mask(cache.path(), "[cache]")];
+    insta::assert_json_snapshot!("fetch", masked(&run.json(), &masks));
 }
