@@ -187,13 +187,15 @@ pub fn apply(
     log_to: &dyn Fn(&std::path::Path),
     lock_timeout: std::time::Duration,
 ) -> Report {
-    let mut lock = match Lock::acquire_waiting(&host.root, "apply", lock_timeout) {
+    let waiting = |what: &str| progress.warn(what);
+    let mut lock = match Lock::acquire_waiting(&host.root, "apply", lock_timeout, &waiting) {
         Ok(lock) => lock,
         Err(error) => return Report::failure(error.to_string()).finish(host),
     };
     let started = report::unix_now();
     let mut report = apply_locked(host, plan, progress, log_to, &mut lock);
     report.held_lock = Some([started, report::unix_now()]);
+    report.warnings.extend(lock.waited_for.clone());
     report
 }
 

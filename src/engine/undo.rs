@@ -364,13 +364,15 @@ pub fn rollback(
     log_to: &dyn Fn(&std::path::Path),
     lock_timeout: Duration,
 ) -> Report {
-    let lock = match Lock::acquire_waiting(&host.root, "rollback", lock_timeout) {
+    let waiting = |what: &str| progress.warn(what);
+    let lock = match Lock::acquire_waiting(&host.root, "rollback", lock_timeout, &waiting) {
         Ok(lock) => lock,
         Err(error) => return Report::failure(error.to_string()).finish(host),
     };
     let started = super::report::unix_now();
     let mut report = rollback_locked(host, progress, log_to, &lock);
     report.held_lock = Some([started, super::report::unix_now()]);
+    report.warnings.extend(lock.waited_for.clone());
     report
 }
 

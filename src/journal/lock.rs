@@ -23,7 +23,14 @@ pub struct Lock {
     /// The last holder's note, when it ended without emptying the file:
     /// it was killed.
     pub interrupted: Option<String>,
+    /// What this run waited for before it got the lock: the commands a
+    /// killed run left running, and for how long.
+    pub waited_for: Option<String>,
 }
+
+/// How long a run waits, by default, for the commands a killed run left
+/// holding the lock (an update-initramfs, a dpkg building a module).
+pub const LEFTOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(1800);
 
 impl Lock {
     /// Takes the lock for `verb` ("apply", "rollback"), or fails at once
@@ -46,6 +53,7 @@ impl Lock {
                     flock,
                     marker: format!("{verb} by pid {} since {}", std::process::id(), now()),
                     interrupted: None,
+                    waited_for: None,
                 };
                 let mut previous = String::new();
                 let mut file: &std::fs::File = &lock.flock;
@@ -57,9 +65,11 @@ impl Lock {
             }
             Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
                 let note = std::fs::read_to_string(&real).unwrap_or_default();
+                let holders = lock_holders(&real);
                 Err(JournalError::Locked {
                     path,
-                    holder: describe_holders(note.trim(), &real),
+                    holder: describe_holders(note.trim(), &holders),
+                    leftovers: leftovers(note.trim(), &holders),
                 })
             }
             Err((_, errno)) => Err(JournalError::Io {
@@ -70,17 +80,47 @@ impl Lock {
     }
 
     /// Like [`Lock::acquire`], retrying for up to `timeout` while another
-    /// run holds the lock (zero: fail at once, naming it).
+    /// run holds the lock (zero: fail at once, naming it). When the run
+    /// that holds it is gone and only commands it started still hold it,
+    /// waits for them up to `LEFTOVER_WAIT` in any case, saying so once
+    /// through `waiting`.
     pub fn acquire_waiting(
         root: &Root,
         verb: &str,
         timeout: std::time::Duration,
+        waiting: &dyn Fn(&str),
     ) -> Result<Lock, JournalError> {
-        let deadline = std::time::Instant::now() + timeout;
+        let started = std::time::Instant::now();
+        let mut said: Option<String> = None;
         loop {
+            let elapsed = started.elapsed();
             match Lock::acquire(root, verb) {
-                Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                Err(JournalError::Locked { leftovers, .. })
+                    if elapsed < timeout || (leftovers.is_some() && elapsed < LEFTOVER_WAIT) =>
+                {
+                    if let (Some(what), None) = (&leftovers, &said) {
+                        waiting(&format!("{what}: waiting for it to finish"));
+                        said = leftovers;
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(JournalError::Locked {
+                    leftovers: Some(what),
+                    ..
+                }) => {
+                    return Err(JournalError::Leftovers {
+                        what,
+                        seconds: elapsed.as_secs(),
+                    });
+                }
+                Ok(mut lock) => {
+                    lock.waited_for = said.map(|what| {
+                        format!(
+                            "{what}: waited {:.1} s for it",
+                            started.elapsed().as_secs_f64()
+                        )
+                    });
+                    return Ok(lock);
                 }
                 other => return other,
             }
@@ -152,10 +192,9 @@ fn trusted(root: &Root) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Who holds the lock: the run's note, and every process with the lock
-/// file open (the commands it started, which may have outlived it).
-fn describe_holders(note: &str, real: &std::path::Path) -> String {
-    let mut holders: Vec<String> = Vec::new();
+/// Every other process with the lock file open: (pid, command name).
+fn lock_holders(real: &std::path::Path) -> Vec<(u32, String)> {
+    let mut holders = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -173,10 +212,48 @@ fn describe_holders(note: &str, real: &std::path::Path) -> String {
                 .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == real));
             if holds && pid != std::process::id().to_string() {
                 let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                holders.push(format!("pid {pid} {}", comm.trim()));
+                holders.push((pid.parse().unwrap_or(0), comm.trim().to_string()));
             }
         }
     }
+    holders
+}
+
+/// The pid the lock's note names ("apply by pid 4242 since ...").
+fn owner(note: &str) -> Option<u32> {
+    note.split_once(" by pid ")?
+        .1
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// When the run that took the lock is gone (not among its holders) and
+/// only what it started holds it: what to say about them.
+fn leftovers(note: &str, holders: &[(u32, String)]) -> Option<String> {
+    let owner = owner(note)?;
+    if holders.is_empty() || holders.iter().any(|(pid, _)| *pid == owner) {
+        return None;
+    }
+    let running: Vec<String> = holders
+        .iter()
+        .map(|(pid, comm)| format!("{comm} (pid {pid})"))
+        .collect();
+    Some(format!(
+        "provision pid {owner} is gone; {} that it started {} still running",
+        running.join(", "),
+        if running.len() == 1 { "is" } else { "are" }
+    ))
+}
+
+/// Who holds the lock: the run's note, and every process with the lock
+/// file open (the commands it started, which may have outlived it).
+fn describe_holders(note: &str, holders: &[(u32, String)]) -> String {
+    let holders: Vec<String> = holders
+        .iter()
+        .map(|(pid, comm)| format!("pid {pid} {comm}"))
+        .collect();
     let mut text = String::new();
     if !note.is_empty() {
         text.push_str(&format!(" ({note})"));
@@ -185,4 +262,73 @@ fn describe_holders(note: &str, real: &std::path::Path) -> String {
         text.push_str(&format!(", held by {}", holders.join(", ")));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_runs_leftovers_are_told_apart_from_a_live_run() {
+        let note = "apply by pid 15509 since 2026-12-06T07:00:00Z generation 3";
+        assert_eq!(owner(note), Some(15509));
+        let orphan = [(15515, "update-initramf".to_string())];
+        assert_eq!(
+            leftovers(note, &orphan).as_deref(),
+            Some(
+                "provision pid 15509 is gone; update-initramf (pid 15515) that it started is still running"
+            )
+        );
+        // The run itself still holds it: another run, not leftovers.
+        let live = [
+            (15509, "provision".to_string()),
+            (15515, "update-initramf".to_string()),
+        ];
+        assert_eq!(leftovers(note, &live), None);
+        // Nobody holds it, or no note says whose it was.
+        assert_eq!(leftovers(note, &[]), None);
+        assert_eq!(leftovers("", &orphan), None);
+    }
+
+    #[test]
+    fn a_dead_runs_command_still_holding_the_lock_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        // A run that took the lock and was killed (its pid gone) ...
+        let lock = Lock::acquire(&root, "apply").unwrap();
+        let real = root.join(format!("{STATE_DIR}/lock"));
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let gone = dead.id();
+        dead.wait().unwrap();
+        drop(lock);
+        // The note stays, as after SIGKILL.
+        std::fs::write(
+            &real,
+            format!("apply by pid {gone} since 2026-12-06T07:00:00Z generation 1\n"),
+        )
+        .unwrap();
+        // ... and a command it started that holds the lock a little longer
+        // (util-linux flock, holding it while `sleep 1` runs).
+        let mut leftover = std::process::Command::new("flock")
+            .arg("--nonblock")
+            .arg(&real)
+            .args(["sleep", "1"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let said = std::sync::Mutex::new(Vec::new());
+        let waiting = |what: &str| said.lock().unwrap().push(what.to_string());
+        let zero = std::time::Duration::ZERO;
+        let next = Lock::acquire_waiting(&root, "apply", zero, &waiting);
+        leftover.wait().unwrap();
+        let next = next.unwrap();
+        let said = said.into_inner().unwrap();
+        assert_eq!(said.len(), 1, "said once: {said:?}");
+        assert!(
+            said[0].starts_with(&format!("provision pid {gone} is gone; flock (pid ")),
+            "{said:?}"
+        );
+        assert!(next.waited_for.as_deref().unwrap().contains("waited"));
+        assert_eq!(next.interrupted_generation(), Some(1));
+    }
 }

@@ -41,7 +41,16 @@ pub enum JournalError {
     #[error(
         "another provision run holds {path}{holder}: wait for it to finish, or give --lock-timeout SECONDS"
     )]
-    Locked { path: String, holder: String },
+    Locked {
+        path: String,
+        holder: String,
+        /// The run that holds it is gone; these commands it started hold it.
+        leftovers: Option<String>,
+    },
+    #[error(
+        "{what} after {seconds} s of waiting: wait for it to finish (or end it), then run again"
+    )]
+    Leftovers { what: String, seconds: u64 },
     #[error(
         "{path} is {problem}: provision does not trust a journal others can change (make it root's, mode 0755 or stricter)"
     )]
