@@ -340,7 +340,7 @@ fn bundle_verb(
         output,
     };
     let started = std::time::Instant::now();
-    match provision::bundle::build(&request, &runner, progress.as_ref()) {
+    match provision::bundle::build::build(&request, &runner, progress.as_ref()) {
         Ok(built) => {
             if json {
                 let mut value = serde_json::to_value(&built).unwrap_or_default();

@@ -8,27 +8,12 @@
 //! keeps it unpacked in the cache for the next run.
 
 pub mod build;
-mod rpm;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// Makes the bundle `request` asks for, with apt or dnf as its release
-/// uses.
-pub fn build(
-    request: &build::Request,
-    runner: &dyn crate::host::Runner,
-    progress: &dyn crate::progress::Progress,
-) -> Result<build::Built, BundleError> {
-    let (release, debian_arch) = build::prepare(request)?;
-    if release.family == crate::facts::os::Family::Rhel {
-        return rpm::build(request, release, runner, progress);
-    }
-    build::build_apt(request, release, debian_arch, runner, progress)
-}
 
 pub const MANIFEST: &str = "manifest.json";
 /// Where a bundle's repository lives inside the tar.

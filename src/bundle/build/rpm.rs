@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::build::{
+use super::{
     Built, Release, Request, bare_facts, checked_key, io, listed_files, names_of,
     nvidia_repositories, resolve, wanted, write_tar,
 };
-use super::{BundleError, BundledPackage, Manifest, REPO_DIR};
+use crate::bundle::{BundleError, BundledPackage, Manifest, REPO_DIR};
 use crate::distro::dnf::parse_available;
 use crate::host::{Cmd, Runner, run_checked};
 use crate::progress::Progress;

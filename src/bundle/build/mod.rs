@@ -6,6 +6,8 @@
 //! the release (its `Priority: required` packages), so the bundle carries
 //! everything else the plan pulls in: DKMS, the compiler, kernel headers.
 
+mod rpm;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -204,10 +206,24 @@ pub(super) fn io(error: std::io::Error) -> BundleError {
     BundleError::Build(error.to_string())
 }
 
+/// Makes the bundle `request` asks for, with apt or dnf as its release
+/// uses.
+pub fn build(
+    request: &Request,
+    runner: &dyn Runner,
+    progress: &dyn Progress,
+) -> Result<Built, BundleError> {
+    let (release, debian_arch) = prepare(request)?;
+    if release.family == Family::Rhel {
+        return rpm::build(request, release, runner, progress);
+    }
+    build_apt(request, release, debian_arch, runner, progress)
+}
+
 /// The release `request` names, its Debian architecture, and the plan
 /// checked for what a bundle can carry: what both kinds of bundle need
 /// before they start.
-pub(super) fn prepare(request: &Request) -> Result<(&'static Release, &'static str), BundleError> {
+fn prepare(request: &Request) -> Result<(&'static Release, &'static str), BundleError> {
     let release = release_of(&request.sources.release)?;
     let debian_arch = match request.sources.arch.as_str() {
         "x86_64" => "amd64",
@@ -223,7 +239,7 @@ pub(super) fn prepare(request: &Request) -> Result<(&'static Release, &'static s
 }
 
 /// A Debian or Ubuntu bundle: apt in a throwaway state of its own.
-pub(super) fn build_apt(
+fn build_apt(
     request: &Request,
     release: &Release,
     debian_arch: &'static str,
