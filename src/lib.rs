@@ -21,3 +21,12 @@ pub mod progress;
 pub mod step;
 pub mod upgrade;
 pub mod version;
+
+/// The name serde gives a unit variant (`rolled-back`, `warning`), as the
+/// JSON documents spell it; empty for anything else.
+pub fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}

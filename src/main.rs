@@ -67,6 +67,13 @@ fn progress_for(common: &Common) -> Arc<dyn Progress> {
 }
 
 /// Host for `root` (or `/`); changes are allowed only for apply/rollback.
+/// The host a read-only verb reads, or its failure already printed.
+fn read_only(common: &Common, verb: &str) -> Result<Host, Exit> {
+    host(common, Arc::new(Silent), false)
+        .map(|(host, _)| host)
+        .map_err(|message| fail(message, verb, common))
+}
+
 fn host(
     common: &Common,
     progress: Arc<dyn Progress>,
@@ -219,9 +226,9 @@ fn run(cli: Cli) -> Exit {
 }
 
 fn detect(common: &Common, initramfs: bool, origins: bool) -> Exit {
-    let (host, _) = match host(common, Arc::new(Silent), false) {
+    let host = match read_only(common, "detect") {
         Ok(host) => host,
-        Err(message) => return fail(message, "detect", common),
+        Err(exit) => return exit,
     };
     let facts = Facts::gather(
         &host,
@@ -276,9 +283,9 @@ fn plan_verb(plan: &Path, common: &Common, bundle: &BundleArgs, detailed_exitcod
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
-    let (host, _) = match host(common, Arc::new(Silent), false) {
+    let host = match read_only(common, "plan") {
         Ok(host) => host,
-        Err(message) => return fail(message, "plan", common),
+        Err(exit) => return exit,
     };
     let report = engine::plan(&host, &plan, &Silent);
     print_report(&report, "plan", common);
@@ -423,9 +430,9 @@ fn fetch(url: &str, sha256: &str, cache: std::path::PathBuf, json: bool) -> Exit
 }
 
 fn doctor(common: &Common) -> Exit {
-    let (host, _) = match host(common, Arc::new(Silent), false) {
+    let host = match read_only(common, "doctor") {
         Ok(host) => host,
-        Err(message) => return fail(message, "doctor", common),
+        Err(exit) => return exit,
     };
     let facts = Facts::gather(
         &host,
@@ -450,9 +457,9 @@ fn doctor(common: &Common) -> Exit {
 /// `provision metrics`: the exposition on stdout, or DIR/provision.prom.
 fn metrics(common: &Common, textfile: Option<&Path>) -> Exit {
     use provision::metrics;
-    let (host, _) = match host(common, Arc::new(Silent), false) {
+    let host = match read_only(common, "metrics") {
         Ok(host) => host,
-        Err(message) => return fail(message, "metrics", common),
+        Err(exit) => return exit,
     };
     let facts = Facts::gather(&host, Options::default());
     let text = metrics::exposition(&metrics::collect(&host, &facts, metrics::drift(&host)));
@@ -481,9 +488,9 @@ fn refresh_metrics(host: &Host, configured: Option<&Path>, progress: &dyn Progre
 
 /// `provision verify`: the host's health, read-only.
 fn verify(common: &Common, compute: bool) -> Exit {
-    let (host, _) = match host(common, Arc::new(Silent), false) {
+    let host = match read_only(common, "verify") {
         Ok(host) => host,
-        Err(message) => return fail(message, "verify", common),
+        Err(exit) => return exit,
     };
     let facts = Facts::gather(&host, Options::default());
     let result = provision::step::verify::standalone(&host, &facts, compute);
@@ -510,9 +517,9 @@ fn recommend(cuda: Option<String>, gpus: &[String], common: &Common) -> Exit {
         Err(message) => return fail(message, "recommend", common),
     };
     let needs = if named.is_empty() {
-        let (host, _) = match host(common, Arc::new(Silent), false) {
+        let host = match read_only(common, "recommend") {
             Ok(host) => host,
-            Err(message) => return fail(message, "recommend", common),
+            Err(exit) => return exit,
         };
         recommend::needs_of(&Facts::gather(&host, Options::default()), cuda)
     } else {
@@ -537,9 +544,9 @@ fn recommend(cuda: Option<String>, gpus: &[String], common: &Common) -> Exit {
 }
 
 fn history(common: &Common) -> Exit {
-    let (host, _) = match host(common, Arc::new(Silent), false) {
+    let host = match read_only(common, "history") {
         Ok(host) => host,
-        Err(message) => return fail(message, "history", common),
+        Err(exit) => return exit,
     };
     let history = engine::history(&host);
     if common.json {
@@ -559,9 +566,9 @@ fn history(common: &Common) -> Exit {
 fn compat(request: provision::compat::ask::Request, common: &Common) -> Exit {
     use provision::compat::ask::{Reply, ask};
     let facts = if request.reads_host(common.root.is_some()) {
-        let (host, _) = match host(common, Arc::new(Silent), false) {
+        let host = match read_only(common, "compat") {
             Ok(host) => host,
-            Err(message) => return fail(message, "compat", common),
+            Err(exit) => return exit,
         };
         Some(Facts::gather(&host, Options::default()))
     } else {

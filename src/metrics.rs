@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use crate::doctor::Severity;
 use crate::facts::Facts;
 use crate::host::Host;
 use crate::journal::{self, Generation, Status};
@@ -77,10 +78,7 @@ pub fn collect(host: &Host, facts: &Facts, drift: Option<usize>) -> Vec<Family> 
 fn driver_info(facts: &Facts) -> Family {
     let driver = &facts.kernel_driver;
     let value = |v: Option<&str>| v.unwrap_or("none").to_string();
-    let release = driver
-        .version
-        .as_deref()
-        .or(facts.user_driver.version.as_deref());
+    let release = facts.driver_version();
     Family {
         name: "provision_driver_info",
         help: "the NVIDIA driver's layers: the loaded kernel module, the user space, the module flavour and the branch",
@@ -100,10 +98,7 @@ fn generation_families(latest: Option<&Generation>) -> Vec<Family> {
     let Some(generation) = latest else {
         return Vec::new();
     };
-    let state = serde_json::to_value(generation.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let state = crate::serde_name(&generation.status);
     let mut families = vec![Family {
         name: "provision_generation",
         help: "the newest generation's number, labelled with its state",
@@ -138,23 +133,22 @@ fn reboot_required(facts: &Facts, latest: Option<&Generation>) -> bool {
 
 fn findings(host: &Host, facts: &Facts) -> Family {
     let report = crate::doctor::run(host, facts);
-    let count = |severity: &str| {
+    let count = |severity: Severity| {
         report
             .findings
             .iter()
-            .filter(|f| {
-                serde_json::to_value(f.severity)
-                    .ok()
-                    .is_some_and(|v| v == severity)
-            })
+            .filter(|f| f.severity == severity)
             .count() as f64
     };
     Family {
         name: "provision_doctor_findings",
         help: "provision doctor's findings by severity",
-        samples: ["error", "warning", "info"]
-            .iter()
-            .map(|severity| (vec![("severity", severity.to_string())], count(severity)))
+        samples: [Severity::Error, Severity::Warning, Severity::Info]
+            .into_iter()
+            .map(|severity| {
+                let label = crate::serde_name(&severity);
+                (vec![("severity", label)], count(severity))
+            })
             .collect(),
     }
 }

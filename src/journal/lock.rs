@@ -98,11 +98,14 @@ impl Lock {
                 Err(JournalError::Locked { leftovers, .. })
                     if elapsed < timeout || (leftovers.is_some() && elapsed < LEFTOVER_WAIT) =>
                 {
+                    // Each try scans /proc for the lock's holders: leftovers,
+                    // which take seconds to minutes, are looked at less often.
+                    let pause = if leftovers.is_some() { 500 } else { 100 };
                     if let (Some(what), None) = (&leftovers, &said) {
                         waiting(&format!("{what}: waiting for it to finish"));
                         said = leftovers;
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
                 }
                 Err(JournalError::Locked {
                     leftovers: Some(what),

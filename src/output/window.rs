@@ -115,10 +115,7 @@ pub fn history(history: &History, style: Style) -> String {
         "gen", "state", "started", "finished", "changes"
     );
     for g in &history.generations {
-        let state = serde_json::to_value(g.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let state = crate::serde_name(&g.state);
         let _ = writeln!(
             out,
             "{:>4}  {:<18} {:<20} {:<20} {:>7}  {}{}",

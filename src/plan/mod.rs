@@ -239,7 +239,7 @@ impl Plan {
             dcgm: dcgm.enable,
             dcgm_diag: dcgm.diag.0,
             verify: spec.verify,
-            metrics: spec.metrics.textfile.map(|p| p.0),
+            metrics: spec.metrics.textfile.map(|p| PathBuf::from(p.0)),
             bundle: None,
             tables,
         })

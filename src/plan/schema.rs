@@ -45,25 +45,7 @@ pub struct PlanSpec {
 pub struct MetricsSpec {
     /// The collector's `--collector.textfile.directory`, absolute.
     #[serde(default)]
-    pub textfile: Option<AbsolutePath>,
-}
-
-/// A path that must be absolute, checked where it is read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct AbsolutePath(pub std::path::PathBuf);
-
-impl<'de> Deserialize<'de> for AbsolutePath {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let path = std::path::PathBuf::from(&text);
-        if !path.is_absolute() {
-            return Err(serde::de::Error::custom(format!(
-                "{text:?} is not an absolute path (a directory such as /var/lib/node_exporter/textfile_collector)"
-            )));
-        }
-        Ok(AbsolutePath(path))
-    }
+    pub textfile: Option<HostPath>,
 }
 
 /// `[verify]`: what verify proves after the driver changed (and what
@@ -175,7 +157,7 @@ impl<'de> Deserialize<'de> for HostPath {
                 .any(|c| c.is_control() || c == '"' || c == '\\');
         if !valid {
             return Err(serde::de::Error::custom(format!(
-                "invalid path {text:?}: expected an absolute path on the host, such as \"/var/lib/shim-signed/mok/MOK.priv\""
+                "invalid path {text:?}: expected an absolute path on the host, such as \"/var/lib/node_exporter/textfile_collector\""
             )));
         }
         Ok(HostPath(text))

@@ -158,10 +158,7 @@ fn fabric_check(machine: &Machine, fabric: Result<Vec<GpuFabric>, String>) -> Op
     let mut evidence: Vec<String> = gpus
         .iter()
         .map(|g| {
-            let state = serde_json::to_value(g.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let state = crate::serde_name(&g.state);
             match &g.error {
                 Some(error) => format!("GPU {} {}: fabric {state}: {error}", g.index, g.pci_bus_id),
                 None => format!("GPU {} {}: fabric {state}", g.index, g.pci_bus_id),

@@ -9,6 +9,16 @@ pub struct Verification {
     pub checks: Vec<VerifyCheck>,
 }
 
+impl Verification {
+    /// Passed when no check that ran failed (not run is not failed).
+    pub fn of(checks: Vec<VerifyCheck>) -> Verification {
+        Verification {
+            passed: checks.iter().all(|c| c.passed != Some(false)),
+            checks,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyCheck {
     pub name: String,

@@ -54,10 +54,7 @@ pub fn verify(host: &Host, facts: &Facts, verify: &Verify) -> Verification {
     if live && verify.dcgm_diag > 0 {
         checks.push(super::dcgm_diag::diag(host, verify.dcgm_diag));
     }
-    Verification {
-        passed: checks.iter().all(|c| c.passed != Some(false)),
-        checks,
-    }
+    Verification::of(checks)
 }
 
 /// `provision verify`: the host as it is, no plan. The user space must be
@@ -67,20 +64,12 @@ pub fn verify(host: &Host, facts: &Facts, verify: &Verify) -> Verification {
 /// run side by side.
 pub fn standalone(host: &Host, facts: &Facts, compute: bool) -> Verification {
     let live = host.root.is_host() && facts.os.booted();
-    let release = facts
-        .kernel_driver
-        .version
-        .clone()
-        .or_else(|| facts.user_driver.version.clone());
-    let Some(release) = release else {
-        return Verification {
-            passed: false,
-            checks: vec![check(
-                "driver",
-                Some(false),
-                "no NVIDIA driver is loaded or installed here",
-            )],
-        };
+    let Some(release) = facts.driver_version().map(str::to_string) else {
+        return Verification::of(vec![check(
+            "driver",
+            Some(false),
+            "no NVIDIA driver is loaded or installed here",
+        )]);
     };
     let wanted = match facts.kernel_driver.version {
         Some(_) => format!("the loaded module is {release}"),
@@ -102,10 +91,7 @@ pub fn standalone(host: &Host, facts: &Facts, compute: bool) -> Verification {
     }
     checks.extend(smi);
     checks.extend(computed);
-    Verification {
-        passed: checks.iter().all(|c| c.passed != Some(false)),
-        checks,
-    }
+    Verification::of(checks)
 }
 
 fn userspace(facts: &Facts, target: &DriverTarget, wanted: &str) -> VerifyCheck {

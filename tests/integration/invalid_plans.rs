@@ -67,7 +67,7 @@ const CASES: &[(&str, &[u8], &str)] = &[
     (
         "metrics-relative.toml",
         b"[driver]\nbranch = \"580\"\n[metrics]\ntextfile = \"textfiles\"\n",
-        ":4:12: \"textfiles\" is not an absolute path",
+        ":4:12: invalid path \"textfiles\": expected an absolute path on the host",
     ),
     (
         "garbage.toml",
