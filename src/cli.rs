@@ -44,9 +44,20 @@ pub struct Common {
 #[derive(Args, Debug)]
 pub struct BundleFor {
     /// The release to bundle for, as `detect` names it: debian-12,
-    /// ubuntu-24.04, ...; rhel-9 for the RHEL family.
-    #[arg(long = "for", value_name = "ID-VERSION")]
-    pub release: String,
+    /// ubuntu-24.04, ...; rhel-9 for the RHEL family (default: the
+    /// --host documents' release).
+    #[arg(
+        long = "for",
+        value_name = "ID-VERSION",
+        required_unless_present = "hosts"
+    )]
+    pub release: Option<String>,
+    /// A host to bundle for: its `provision detect --json --packages`
+    /// document, carried out of the site (repeatable). The bundle carries
+    /// the headers of every kernel those hosts have and what they lack,
+    /// nothing they already have at the version needed.
+    #[arg(long = "host", value_name = "DETECT.json")]
+    pub hosts: Vec<PathBuf>,
     #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "sbsa"])]
     pub arch: String,
     /// A kernel to carry headers for (repeatable; default: the
@@ -68,7 +79,8 @@ pub struct BundleFor {
 impl From<BundleFor> for crate::bundle::build::Sources {
     fn from(target: BundleFor) -> Self {
         crate::bundle::build::Sources {
-            release: target.release,
+            release: target.release.unwrap_or_default(),
+            hosts: target.hosts,
             arch: target.arch,
             kernels: target.kernels,
             mirrors: target.mirrors,
@@ -104,6 +116,10 @@ pub enum Command {
         /// came from (slower).
         #[arg(long)]
         origins: bool,
+        /// Also list every installed package (`installed` in the JSON):
+        /// what `provision bundle --host` reads.
+        #[arg(long, requires = "json")]
+        packages: bool,
     },
     /// Show what `apply` would change. Never changes anything.
     Plan {

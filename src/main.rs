@@ -151,7 +151,8 @@ fn run(cli: Cli) -> Exit {
             common,
             initramfs,
             origins,
-        } => detect(&common, initramfs, origins),
+            packages,
+        } => detect(&common, initramfs, origins, packages),
         Command::Plan {
             plan,
             common,
@@ -225,7 +226,7 @@ fn run(cli: Cli) -> Exit {
     }
 }
 
-fn detect(common: &Common, initramfs: bool, origins: bool) -> Exit {
+fn detect(common: &Common, initramfs: bool, origins: bool, packages: bool) -> Exit {
     let host = match read_only(common, "detect") {
         Ok(host) => host,
         Err(exit) => return exit,
@@ -234,11 +235,16 @@ fn detect(common: &Common, initramfs: bool, origins: bool) -> Exit {
         &host,
         Options {
             list_initramfs: initramfs,
-            all_packages: false,
+            all_packages: packages,
             origins,
         },
     );
-    if common.json {
+    if common.json && packages {
+        out(&format!(
+            "{}\n",
+            output::json(&output::WithInstalled::of(&facts))
+        ));
+    } else if common.json {
         out(&format!("{}\n", output::json(&facts)));
     } else {
         out(&output::facts_human(&facts, Style::for_stdout()));
@@ -357,13 +363,19 @@ fn bundle_verb(
                     serde_json::to_string_pretty(&value).unwrap_or_default()
                 ));
             } else {
+                let hosts = if built.hosts.is_empty() {
+                    String::new()
+                } else {
+                    format!("hosts: {}\n", built.hosts.join(", "))
+                };
                 out(&format!(
-                    "{}: {} package(s) for {}, {:.1} MB, in {:.0} s\nmanifest sha256 {}\n",
+                    "{}: {} package(s) for {}, {:.1} MB, in {:.0} s\nkernels: {}\n{hosts}manifest sha256 {}\n",
                     built.output.display(),
                     built.packages,
                     built.manifest.release,
                     built.bytes as f64 / 1e6,
                     started.elapsed().as_secs_f64(),
+                    built.manifest.kernels.join(", "),
                     built.manifest_sha256
                 ));
             }

@@ -7,7 +7,10 @@
 //! given, every file against the manifest) before anything changes, and
 //! keeps it unpacked in the cache for the next run.
 
+mod apt;
 pub mod build;
+pub mod fit;
+pub mod hosts;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,6 +38,12 @@ pub struct Manifest {
     pub packages: Vec<BundledPackage>,
     /// Every file under `repo/`, with its sha256.
     pub files: Vec<ManifestFile>,
+    /// The kernels it carries headers for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<String>,
+    /// The hosts it was resolved for (`bundle --host`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +97,9 @@ pub struct Opened {
     pub manifest_sha256: String,
     /// The unpacked bundle (its `repo/` inside), None when only checked.
     pub dir: Option<PathBuf>,
+    /// The bundle's tar.
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 fn hex(digest: impl AsRef<[u8]>) -> String {
@@ -125,6 +137,29 @@ fn read_manifest(path: &Path) -> Result<(Vec<u8>, String), BundleError> {
     Err(unreadable(format!("no {MANIFEST}: not a provision bundle")))
 }
 
+/// One file of the bundle's repository, read out of the tar (the caller
+/// checked the bundle first).
+pub(crate) fn read_repo_file(path: &Path, name: &str) -> Result<Vec<u8>, BundleError> {
+    let unreadable = |message: String| BundleError::Unreadable {
+        path: path.to_path_buf(),
+        message,
+    };
+    let wanted = format!("{REPO_DIR}/{name}");
+    let file = fs_err::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().map_err(|e| unreadable(e.to_string()))? {
+        let mut entry = entry.map_err(|e| unreadable(e.to_string()))?;
+        if entry.path().map_err(|e| unreadable(e.to_string()))? == Path::new(&wanted) {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| unreadable(e.to_string()))?;
+            return Ok(bytes);
+        }
+    }
+    Err(unreadable(format!("no {wanted} in the bundle")))
+}
+
 /// The manifest, checked against `expected` when given.
 fn checked_manifest(
     path: &Path,
@@ -156,6 +191,7 @@ pub fn check(path: &Path, expected: Option<&str>) -> Result<Opened, BundleError>
         manifest,
         manifest_sha256,
         dir: None,
+        path: path.to_path_buf(),
     })
 }
 
@@ -169,6 +205,7 @@ pub fn open(path: &Path, expected: Option<&str>) -> Result<Opened, BundleError> 
             dir: Some(dir),
             manifest,
             manifest_sha256,
+            path: path.to_path_buf(),
         });
     }
     let staging = unpack(path, &manifest, &manifest_sha256)?;
@@ -187,6 +224,7 @@ pub fn open(path: &Path, expected: Option<&str>) -> Result<Opened, BundleError> 
         dir: Some(dir),
         manifest,
         manifest_sha256,
+        path: path.to_path_buf(),
     })
 }
 

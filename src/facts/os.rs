@@ -23,6 +23,10 @@ pub struct Os {
     pub pretty_name: Option<String>,
     pub codename: Option<String>,
     pub family: Option<Family>,
+    /// The host's name (`/etc/hostname`; the kernel's on the running
+    /// system): which host a `detect --json` document is of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// `uname -r` of the running kernel (from `proc/sys/kernel/osrelease`).
     pub running_kernel: Option<String>,
     /// This boot's id (`proc/sys/kernel/random/boot_id`): a generation that
@@ -154,6 +158,24 @@ pub fn version_id(root: &crate::host::Root) -> Option<String> {
     parse_os_release(&text).get("VERSION_ID").cloned()
 }
 
+/// The kernel's host name on the running system, else `/etc/hostname`.
+fn hostname(root: &crate::host::Root) -> Option<String> {
+    let kernel = root
+        .is_host()
+        .then(|| {
+            root.read_trimmed("/proc/sys/kernel/hostname")
+                .ok()
+                .flatten()
+        })
+        .flatten();
+    kernel
+        .or_else(|| {
+            let text = root.read_string("/etc/hostname").ok()?;
+            text.lines().next().map(|l| l.trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
+}
+
 pub fn gather(host: &Host) -> Os {
     let root = &host.root;
     let mut os = Os::default();
@@ -196,6 +218,7 @@ pub fn gather(host: &Host) -> Os {
         }
     }
 
+    os.hostname = hostname(root);
     match root.read_trimmed("/proc/sys/kernel/osrelease") {
         Ok(Some(release)) if !release.is_empty() => os.running_kernel = Some(release),
         Ok(_) => os.unknown.note(

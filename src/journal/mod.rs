@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::host::{Cmd, Root};
 
 mod lock;
+pub mod strays;
 pub use lock::Lock;
 
 pub const STATE_DIR: &str = "/var/lib/provision";
@@ -195,6 +196,10 @@ pub struct Generation {
     /// How long its window kept the GPUs out of service (metrics).
     #[serde(default)]
     pub unavailable_seconds: Option<f64>,
+    /// The initramfs tools' strays present when it began (see
+    /// [`strays`]): those that appear after are removed when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strays_before: Option<Vec<String>>,
 }
 
 /// What a generation waiting for a reboot still has to do after it.
@@ -241,6 +246,7 @@ impl<'a> Journal<'a> {
             upgrade: None,
             awaiting: None,
             unavailable_seconds: None,
+            strays_before: Some(strays::present(root)),
         };
         let journal = Journal { root, generation };
         journal.save()?;
@@ -395,10 +401,22 @@ impl<'a> Journal<'a> {
         self.save()
     }
 
+    /// Ends the generation: what its commands left beside the journaled
+    /// files goes first.
     pub fn finish(&mut self, status: Status) -> Result<(), JournalError> {
+        self.remove_strays();
         self.generation.status = status;
         self.generation.finished = Some(now());
         self.save()
+    }
+
+    /// Removes the initramfs tools' strays that appeared since the
+    /// generation began; returns them.
+    pub fn remove_strays(&self) -> Vec<String> {
+        match &self.generation.strays_before {
+            Some(before) => strays::remove_new(self.root, before),
+            None => Vec::new(),
+        }
     }
 
     pub fn set_reboot_required(&mut self, required: bool) -> Result<(), JournalError> {

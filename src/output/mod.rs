@@ -76,6 +76,23 @@ pub fn error_json(verb: &str, msg: &str) -> String {
     }))
 }
 
+/// `detect --json --packages`: the facts and every installed package.
+#[derive(serde::Serialize)]
+pub struct WithInstalled<'a> {
+    #[serde(flatten)]
+    pub facts: &'a crate::facts::Facts,
+    pub installed: &'a [crate::facts::packages::Package],
+}
+
+impl<'a> WithInstalled<'a> {
+    pub fn of(facts: &'a crate::facts::Facts) -> WithInstalled<'a> {
+        WithInstalled {
+            facts,
+            installed: &facts.all_packages,
+        }
+    }
+}
+
 pub fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|error| {
         format!("{{\"failed\": true, \"msg\": \"cannot encode the report: {error}\"}}")

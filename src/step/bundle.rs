@@ -6,6 +6,7 @@
 //! RHEL-family bundle's rpms were also checked against their repositories'
 //! keys when it was made. Rollback removes both.
 
+use crate::bundle::fit::{Probe, refusal};
 use crate::bundle::{Opened, REPO_DIR};
 use crate::facts::os::Family;
 use crate::journal::{Journal, Undo};
@@ -21,6 +22,11 @@ pub const BUNDLES: &str = "/var/lib/provision/bundles";
 pub struct BundleRepository {
     pub opened: Opened,
     pub family: Family,
+    /// The plan's packages: checked against the bundle before anything
+    /// changes (Debian family).
+    pub packages: Option<crate::step::packages::Packages>,
+    /// The plan's path, for the `provision bundle` line a refusal shows.
+    pub plan_path: String,
 }
 
 impl BundleRepository {
@@ -51,6 +57,53 @@ impl BundleRepository {
         }
     }
 
+    /// The bundle serves this host: on the Debian family, apt with the
+    /// host's packages and only the bundle can install what the plan
+    /// needs; on the RHEL family (whose bundle carries the plan's whole
+    /// closure), the bundle has every package the host lacks, kernel-devel
+    /// of each installed kernel included. Else the refusal naming what it
+    /// lacks.
+    fn serves(&self, ctx: &Context) -> Result<(), StepError> {
+        let Some(packages) = &self.packages else {
+            return Ok(());
+        };
+        let installed = &ctx.facts.all_packages;
+        let lacks = match self.family {
+            Family::Rhel => {
+                let mut available: std::collections::BTreeMap<String, Vec<String>> =
+                    Default::default();
+                for package in &self.opened.manifest.packages {
+                    available
+                        .entry(package.name.clone())
+                        .or_default()
+                        .push(package.version.clone());
+                }
+                packages.missing_from(installed, &available)
+            }
+            Family::Debian => {
+                let failed = |e: crate::bundle::BundleError| StepError::Failed(e.to_string());
+                let probe = Probe::new(&self.opened, ctx.host).map_err(failed)?;
+                let available = probe.offered(&packages.names()).map_err(failed)?;
+                match packages.transaction_with(installed, &available) {
+                    Ok((exact, remove)) => match probe.simulate(&exact, &remove).map_err(failed)? {
+                        Ok(()) => Vec::new(),
+                        Err(said) => said,
+                    },
+                    Err(missing) => missing,
+                }
+            }
+        };
+        if lacks.is_empty() {
+            return Ok(());
+        }
+        Err(StepError::Failed(refusal(
+            &self.opened,
+            ctx.facts,
+            &self.plan_path,
+            &lacks,
+        )))
+    }
+
     /// Every file of the bundle is in the root at its size.
     fn copied(&self, ctx: &Context) -> bool {
         self.opened.manifest.files.iter().all(|file| {
@@ -66,6 +119,13 @@ impl BundleRepository {
 impl Step for BundleRepository {
     fn id(&self) -> String {
         ID.into()
+    }
+
+    /// Before anything changes (plan, and apply's first look), the bundle
+    /// must serve this host.
+    fn preview(&self, ctx: &Context) -> Result<Check, StepError> {
+        self.serves(ctx)?;
+        self.check(ctx)
     }
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {

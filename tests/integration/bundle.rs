@@ -1,11 +1,15 @@
 //! Offline bundles. The slow test bundles Debian 12's real NVIDIA 535
-//! driver (non-free, from Debian's registry) for debian-12 and applies it
-//! in a fresh rootfs with the network cut for provision and everything it
-//! starts (`unshare -n`): DKMS builds nvidia-current.ko from the bundle
+//! driver (non-free, from Debian's registry) for the hosts it serves, from
+//! their `detect --json --packages` documents: a host as the release
+//! installs today, and one with an older kernel only. A bundle made for the
+//! first is refused on the second before any change, naming the headers it
+//! lacks and the `--kernel` to give; one made for both serves both, and on
+//! the older host, with the network cut for provision and everything it
+//! starts (`unshare -n`), DKMS builds nvidia-current.ko from the bundle
 //! alone, the result equals an online apply's, re-apply is a no-op,
 //! rollback is byte-exact, and a bundle with one flipped byte is refused
 //! before any change. The fast tests check the verifier on a bundle made
-//! here by hand.
+//! here by hand, and what `bundle` refuses before fetching anything.
 
 use std::io::Write;
 use std::path::Path;
@@ -185,58 +189,182 @@ fn a_tampered_bundle_or_another_manifest_is_refused_before_any_change() {
     );
 }
 
-#[test]
-#[ignore = "downloads Debian's real 535 driver and builds it twice (about 8 minutes): scripts/test runs it"]
-fn debian_12_real_535_bundle_applies_offline_like_online() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let plan = plan_file(dir.path(), "driver.toml", DRIVER_PLAN);
-    let online = Rootfs::new();
-    let kernel = online.kernel();
-    let bundle = dir.path().join("debian-12.tar");
-    let made = provision(&[
-        "bundle",
-        plan.to_str().unwrap(),
-        "--for",
-        "debian-12",
-        "--kernel",
-        &kernel,
-        "-o",
-        bundle.to_str().unwrap(),
-        "--json",
-    ]);
+/// A kernel of the release older than `newest`: the one an older
+/// `linux-image-amd64` in the registry depends on (the point release's,
+/// when the security archive has a newer one).
+fn older_kernel(newest: &str) -> String {
+    let output = std::process::Command::new("apt-cache")
+        .args(["show", "linux-image-amd64"])
+        .output()
+        .expect("apt-cache");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Depends: linux-image-"))
+        .filter_map(|d| d.split([' ', ',']).next())
+        .map(str::to_string)
+        .find(|k| k.as_str() != newest && k.ends_with("-amd64"))
+        .unwrap_or_else(|| panic!("the registry offers no kernel older than {newest}: {text}"))
+}
+
+/// Makes `rootfs` a host that has not taken the release's newest kernel:
+/// `kernel` (Debian's real package) installed, the newest one purged; named
+/// `name`.
+fn with_only_kernel(rootfs: &Rootfs, kernel: &str, newest: &str, name: &str) {
+    let dir = rootfs.path().join("tmp/kernel");
+    fs_err::create_dir_all(&dir).unwrap();
+    let status = std::process::Command::new("apt-get")
+        .args(["download", "-q", &format!("linux-image-{kernel}")])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "apt-get download linux-image-{kernel}");
+    let script = format!(
+        "dpkg -i /tmp/kernel/*.deb && dpkg --purge linux-image-amd64 linux-image-{newest} && rm -r /tmp/kernel"
+    );
+    rootfs.chroot_with_proc(&["sh", "-c", &script]);
+    assert_eq!(rootfs.kernel(), kernel);
+    fs_err::write(rootfs.path().join("etc/hostname"), format!("{name}\n")).unwrap();
+}
+
+/// `provision detect --json --packages` of `rootfs`, written to `path`.
+fn detect_document(rootfs: &Rootfs, path: &Path) -> std::path::PathBuf {
+    let run = provision(&["detect", "--root", rootfs.arg(), "--json", "--packages"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    fs_err::write(path, &run.stdout).unwrap();
+    path.to_path_buf()
+}
+
+/// `provision bundle PLAN ARGS... -o OUT --json`: (manifest sha256, package names).
+fn bundle_with(plan: &Path, args: &[&str], out: &Path) -> (String, Vec<String>, serde_json::Value) {
+    let mut all = vec!["bundle", plan.to_str().unwrap()];
+    all.extend(args);
+    all.extend(["-o", out.to_str().unwrap(), "--json"]);
+    let made = provision(&all);
     assert_eq!(made.code, 0, "{made:?}");
-    let made = made.json();
-    let sha = made["manifest_sha256"].as_str().unwrap().to_string();
-    let manifest = manifest_of(&bundle);
-    assert_eq!(manifest["release"], "debian-12");
+    let sha = made.json()["manifest_sha256"].as_str().unwrap().to_string();
+    let manifest = manifest_of(out);
     assert_eq!(
         hex(&serde_json::to_vec_pretty(&manifest).unwrap()),
         sha,
         "the printed hash is the manifest's"
     );
-    let names: Vec<&str> = manifest["packages"]
+    let names = manifest["packages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["name"].as_str().unwrap())
+        .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
+    (sha, names, manifest)
+}
+
+#[test]
+#[ignore = "downloads Debian's real 535 driver and builds it twice (about 8 minutes): scripts/test runs it"]
+fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let plan = plan_file(dir.path(), "driver.toml", DRIVER_PLAN);
+    // Host A as the release installs today; hosts B with an older kernel
+    // only (air-gapped hosts seldom take the newest): one for the online
+    // apply, one for the offline one.
+    let host_a = Rootfs::new();
+    let newest = host_a.kernel();
+    fs_err::write(host_a.path().join("etc/hostname"), "node-a\n").unwrap();
+    let old = older_kernel(&newest);
+    let online = Rootfs::new();
+    with_only_kernel(&online, &old, &newest, "node-b");
+    let offline_root = Rootfs::new();
+    with_only_kernel(&offline_root, &old, &newest, "node-b");
+    let a_doc = detect_document(&host_a, &dir.path().join("node-a.json"));
+    let b_doc = detect_document(&offline_root, &dir.path().join("node-b.json"));
+
+    // Made for A alone: it carries A's kernel headers, and B is refused
+    // before any change, naming what it lacks and how to make the right one.
+    let only_a = dir.path().join("node-a.tar");
+    let (sha_a, names, manifest) =
+        bundle_with(&plan, &["--host", a_doc.to_str().unwrap()], &only_a);
+    assert_eq!(manifest["release"], "debian-12");
+    assert_eq!(manifest["kernels"], serde_json::json!([newest]));
+    assert_eq!(manifest["hosts"], serde_json::json!(["node-a"]));
     for needed in [
         "nvidia-kernel-dkms",
         "dkms",
         "gcc-12",
         "make",
-        &format!("linux-headers-{kernel}"),
+        &format!("linux-headers-{newest}"),
     ] {
         assert!(
-            names.contains(&needed),
+            names.iter().any(|n| n == needed),
             "{needed} is not in the bundle: {names:?}"
         );
     }
+    let untouched = ["etc", "boot", "var/lib/dpkg"];
+    let before_b = offline_root.tree(&untouched);
+    for verb in ["plan", "apply"] {
+        let refused = offline(&[
+            verb,
+            plan.to_str().unwrap(),
+            "--root",
+            offline_root.arg(),
+            "--bundle",
+            only_a.to_str().unwrap(),
+            "--bundle-sha256",
+            &sha_a,
+            "--json",
+        ]);
+        assert_eq!(refused.code, 1, "{verb}: {refused:?}");
+        let msg = refused.json()["msg"].as_str().unwrap().to_string();
+        for expected in [
+            format!("linux-headers-{old}"),
+            format!("--for debian-12 --kernel {old}"),
+            "does not serve this host".to_string(),
+            "nothing was changed".to_string(),
+        ] {
+            assert!(msg.contains(&expected), "{verb}: {expected}: {msg}");
+        }
+        assert_same_tree(&before_b, &offline_root.tree(&untouched), verb);
+        assert!(
+            !offline_root
+                .path()
+                .join("var/lib/provision/generations")
+                .exists(),
+            "{verb}: no generation began"
+        );
+    }
 
-    // Online: the same plan with Debian's registry.
+    // Made for both: headers of both kernels, and the plan fits each host.
+    let bundle = dir.path().join("debian-12.tar");
+    let (sha, names, manifest) = bundle_with(
+        &plan,
+        &[
+            "--host",
+            a_doc.to_str().unwrap(),
+            "--host",
+            b_doc.to_str().unwrap(),
+        ],
+        &bundle,
+    );
+    let mut kernels = vec![old.clone(), newest.clone()];
+    kernels.sort();
+    assert_eq!(manifest["kernels"], serde_json::json!(kernels));
+    assert_eq!(manifest["hosts"], serde_json::json!(["node-a", "node-b"]));
+    for kernel in &kernels {
+        let headers = format!("linux-headers-{kernel}");
+        assert!(names.contains(&headers), "{headers}: {names:?}");
+    }
+    let fits_a = offline(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        host_a.arg(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(fits_a.code, 0, "the bundle serves node-a: {fits_a:?}");
+
+    // Online: B with Debian's registry.
     let tracked = ["etc", "boot"];
-    let before = online.tree(&tracked);
+    let before = offline_root.tree(&tracked);
     let applied = provision(&[
         "apply",
         plan.to_str().unwrap(),
@@ -246,8 +374,7 @@ fn debian_12_real_535_bundle_applies_offline_like_online() {
     ]);
     assert_eq!(applied.code, 0, "{applied:?}");
 
-    // Offline: a fresh rootfs, the network cut, the bundle alone.
-    let offline_root = Rootfs::new();
+    // Offline: the other B, the network cut, the bundle alone.
     let with_bundle = |verb: &str| {
         let output = std::process::Command::new("unshare")
             .arg("-n")
@@ -288,7 +415,7 @@ fn debian_12_real_535_bundle_applies_offline_like_online() {
                 && c.contains("Dir::Etc::SourceParts=-")),
         "{updates:?}"
     );
-    let module = format!("lib/modules/{kernel}/updates/dkms/nvidia-current.ko");
+    let module = format!("lib/modules/{old}/updates/dkms/nvidia-current.ko");
     assert!(
         offline_root.path().join(&module).is_file(),
         "DKMS built {module} offline"
@@ -308,7 +435,7 @@ fn debian_12_real_535_bundle_applies_offline_like_online() {
         &offline_tree,
         "offline against online",
     );
-    let image = format!("/boot/initrd.img-{kernel}");
+    let image = format!("/boot/initrd.img-{old}");
     assert_eq!(
         offline_root.chroot(&["lsinitramfs", &image]),
         online.chroot(&["lsinitramfs", &image]),
@@ -331,8 +458,33 @@ fn debian_12_real_535_bundle_applies_offline_like_online() {
             .exists()
     );
 
-    // One flipped byte in the kernel module's package: refused, nothing changed.
+    // A host the bundle was not made for: told so, then checked all the
+    // same (it is like node-a, so the bundle serves it).
     let fresh = Rootfs::new();
+    fs_err::write(fresh.path().join("etc/hostname"), "node-c\n").unwrap();
+    let other = offline(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        fresh.arg(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(other.code, 0, "{other:?}");
+    let warnings = other.json()["warnings"].to_string();
+    assert!(
+        warnings.contains(
+            "this host (node-c) is not among those the bundle was made for (node-a, node-b)"
+        ),
+        "{warnings}"
+    );
+    assert!(
+        !fits_a.json()["warnings"].to_string().contains("not among"),
+        "node-a is among them"
+    );
+
+    // One flipped byte in the kernel module's package: refused, nothing changed.
     let deb = manifest["files"]
         .as_array()
         .unwrap()
@@ -412,6 +564,48 @@ fn what_a_bundle_cannot_be_made_for_is_refused_before_anything_is_fetched() {
             "copy the cache",
         ),
     ];
+    // Host documents that cannot say what to bundle for.
+    let plan = plan_file(dir.path(), "plan.toml", DRIVER_PLAN);
+    let bare = dir.path().join("bare.json");
+    let detected = provision(&[
+        "detect",
+        "--root",
+        &crate::support::fixture("debian-12-a6000-nouveau")
+            .display()
+            .to_string(),
+        "--json",
+    ]);
+    assert_eq!(detected.code, 0, "{detected:?}");
+    fs_err::write(&bare, &detected.stdout).unwrap();
+    let listed = dir.path().join("listed.json");
+    let mut document = detected.json();
+    document["installed"] = serde_json::json!([
+        {"name": "dpkg", "version": "1.21.22", "arch": "amd64", "held": false, "source": null}
+    ]);
+    fs_err::write(&listed, document.to_string()).unwrap();
+    for (args, expected) in [
+        (
+            vec!["--host", bare.to_str().unwrap()],
+            "it lists no installed packages: make it on the host with `provision detect --json --packages`",
+        ),
+        (
+            vec!["--for", "ubuntu-24.04", "--host", listed.to_str().unwrap()],
+            "is debian-12, and the bundle is for ubuntu-24.04",
+        ),
+        (
+            vec!["--host", listed.to_str().unwrap(), "--arch", "sbsa"],
+            "is x86_64, and the bundle is for --arch sbsa",
+        ),
+    ] {
+        let mut all = vec!["bundle", plan.to_str().unwrap()];
+        all.extend(args);
+        all.extend(["-o", out.to_str().unwrap(), "--json"]);
+        let run = offline(&all);
+        assert_eq!(run.code, 1, "{run:?}");
+        let msg = run.json()["msg"].as_str().unwrap().to_string();
+        assert!(msg.contains(expected), "{expected}: {msg}");
+        assert!(!out.exists(), "nothing written");
+    }
     for (text, release, expected) in cases {
         let plan = plan_file(dir.path(), "plan.toml", text);
         // No network: a refusal must not need one.

@@ -777,6 +777,31 @@ fn a_rhel_9_bundle_of_the_signed_repository_applies_offline_like_online() {
     insta::assert_json_snapshot!("bundle_rhel9", crate::documents::masked(&document, &[]));
     let sha = made.json()["manifest_sha256"].as_str().unwrap().to_string();
     let files = bundled_files(&bundle, &online.url);
+    assert_eq!(
+        crate::bundle::manifest_of(&bundle)["kernels"],
+        serde_json::json!([KERNEL])
+    );
+
+    // A host that has taken a kernel the bundle carries no kernel-devel
+    // for: refused before any change, naming it and the --kernel to give.
+    let newer = ElRoot::new();
+    let other = "5.14.0-503.11.1.el9_5.x86_64";
+    fs_err::create_dir_all(newer.path().join(format!("lib/modules/{other}"))).unwrap();
+    let untouched = newer.tree();
+    let msg = refused_offline(&plan, &newer, &bundle, &dir.path().join("newer-cache"));
+    for expected in [
+        format!("kernel-devel ({})", other.trim_end_matches(".x86_64")),
+        format!("--for rhel-9 --kernel {KERNEL} --kernel {other}"),
+        "does not serve this host".to_string(),
+        "nothing was changed".to_string(),
+    ] {
+        assert!(msg.contains(&expected), "{expected}: {msg}");
+    }
+    assert_same_tree(
+        &untouched,
+        &newer.tree(),
+        "a bundle that does not serve the host",
+    );
 
     // Online, then offline from the bundle alone into a fresh root.
     online.run("apply", Some(&plan));

@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::apt::{Apt, io};
+use super::hosts::HostDoc;
 use super::{BundleError, BundledPackage, MANIFEST, Manifest, ManifestFile, REPO_DIR, hex};
 use crate::distro::{self, PackageSpec, VersionSpec};
 use crate::facts::Facts;
 use crate::facts::os::{Family, Kernel};
-use crate::host::{Cmd, Runner, run_checked};
+use crate::host::{Cmd, Runner};
 use crate::plan::{CompatPackage, Flavor, Plan, Source};
 use crate::progress::Progress;
 
@@ -29,10 +31,13 @@ pub struct Request<'a> {
 }
 
 /// The release to bundle for and where its packages come from.
+#[derive(Clone)]
 pub struct Sources {
     /// "debian-12", as `detect` names a release; "rhel-9" for the RHEL
-    /// family.
+    /// family; empty: the hosts'.
     pub release: String,
+    /// The hosts' `detect --json --packages` documents.
+    pub hosts: Vec<PathBuf>,
     /// "x86_64" or "sbsa".
     pub arch: String,
     /// Kernels to carry headers for (default: the release's current one).
@@ -48,6 +53,8 @@ pub struct Sources {
 /// What `bundle` made.
 #[derive(Debug, serde::Serialize)]
 pub struct Built {
+    /// The hosts it was made for (`--host`).
+    pub hosts: Vec<String>,
     pub output: PathBuf,
     pub manifest_sha256: String,
     pub bytes: u64,
@@ -141,71 +148,6 @@ fn release_of(name: &str) -> Result<&'static Release, BundleError> {
     })
 }
 
-/// A throwaway apt: its own configuration, lists, cache and dpkg status,
-/// all under one temporary directory.
-struct Apt<'a> {
-    dir: tempfile::TempDir,
-    runner: &'a dyn Runner,
-    debian_arch: &'static str,
-}
-
-impl<'a> Apt<'a> {
-    fn new(runner: &'a dyn Runner, debian_arch: &'static str) -> Result<Apt<'a>, BundleError> {
-        let dir = tempfile::Builder::new()
-            .prefix("provision-bundle-")
-            .tempdir()
-            .map_err(|e| BundleError::Build(format!("a temporary directory: {e}")))?;
-        let base = dir.path();
-        for sub in [
-            "etc/apt/apt.conf.d",
-            "etc/apt/preferences.d",
-            "etc/apt/sources.list.d",
-            "etc/apt/trusted.gpg.d",
-            "keys",
-            "state/lists/partial",
-            "cache/archives/partial",
-            "log",
-        ] {
-            fs_err::create_dir_all(base.join(sub)).map_err(io)?;
-        }
-        fs_err::write(base.join("status"), "").map_err(io)?;
-        let d = base.display();
-        let conf = format!(
-            "Dir::Etc \"{d}/etc/apt\";\nDir::Etc::Parts \"{d}/etc/apt/apt.conf.d\";\nDir::Etc::SourceList \"{d}/etc/apt/sources.list\";\nDir::Etc::SourceParts \"{d}/etc/apt/sources.list.d\";\nDir::Etc::PreferencesParts \"{d}/etc/apt/preferences.d\";\nDir::Etc::TrustedParts \"{d}/etc/apt/trusted.gpg.d\";\nDir::State \"{d}/state\";\nDir::State::status \"{d}/status\";\nDir::Cache \"{d}/cache\";\nDir::Log \"{d}/log\";\nDebug::NoLocking \"true\";\nAPT::Architecture \"{debian_arch}\";\nAPT::Architectures {{ \"{debian_arch}\"; }};\nAcquire::Languages \"none\";\nAcquire::Retries \"5\";\nAPT::Install-Recommends \"false\";\nAPT::Sandbox::User \"root\";\n"
-        );
-        fs_err::write(base.join("apt.conf"), conf).map_err(io)?;
-        Ok(Apt {
-            dir,
-            runner,
-            debian_arch,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, program: &str) -> Cmd {
-        Cmd::read(program)
-            .outside()
-            .env(
-                "APT_CONFIG",
-                self.path().join("apt.conf").display().to_string(),
-            )
-            .env("DEBIAN_FRONTEND", "noninteractive")
-    }
-
-    fn run(&self, cmd: Cmd) -> Result<String, BundleError> {
-        run_checked(self.runner, &cmd)
-            .map(|o| o.stdout)
-            .map_err(|e| BundleError::Build(e.to_string()))
-    }
-}
-
-pub(super) fn io(error: std::io::Error) -> BundleError {
-    BundleError::Build(error.to_string())
-}
-
 /// Makes the bundle `request` asks for, with apt or dnf as its release
 /// uses.
 pub fn build(
@@ -213,18 +155,53 @@ pub fn build(
     runner: &dyn Runner,
     progress: &dyn Progress,
 ) -> Result<Built, BundleError> {
-    let (release, debian_arch) = prepare(request)?;
-    if release.family == Family::Rhel {
-        return rpm::build(request, release, runner, progress);
-    }
-    build_apt(request, release, debian_arch, runner, progress)
+    let (release, debian_arch, hosts) = prepare(request)?;
+    let mut built = if release.family == Family::Rhel {
+        // An RHEL-family bundle carries the plan's whole closure (see
+        // `rpm`): the hosts give it their kernels.
+        let mut sources = request.sources.clone();
+        for host in &hosts {
+            sources.kernels.extend(host.kernels.iter().cloned());
+        }
+        sources.kernels.sort();
+        sources.kernels.dedup();
+        let request = Request {
+            plan: request.plan,
+            sources,
+            output: request.output.clone(),
+        };
+        rpm::build(&request, release, runner, progress)?
+    } else {
+        build_apt(request, release, debian_arch, &hosts, runner, progress)?
+    };
+    built.hosts = hosts.iter().map(|h| h.name.clone()).collect();
+    Ok(built)
 }
 
 /// The release `request` names, its Debian architecture, and the plan
 /// checked for what a bundle can carry: what both kinds of bundle need
 /// before they start.
-fn prepare(request: &Request) -> Result<(&'static Release, &'static str), BundleError> {
-    let release = release_of(&request.sources.release)?;
+fn prepare(
+    request: &Request,
+) -> Result<(&'static Release, &'static str, Vec<HostDoc>), BundleError> {
+    let hosts = super::hosts::read(&request.sources.hosts, &request.sources.release)?;
+    let name = match hosts.first() {
+        Some(host) if request.sources.release.is_empty() => host.release.as_str(),
+        _ => request.sources.release.as_str(),
+    };
+    let release = release_of(name)?;
+    if let Some(host) = hosts
+        .iter()
+        .find(|h| h.arch.as_deref().is_some_and(|a| a != request.sources.arch))
+    {
+        return Err(BundleError::Build(format!(
+            "--host {}: {} is {}, and the bundle is for --arch {}",
+            host.path.display(),
+            host.name,
+            host.arch.as_deref().unwrap_or(""),
+            request.sources.arch
+        )));
+    }
     let debian_arch = match request.sources.arch.as_str() {
         "x86_64" => "amd64",
         "sbsa" | "aarch64" => "arm64",
@@ -235,14 +212,17 @@ fn prepare(request: &Request) -> Result<(&'static Release, &'static str), Bundle
         }
     };
     precheck(request.plan)?;
-    Ok((release, debian_arch))
+    Ok((release, debian_arch, hosts))
 }
 
-/// A Debian or Ubuntu bundle: apt in a throwaway state of its own.
+/// A Debian or Ubuntu bundle: apt in a throwaway state of its own,
+/// resolving the plan for each host (`--host`), or for a minimal install
+/// of the release.
 fn build_apt(
     request: &Request,
     release: &Release,
     debian_arch: &'static str,
+    hosts: &[HostDoc],
     runner: &dyn Runner,
     progress: &dyn Progress,
 ) -> Result<Built, BundleError> {
@@ -252,27 +232,77 @@ fn build_apt(
             release.name()
         )));
     }
-    let apt = Apt::new(runner, debian_arch)?;
+    let apt = Apt::new(runner, debian_arch, None)?;
     let sources = write_sources(&apt, release, request)?;
     progress.step_started(
         "bundle:update",
         "apt-get update against the release's repositories",
     );
     apt.run(apt.cmd("apt-get").args(["update", "-q"]))?;
-    minimal_status(&apt)?;
-    let facts = target_facts(&apt, release, request)?;
-    let specs = wanted(request.plan, &facts)?.install;
-    let offered = distro::apt::parse_madison(
-        &apt.run(apt.cmd("apt-cache").arg("madison").args(names_of(&specs)))?,
-    );
-    let exact = resolve(&specs, &offered)?;
+    let targets = targets(&apt, release, request, hosts)?;
     progress.step_started(
         "bundle:download",
-        "apt-get install --download-only for a minimal install",
+        &format!(
+            "apt-get install --download-only for {}",
+            if hosts.is_empty() {
+                "a minimal install".to_string()
+            } else {
+                format!("{} host(s)", hosts.len())
+            }
+        ),
     );
-    let uris = download(&apt, &exact)?;
-    let manifest = write_repo(&apt, release, request, &sources, &uris)?;
+    let mut uris: Vec<(String, String)> = Vec::new();
+    let mut kernels: Vec<String> = Vec::new();
+    for (status, facts) in &targets {
+        if let Some(status) = status {
+            fs_err::write(apt.path().join("status"), status).map_err(io)?;
+        }
+        let specs = wanted(request.plan, facts)?.install;
+        let offered = distro::apt::parse_madison(
+            &apt.run(apt.cmd("apt-cache").arg("madison").args(names_of(&specs)))?,
+        );
+        let exact = resolve(&specs, &offered)?;
+        for uri in download(&apt, &exact)? {
+            if !uris.contains(&uri) {
+                uris.push(uri);
+            }
+        }
+        kernels.extend(facts.os.kernels.iter().map(|k| k.release.clone()));
+    }
+    kernels.sort();
+    kernels.dedup();
+    let mut manifest = write_repo(&apt, release, request, &sources, &uris)?;
+    manifest.kernels = kernels;
+    manifest.hosts = hosts.iter().map(|h| h.name.clone()).collect();
     write_tar(&apt.path().join("out"), manifest, &request.output)
+}
+
+/// What apt resolves the plan against, each a dpkg status (None: the
+/// minimal one already written) and the facts the package sets read: one
+/// per host, or a minimal install of the release.
+fn targets(
+    apt: &Apt,
+    release: &Release,
+    request: &Request,
+    hosts: &[HostDoc],
+) -> Result<Vec<(Option<String>, Facts)>, BundleError> {
+    if hosts.is_empty() {
+        minimal_status(apt)?;
+        return Ok(vec![(None, target_facts(apt, release, request)?)]);
+    }
+    Ok(hosts
+        .iter()
+        .map(|host| {
+            let mut kernels = host.kernels.clone();
+            kernels.extend(request.sources.kernels.iter().cloned());
+            kernels.sort();
+            kernels.dedup();
+            (
+                Some(host.dpkg_status(apt.debian_arch)),
+                bare_facts(release, &kernels),
+            )
+        })
+        .collect())
 }
 
 /// sources.list for the release (and NVIDIA's repositories the plan uses),
@@ -677,7 +707,7 @@ fn write_repo(
     let index_sha = hex(Sha256::digest(packages_index.as_bytes()));
     let release_file = format!(
         "Origin: provision-bundle\nLabel: provision-bundle\nSuite: {}\nCodename: {}\nArchitectures: {}\nSHA256:\n {index_sha} {} Packages\n",
-        request.sources.release,
+        release.name(),
         release.codename,
         apt.debian_arch,
         packages_index.len()
@@ -687,13 +717,15 @@ fn write_repo(
     packages.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Manifest {
         format: 1,
-        release: request.sources.release.clone(),
+        release: release.name(),
         arch: request.sources.arch.clone(),
         plan_sha256: request.plan.sha256.clone(),
         created: crate::journal::now(),
         sources: sources.to_vec(),
         packages,
         files,
+        kernels: Vec::new(),
+        hosts: Vec::new(),
     })
 }
 
@@ -775,6 +807,7 @@ pub(super) fn write_tar(
     fs_err::rename(&partial, output).map_err(io)?;
     let bytes = fs_err::metadata(output).map_err(io)?.len();
     Ok(Built {
+        hosts: Vec::new(),
         output: output.to_path_buf(),
         manifest_sha256,
         bytes,

@@ -118,7 +118,8 @@ pub(super) fn build(
         "dnf makecache against the bundle's repositories",
     );
     dnf.run(dnf.cmd().arg("makecache"))?;
-    let facts = bare_facts(release, &kernels(&dnf, request)?);
+    let kernels = kernels(&dnf, request)?;
+    let facts = bare_facts(release, &kernels);
     let desired = wanted(request.plan, &facts)?;
     if let Some((module, stream)) = &desired.stream {
         dnf.run(
@@ -154,6 +155,8 @@ pub(super) fn build(
         sources: repos.iter().map(|r| r.url.clone()).collect(),
         packages,
         files: listed_files(&repo)?,
+        kernels,
+        hosts: Vec::new(),
     };
     write_tar(&dnf.path().join("out"), manifest, &request.output)
 }

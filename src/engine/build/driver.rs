@@ -75,13 +75,9 @@ pub(super) fn package_steps(
         .install
         .extend(container::extra_packages(plan, facts)?);
     if let Some(opened) = &plan.bundle {
-        if opened.manifest.plan_sha256 != plan.sha256 {
-            warnings.push(format!(
-                "the bundle was made for another plan (sha256 {}): a package this plan needs that it lacks cannot be installed offline",
-                opened.manifest.plan_sha256
-            ));
-        }
-        steps.push(Box::new(bundle_repository(opened, facts)?));
+        steps.push(Box::new(bundle_step(
+            plan, facts, opened, &desired, warnings,
+        )?));
     } else {
         if let Some(repository) = cuda_repository(plan, facts, distro::repo_arch())? {
             steps.push(Box::new(repository));
@@ -163,6 +159,37 @@ pub(super) fn runfile_steps(
     Ok(toolkit_runfile(plan, steps))
 }
 
+/// The offline bundle's repository, checked before anything changes to
+/// serve the plan's packages on this host; a bundle made for another plan,
+/// or for other hosts, is a warning.
+fn bundle_step(
+    plan: &Plan,
+    facts: &Facts,
+    opened: &crate::bundle::Opened,
+    desired: &distro::Desired,
+    warnings: &mut Vec<String>,
+) -> Result<step::bundle::BundleRepository, PlanRefused> {
+    if opened.manifest.plan_sha256 != plan.sha256 {
+        warnings.push(format!(
+            "the bundle was made for another plan (sha256 {}): a package this plan needs that it lacks cannot be installed offline",
+            opened.manifest.plan_sha256
+        ));
+    }
+    let hosts = &opened.manifest.hosts;
+    let name = facts.os.hostname.as_ref();
+    if !hosts.is_empty() && !name.is_some_and(|name| hosts.contains(name)) {
+        warnings.push(format!(
+            "this host ({}) is not among those the bundle was made for ({}): it is checked against this host's packages before anything changes",
+            name.map_or("unnamed", String::as_str),
+            hosts.join(", ")
+        ));
+    }
+    let mut repository = bundle_repository(opened, facts)?;
+    repository.packages = Some(step::packages::Packages::new(desired.clone()));
+    repository.plan_path = plan.path.display().to_string();
+    Ok(repository)
+}
+
 /// The offline bundle's repository, for the release it was made for: a
 /// Debian-family release exactly ("debian-12"), an RHEL-family one by its
 /// major ("rhel-9" serves Rocky 9.4).
@@ -187,6 +214,8 @@ pub(super) fn bundle_repository(
     Ok(step::bundle::BundleRepository {
         opened: opened.clone(),
         family: family.unwrap_or(crate::facts::os::Family::Debian),
+        packages: None,
+        plan_path: "PLAN".into(),
     })
 }
 

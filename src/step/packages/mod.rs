@@ -19,6 +19,8 @@ pub const ID: &str = "packages";
 
 /// Exact `(name, version)`s to install, and the driver release they make.
 pub(crate) type Resolved = (Vec<(String, String)>, Option<String>);
+/// Exact versions to install, and names to purge.
+pub(crate) type Transaction = (Vec<(String, String)>, Vec<String>);
 
 #[derive(Clone)]
 pub struct Packages {
@@ -351,6 +353,60 @@ impl Packages {
             }
         }
         Ok((exact, driver_upstream))
+    }
+
+    /// The transaction `apply` would run were `available` all the
+    /// repositories offered (a bundle's): exact versions to install and the
+    /// names to purge; Err names each package to install that nothing there
+    /// offers at a version the plan accepts.
+    pub(crate) fn transaction_with(
+        &self,
+        installed: &[Package],
+        available: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Transaction, Vec<String>> {
+        let missing = self.missing_from(installed, available);
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        let (install, _, remove) = self.pending(installed);
+        let (exact, _) = self
+            .choose(
+                available,
+                installed,
+                &install,
+                dpkg_compare,
+                "apt-cache madison",
+            )
+            .map_err(|e| vec![e])?;
+        Ok((exact, remove))
+    }
+
+    /// The packages to install that nothing in `available` offers at a
+    /// version the plan accepts: "name (version)".
+    pub(crate) fn missing_from(
+        &self,
+        installed: &[Package],
+        available: &BTreeMap<String, Vec<String>>,
+    ) -> Vec<String> {
+        let (install, _, _) = self.pending(installed);
+        install
+            .iter()
+            .filter(|spec| {
+                !available
+                    .get(&spec.name)
+                    .is_some_and(|versions| versions.iter().any(|v| spec.version.accepts(v)))
+            })
+            .map(|spec| format!("{} ({})", spec.name, spec.version.describe()))
+            .collect()
+    }
+
+    /// Every name the plan installs.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.desired
+            .install
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// The one upstream release of the installed driver set, if it is
