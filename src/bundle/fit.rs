@@ -1,7 +1,8 @@
-//! Does a bundle serve this host? Asked of apt itself before anything
-//! changes: the host's dpkg status read in place, the bundle's repository
-//! as the only source, and the transaction `apply` would run simulated
-//! against the two. Whatever apt would have to fetch from elsewhere (the
+//! Does a bundle serve this host? Asked of the package manager itself
+//! before anything changes: apt with the host's dpkg status read in place,
+//! or dnf with a copy of the host's rpm database and module state, the
+//! bundle's repository as the only source, and the transaction `apply`
+//! would run simulated against the two. Whatever apt would have to fetch from elsewhere (the
 //! headers of a kernel the bundle was not made for, a dependency the host
 //! lacks) is named, with the `provision bundle` command line that carries
 //! it.
@@ -13,7 +14,7 @@ use super::apt::{Apt, io};
 use super::{BundleError, Opened, REPO_DIR, read_repo_file};
 use crate::distro;
 use crate::facts::Facts;
-use crate::host::Host;
+use crate::host::{Cmd, Host, Runner, run_checked};
 
 /// apt with the host's packages and the bundle alone.
 pub struct Probe<'a> {
@@ -77,6 +78,199 @@ impl<'a> Probe<'a> {
         }
         Ok(Err(unmet(&text)))
     }
+}
+
+/// dnf with a copy of the host's rpm database and module state in a
+/// throwaway install root, and only the bundle's repository.
+pub struct DnfProbe<'a> {
+    dir: tempfile::TempDir,
+    runner: &'a dyn Runner,
+    /// The major release: "9".
+    release: String,
+}
+
+/// Where the rpm database lives (EL9 links one to the other).
+const RPMDB: &[&str] = &["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
+
+impl<'a> DnfProbe<'a> {
+    pub fn new(opened: &Opened, host: &'a Host) -> Result<DnfProbe<'a>, BundleError> {
+        let dir = tempfile::Builder::new()
+            .prefix("provision-fit-")
+            .tempdir()
+            .map_err(io)?;
+        let root = dir.path().join("root");
+        for sub in ["root", "log", "cache", "persist"] {
+            fs_err::create_dir_all(dir.path().join(sub)).map_err(io)?;
+        }
+        for db in RPMDB {
+            if let Ok(real) = host.root.resolve(db)
+                && real.is_dir()
+            {
+                copy_tree(&real, &root.join(db.trim_start_matches('/')))?;
+            }
+        }
+        let modules = "etc/dnf/modules.d";
+        fs_err::create_dir_all(root.join(modules)).map_err(io)?;
+        for name in host
+            .root
+            .read_dir(format!("/{modules}"))
+            .unwrap_or_default()
+        {
+            if let Ok(bytes) = host.root.read_bytes(format!("/{modules}/{name}")) {
+                fs_err::write(root.join(modules).join(&name), bytes).map_err(io)?;
+            }
+        }
+        if let Ok(bytes) = host.root.read_bytes("/etc/os-release") {
+            fs_err::write(root.join("etc/os-release"), bytes).map_err(io)?;
+        }
+        let repo = match &opened.dir {
+            Some(unpacked) => unpacked.join(REPO_DIR),
+            None => {
+                let repo = dir.path().join("bundle");
+                let prefix = format!("{REPO_DIR}/");
+                for file in &opened.manifest.files {
+                    let Some(name) = file.path.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    if !name.starts_with("repodata/") {
+                        continue;
+                    }
+                    let to = repo.join(name);
+                    fs_err::create_dir_all(to.parent().unwrap_or(&repo)).map_err(io)?;
+                    fs_err::write(&to, read_repo_file(&opened.path, name)?).map_err(io)?;
+                }
+                repo
+            }
+        };
+        let repos = dir.path().join("repos.d");
+        fs_err::create_dir_all(&repos).map_err(io)?;
+        fs_err::write(
+            repos.join("bundle.repo"),
+            format!(
+                "[{}]\nname=the bundle\nbaseurl=file://{}/\nenabled=1\ngpgcheck=0\n",
+                distro::dnf::BUNDLE_ID,
+                repo.display()
+            ),
+        )
+        .map_err(io)?;
+        let release = opened
+            .manifest
+            .release
+            .strip_prefix("rhel-")
+            .unwrap_or("9")
+            .to_string();
+        Ok(DnfProbe {
+            dir,
+            runner: host.runner.as_ref(),
+            release,
+        })
+    }
+
+    fn cmd(&self) -> Cmd {
+        let base = self.dir.path().display();
+        let release = &self.release;
+        Cmd::read("dnf").outside().args([
+            "-y".to_string(),
+            "--installroot".into(),
+            format!("{base}/root"),
+            format!("--setopt=reposdir={base}/repos.d"),
+            format!("--setopt=cachedir={base}/cache"),
+            format!("--setopt=logdir={base}/log"),
+            format!("--setopt=persistdir={base}/persist"),
+            "--setopt=install_weak_deps=False".into(),
+            "--releasever".into(),
+            release.clone(),
+            format!("--setopt=module_platform_id=platform:el{release}"),
+            "--disableplugin=*".into(),
+        ])
+    }
+
+    /// Enables the plan's module stream in the copy, as `apply` does first.
+    pub fn enable(&self, stream: Option<&(String, String)>) -> Result<(), BundleError> {
+        let Some((module, stream)) = stream else {
+            return Ok(());
+        };
+        run_checked(
+            self.runner,
+            &self
+                .cmd()
+                .args(["module", "enable", &format!("{module}:{stream}")]),
+        )
+        .map(|_| ())
+        .map_err(|e| BundleError::Build(e.to_string()))
+    }
+
+    /// Every version of each name the bundle offers (module filtering
+    /// applies).
+    pub fn offered(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>, BundleError> {
+        let output = self
+            .runner
+            .run(
+                &self
+                    .cmd()
+                    .args(["-q", "repoquery", "--available", "--showduplicates"])
+                    .args(["--qf", "%{name}\t%{epoch}:%{version}-%{release}\n"])
+                    .args(names.iter().cloned()),
+            )
+            .map_err(|e| BundleError::Build(e.to_string()))?;
+        Ok(distro::dnf::parse_available(&output.stdout))
+    }
+
+    /// Simulates the install: Ok, or what dnf says it cannot do.
+    pub fn simulate(
+        &self,
+        exact: &[(String, String)],
+    ) -> Result<Result<(), Vec<String>>, BundleError> {
+        if exact.is_empty() {
+            return Ok(Ok(()));
+        }
+        let output = self
+            .runner
+            .run(
+                &self
+                    .cmd()
+                    .args(["install", "--assumeno"])
+                    .args(exact.iter().map(|(n, v)| distro::dnf::spec(n, v))),
+            )
+            .map_err(|e| BundleError::Build(e.to_string()))?;
+        let text = format!("{}\n{}", output.stdout, output.stderr);
+        // --assumeno answers "no": "Operation aborted" after a transaction
+        // that resolved; a problem prints "Error:".
+        if text.contains("Operation aborted") && !text.contains("Error:") || output.success() {
+            return Ok(Ok(()));
+        }
+        let mut said: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                l.starts_with("Error:")
+                    || l.starts_with("Problem")
+                    || l.starts_with("- ")
+                    || l.starts_with("No match for argument")
+            })
+            .map(str::to_string)
+            .collect();
+        if said.is_empty() {
+            said.push(output.tail.trim().to_string());
+        }
+        Ok(Err(said))
+    }
+}
+
+/// Copies a directory tree (files and directories; links as files).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<(), BundleError> {
+    fs_err::create_dir_all(to).map_err(io)?;
+    for entry in fs_err::read_dir(from).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else {
+            fs_err::copy(&path, &target).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// What apt's failure names: the packages it would have to fetch

@@ -349,7 +349,8 @@ fn versionlock_conf_for(list: &Path) -> String {
 }
 
 /// "name-epoch:version-release", dnf's exact package spec.
-fn spec(name: &str, evr: &str) -> String {
+/// `name-evr` as dnf takes a package at an exact version.
+pub fn spec(name: &str, evr: &str) -> String {
     if evr.is_empty() {
         name.to_string()
     } else {

@@ -6,12 +6,13 @@
 //! RHEL-family bundle's rpms were also checked against their repositories'
 //! keys when it was made. Rollback removes both.
 
-use crate::bundle::fit::{Probe, refusal};
+use crate::bundle::fit::{DnfProbe, Probe, refusal};
 use crate::bundle::{Opened, REPO_DIR};
 use crate::facts::os::Family;
 use crate::journal::{Journal, Undo};
 use crate::step::file::{header, unified};
 use crate::step::{Action, Change, Check, Context, Diff, Step, StepError, io_error};
+use crate::version::{dpkg_compare, rpm_compare};
 
 pub const ID: &str = "repository:bundle";
 use crate::distro::apt::BUNDLE_LIST as LIST;
@@ -57,45 +58,39 @@ impl BundleRepository {
         }
     }
 
-    /// The bundle serves this host: on the Debian family, apt with the
-    /// host's packages and only the bundle can install what the plan
-    /// needs; on the RHEL family (whose bundle carries the plan's whole
-    /// closure), the bundle has every package the host lacks, kernel-devel
-    /// of each installed kernel included. Else the refusal naming what it
-    /// lacks.
+    /// The bundle serves this host: the package manager, with the host's
+    /// packages (apt: its dpkg status; dnf: a copy of its rpm database and
+    /// module state, the plan's stream enabled) and only the bundle, can
+    /// install what the plan needs, kernel headers of each installed
+    /// kernel included. Else the refusal naming what it lacks.
     fn serves(&self, ctx: &Context) -> Result<(), StepError> {
         let Some(packages) = &self.packages else {
             return Ok(());
         };
         let installed = &ctx.facts.all_packages;
+        let failed = |e: crate::bundle::BundleError| StepError::Failed(e.to_string());
         let lacks = match self.family {
             Family::Rhel => {
-                let mut available: std::collections::BTreeMap<String, Vec<String>> =
-                    Default::default();
-                for package in &self.opened.manifest.packages {
-                    available
-                        .entry(package.name.clone())
-                        .or_default()
-                        .push(package.version.clone());
+                let probe = DnfProbe::new(&self.opened, ctx.host).map_err(failed)?;
+                probe.enable(packages.stream()).map_err(failed)?;
+                let available = probe.offered(&packages.names()).map_err(failed)?;
+                match packages.transaction_with(installed, &available, rpm_compare) {
+                    Ok((exact, _)) => probe.simulate(&exact).map_err(failed)?.err(),
+                    Err(missing) => Some(missing),
                 }
-                packages.missing_from(installed, &available)
             }
             Family::Debian => {
-                let failed = |e: crate::bundle::BundleError| StepError::Failed(e.to_string());
                 let probe = Probe::new(&self.opened, ctx.host).map_err(failed)?;
                 let available = probe.offered(&packages.names()).map_err(failed)?;
-                match packages.transaction_with(installed, &available) {
-                    Ok((exact, remove)) => match probe.simulate(&exact, &remove).map_err(failed)? {
-                        Ok(()) => Vec::new(),
-                        Err(said) => said,
-                    },
-                    Err(missing) => missing,
+                match packages.transaction_with(installed, &available, dpkg_compare) {
+                    Ok((exact, remove)) => probe.simulate(&exact, &remove).map_err(failed)?.err(),
+                    Err(missing) => Some(missing),
                 }
             }
         };
-        if lacks.is_empty() {
+        let Some(lacks) = lacks else {
             return Ok(());
-        }
+        };
         Err(StepError::Failed(refusal(
             &self.opened,
             ctx.facts,

@@ -363,6 +363,7 @@ impl Packages {
         &self,
         installed: &[Package],
         available: &BTreeMap<String, Vec<String>>,
+        compare: fn(&str, &str) -> std::cmp::Ordering,
     ) -> Result<Transaction, Vec<String>> {
         let missing = self.missing_from(installed, available);
         if !missing.is_empty() {
@@ -370,13 +371,7 @@ impl Packages {
         }
         let (install, _, remove) = self.pending(installed);
         let (exact, _) = self
-            .choose(
-                available,
-                installed,
-                &install,
-                dpkg_compare,
-                "apt-cache madison",
-            )
+            .choose(available, installed, &install, compare, "the bundle's")
             .map_err(|e| vec![e])?;
         Ok((exact, remove))
     }
@@ -398,6 +393,11 @@ impl Packages {
             })
             .map(|spec| format!("{} ({})", spec.name, spec.version.describe()))
             .collect()
+    }
+
+    /// The module stream the plan enables (EL8/EL9).
+    pub(crate) fn stream(&self) -> Option<&(String, String)> {
+        self.desired.stream.as_ref()
     }
 
     /// Every name the plan installs.
