@@ -75,9 +75,18 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
         progress: &crate::progress::Silent,
         writable: false,
     };
+    let last = history::last_window(&host.root);
     let built = match steps::steps(host, plan, &facts, resuming.as_ref(), &mut warnings) {
-        Ok(built) => built,
-        Err(refusal) => {
+        Ok(mut built) => {
+            if let Some(window) = &mut built.window {
+                window.last = last;
+            }
+            built
+        }
+        Err(mut refusal) => {
+            if let Some(window) = &mut refusal.window {
+                window.last = last;
+            }
             // A blocked window still shows what the plan would change.
             let mut shown = Report::new("");
             let _ = preview(&refusal.steps, &ctx, &mut shown);

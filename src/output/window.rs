@@ -74,6 +74,15 @@ pub fn window(window: &Window, style: Style) -> String {
     if let Some(seconds) = window.unavailable_seconds {
         let _ = writeln!(out, "  the GPU was out of service for {seconds:.1} s");
     }
+    if let Some(last) = &window.last {
+        let _ = writeln!(
+            out,
+            "  last time (generation {}, {}) the GPU was out of service for {:.1} s",
+            last.generation,
+            last.finished.as_deref().unwrap_or("unfinished"),
+            last.unavailable_seconds
+        );
+    }
     out
 }
 

@@ -80,6 +80,19 @@ pub struct Window {
     /// verified.
     #[serde(default)]
     pub unavailable_seconds: Option<f64>,
+    /// `plan`: the last window this host went through, from its history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastWindow>,
+}
+
+/// A window an earlier apply went through, as its generation recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastWindow {
+    pub generation: u64,
+    /// When that apply ended (RFC 3339).
+    pub finished: Option<String>,
+    /// How long the GPUs were out of service.
+    pub unavailable_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

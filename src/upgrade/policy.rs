@@ -71,6 +71,7 @@ pub fn window(facts: &Facts, spec: &UpgradeSpec, swap: &Swap, own: &[u32]) -> Wi
         start,
         phases: Vec::new(),
         unavailable_seconds: None,
+        last: None,
     }
 }
 

@@ -131,6 +131,57 @@ fn the_persistence_daemon_provision_enables_does_not_block_a_shipped_plan() {
 }
 
 #[test]
+fn the_plan_shows_how_long_the_last_window_kept_the_gpu_out_of_service() {
+    // The L40S host's history: an earlier upgrade whose window took 41.7 s
+    // (what `apply` recorded in its generation), then one without a window.
+    let (_dir, root) = crate::support::fixture_copy("ubuntu-24.04-l40s-two-toolkits");
+    let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    let (_, before) = plan_json(&plan, &root);
+    assert!(
+        before["window"].get("last").is_none(),
+        "no history, nothing shown: {:#}",
+        before["window"]
+    );
+    let generations = root.join("var/lib/provision/generations");
+    fs_err::create_dir_all(&generations).unwrap();
+    for (id, seconds) in [(3, "41.7"), (4, "null")] {
+        fs_err::write(
+            generations.join(format!("{id:04}.json")),
+            format!(
+                r#"{{"id": {id}, "plan": "/etc/provision/plan.toml", "plan_sha256": null,
+                  "started": "2026-11-0{id}T02:00:00Z", "finished": "2026-11-0{id}T02:03:10Z",
+                  "status": "applied", "reboot_required": false, "log": "/var/log/provision/000{id}.log",
+                  "entries": [], "unavailable_seconds": {seconds}}}"#
+            ),
+        )
+        .unwrap();
+    }
+    let (code, report) = plan_json(&plan, &root);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        report["window"]["last"],
+        serde_json::json!({
+            "generation": 3,
+            "finished": "2026-11-03T02:03:10Z",
+            "unavailable_seconds": 41.7
+        })
+    );
+    let human = provision(&[
+        "plan",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(
+        human.stdout.contains(
+            "last time (generation 3, 2026-11-03T02:03:10Z) the GPU was out of service for 41.7 s"
+        ),
+        "{}",
+        human.stdout
+    );
+}
+
+#[test]
 fn a_host_already_on_the_branch_keeps_its_driver_and_gets_no_window() {
     // 580.65.06 (open, held) from Ubuntu's archive names: both 580 plans,
     // distro and NVIDIA's repository, keep it; no swap, no window.
