@@ -305,6 +305,30 @@ fn a_fleet_plans_in_check_mode_converges_changes_nothing_again_and_rolls_back() 
         );
     }
 
+    // The nodes' documents for an offline bundle, on the controller.
+    let documents = tempfile::tempdir().unwrap();
+    let mut with_dir = vars.clone();
+    with_dir["provision_documents"] = documents.path().display().to_string().into();
+    let collected = fleet.playbook(&playbook("host-documents.yml"), with_dir, &[]);
+    assert_eq!(collected.code, 0, "{collected:?}");
+    for host in fleet.hosts() {
+        let path = documents.path().join(format!("{host}.json"));
+        let text = fs_err::read_to_string(&path).unwrap();
+        let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(document["os"]["id"], "debian", "{host}");
+        let installed = document["installed"].as_array().unwrap();
+        assert!(
+            installed
+                .iter()
+                .any(|p| p["name"] == "nvidia-driver-cuda" && p["held"] == true),
+            "{host}: its packages, the held driver among them"
+        );
+        assert!(
+            !document["os"]["kernels"].as_array().unwrap().is_empty(),
+            "{host}: its kernels"
+        );
+    }
+
     // state: rolled_back returns each host to its tree and package set.
     let rollback = fleet.playbook(&repo().join("tests/ansible/rollback.yml"), vars, &[]);
     assert_eq!(rollback.code, 0, "{rollback:?}");

@@ -50,6 +50,12 @@ options:
       - With O(health), verify's compute check too (CUDA work on every GPU, about half a second).
     type: bool
     default: false
+  packages:
+    description:
+      - Also list every installed package (C(installed), C(provision detect --packages)) - the document
+        C(provision bundle --host) makes an offline bundle for (playbook C(host-documents.yml)).
+    type: bool
+    default: false
 notes:
   - The schema of the facts is provision's docs/facts.md.
 seealso:
@@ -80,6 +86,7 @@ ansible_facts:
           services, packages.
         - With O(health) also C(verify) (C(provision verify --json)), C(findings) (doctor's findings) and
           C(generation) (the newest generation's C(id) and C(state), null before the first apply).
+        - With O(packages) also C(installed), every installed package.
       returned: always
       type: dict
 """
@@ -95,10 +102,11 @@ def main():
             binary=dict(type="path", default="/usr/bin/provision"),
             health=dict(type="bool", default=False),
             compute=dict(type="bool", default=False),
+            packages=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    rc, document = runner.run(module, ["detect"])
+    rc, document = runner.run(module, ["detect"] + (["--packages"] if module.params["packages"] else []))
     if rc != 0:
         module.fail_json(msg=document.get("msg") or "provision detect failed (exit %s)" % rc, rc=rc)
     if module.params["health"]:
