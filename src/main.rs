@@ -363,10 +363,11 @@ fn bundle_verb(
                     serde_json::to_string_pretty(&value).unwrap_or_default()
                 ));
             } else {
-                let hosts = if built.hosts.is_empty() {
+                let hosts = &built.manifest.hosts;
+                let hosts = if hosts.is_empty() {
                     String::new()
                 } else {
-                    format!("hosts: {}\n", built.hosts.join(", "))
+                    format!("hosts: {}\n", hosts.join(", "))
                 };
                 out(&format!(
                     "{}: {} package(s) for {}, {:.1} MB, in {:.0} s\nkernels: {}\n{hosts}manifest sha256 {}\n",

@@ -15,6 +15,15 @@ pub(super) struct Apt<'a> {
     pub(super) debian_arch: &'static str,
 }
 
+/// Debian's name of a bundle's architecture ("x86_64", "sbsa").
+pub(super) fn debian_arch(arch: &str) -> Option<&'static str> {
+    match arch {
+        "x86_64" => Some("amd64"),
+        "sbsa" | "aarch64" => Some("arm64"),
+        _ => None,
+    }
+}
+
 pub(super) fn io(error: std::io::Error) -> BundleError {
     BundleError::Build(error.to_string())
 }

@@ -2,19 +2,37 @@
 //! before anything changes: apt with the host's dpkg status read in place,
 //! or dnf with a copy of the host's rpm database and module state, the
 //! bundle's repository as the only source, and the transaction `apply`
-//! would run simulated against the two. Whatever apt would have to fetch from elsewhere (the
-//! headers of a kernel the bundle was not made for, a dependency the host
-//! lacks) is named, with the `provision bundle` command line that carries
-//! it.
+//! would run simulated against the two. Whatever it would have to fetch
+//! from elsewhere (the headers of a kernel the bundle was not made for, a
+//! dependency the host lacks) is named, with the `provision bundle`
+//! command line that carries it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::apt::{Apt, io};
-use super::{BundleError, Opened, REPO_DIR, read_repo_file};
+use super::apt::{Apt, debian_arch, io};
+use super::dnf::Dnf;
+use super::{BundleError, Opened, REPO_DIR, extract_repo_files};
 use crate::distro;
 use crate::facts::Facts;
-use crate::host::{Cmd, Host, Runner, run_checked};
+use crate::host::Host;
+
+/// The bundle's repository for a probe: its unpacked copy, or the index
+/// files `keep` names read out of the tar into `scratch` (`plan` only
+/// checked the bundle).
+fn repository(
+    opened: &Opened,
+    keep: impl Fn(&str) -> bool,
+    scratch: &Path,
+) -> Result<PathBuf, BundleError> {
+    match &opened.dir {
+        Some(dir) => Ok(dir.join(REPO_DIR)),
+        None => {
+            extract_repo_files(&opened.path, keep, scratch)?;
+            Ok(scratch.to_path_buf())
+        }
+    }
+}
 
 /// apt with the host's packages and the bundle alone.
 pub struct Probe<'a> {
@@ -25,24 +43,11 @@ impl<'a> Probe<'a> {
     /// Points a throwaway apt at the host's dpkg status and the bundle's
     /// repository (its unpacked copy, or its index read out of the tar).
     pub fn new(opened: &Opened, host: &'a Host) -> Result<Probe<'a>, BundleError> {
-        let arch = match opened.manifest.arch.as_str() {
-            "x86_64" => "amd64",
-            _ => "arm64",
-        };
+        let arch = debian_arch(&opened.manifest.arch).unwrap_or("amd64");
         let status = host.root.join(crate::facts::packages::DPKG_STATUS);
         let apt = Apt::new(host.runner.as_ref(), arch, Some(status))?;
-        let repo: PathBuf = match &opened.dir {
-            Some(dir) => dir.join(REPO_DIR),
-            None => {
-                let repo = apt.path().join("bundle");
-                fs_err::create_dir_all(&repo).map_err(io)?;
-                for name in ["Packages", "Release"] {
-                    let bytes = read_repo_file(&opened.path, name)?;
-                    fs_err::write(repo.join(name), bytes).map_err(io)?;
-                }
-                repo
-            }
-        };
+        let index = |name: &str| name == "Packages" || name == "Release";
+        let repo = repository(opened, index, &apt.path().join("bundle"))?;
         let source = format!("deb [trusted=yes] file:{}/ ./\n", repo.display());
         fs_err::write(apt.path().join("etc/apt/sources.list"), source).map_err(io)?;
         apt.run(apt.cmd("apt-get").args(["update", "-q"]))?;
@@ -83,10 +88,7 @@ impl<'a> Probe<'a> {
 /// dnf with a copy of the host's rpm database and module state in a
 /// throwaway install root, and only the bundle's repository.
 pub struct DnfProbe<'a> {
-    dir: tempfile::TempDir,
-    runner: &'a dyn Runner,
-    /// The major release: "9".
-    release: String,
+    dnf: Dnf<'a>,
 }
 
 /// Where the rpm database lives (EL9 links one to the other).
@@ -94,14 +96,9 @@ const RPMDB: &[&str] = &["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
 
 impl<'a> DnfProbe<'a> {
     pub fn new(opened: &Opened, host: &'a Host) -> Result<DnfProbe<'a>, BundleError> {
-        let dir = tempfile::Builder::new()
-            .prefix("provision-fit-")
-            .tempdir()
-            .map_err(io)?;
-        let root = dir.path().join("root");
-        for sub in ["root", "log", "cache", "persist"] {
-            fs_err::create_dir_all(dir.path().join(sub)).map_err(io)?;
-        }
+        let release = opened.manifest.release.trim_start_matches("rhel-");
+        let dnf = Dnf::new(host.runner.as_ref(), release, &opened.manifest.arch)?;
+        let root = dnf.root();
         for db in RPMDB {
             if let Ok(real) = host.root.resolve(db)
                 && real.is_dir()
@@ -123,29 +120,10 @@ impl<'a> DnfProbe<'a> {
         if let Ok(bytes) = host.root.read_bytes("/etc/os-release") {
             fs_err::write(root.join("etc/os-release"), bytes).map_err(io)?;
         }
-        let repo = match &opened.dir {
-            Some(unpacked) => unpacked.join(REPO_DIR),
-            None => {
-                let repo = dir.path().join("bundle");
-                let prefix = format!("{REPO_DIR}/");
-                for file in &opened.manifest.files {
-                    let Some(name) = file.path.strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    if !name.starts_with("repodata/") {
-                        continue;
-                    }
-                    let to = repo.join(name);
-                    fs_err::create_dir_all(to.parent().unwrap_or(&repo)).map_err(io)?;
-                    fs_err::write(&to, read_repo_file(&opened.path, name)?).map_err(io)?;
-                }
-                repo
-            }
-        };
-        let repos = dir.path().join("repos.d");
-        fs_err::create_dir_all(&repos).map_err(io)?;
+        let metadata = |name: &str| name.starts_with("repodata/");
+        let repo = repository(opened, metadata, &dnf.path().join("bundle"))?;
         fs_err::write(
-            repos.join("bundle.repo"),
+            dnf.path().join("repos.d/bundle.repo"),
             format!(
                 "[{}]\nname=the bundle\nbaseurl=file://{}/\nenabled=1\ngpgcheck=0\n",
                 distro::dnf::BUNDLE_ID,
@@ -153,67 +131,18 @@ impl<'a> DnfProbe<'a> {
             ),
         )
         .map_err(io)?;
-        let release = opened
-            .manifest
-            .release
-            .strip_prefix("rhel-")
-            .unwrap_or("9")
-            .to_string();
-        Ok(DnfProbe {
-            dir,
-            runner: host.runner.as_ref(),
-            release,
-        })
-    }
-
-    fn cmd(&self) -> Cmd {
-        let base = self.dir.path().display();
-        let release = &self.release;
-        Cmd::read("dnf").outside().args([
-            "-y".to_string(),
-            "--installroot".into(),
-            format!("{base}/root"),
-            format!("--setopt=reposdir={base}/repos.d"),
-            format!("--setopt=cachedir={base}/cache"),
-            format!("--setopt=logdir={base}/log"),
-            format!("--setopt=persistdir={base}/persist"),
-            "--setopt=install_weak_deps=False".into(),
-            "--releasever".into(),
-            release.clone(),
-            format!("--setopt=module_platform_id=platform:el{release}"),
-            "--disableplugin=*".into(),
-        ])
+        Ok(DnfProbe { dnf })
     }
 
     /// Enables the plan's module stream in the copy, as `apply` does first.
     pub fn enable(&self, stream: Option<&(String, String)>) -> Result<(), BundleError> {
-        let Some((module, stream)) = stream else {
-            return Ok(());
-        };
-        run_checked(
-            self.runner,
-            &self
-                .cmd()
-                .args(["module", "enable", &format!("{module}:{stream}")]),
-        )
-        .map(|_| ())
-        .map_err(|e| BundleError::Build(e.to_string()))
+        self.dnf.enable(stream)
     }
 
     /// Every version of each name the bundle offers (module filtering
     /// applies).
     pub fn offered(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>, BundleError> {
-        let output = self
-            .runner
-            .run(
-                &self
-                    .cmd()
-                    .args(["-q", "repoquery", "--available", "--showduplicates"])
-                    .args(["--qf", "%{name}\t%{epoch}:%{version}-%{release}\n"])
-                    .args(names.iter().cloned()),
-            )
-            .map_err(|e| BundleError::Build(e.to_string()))?;
-        Ok(distro::dnf::parse_available(&output.stdout))
+        self.dnf.available(names)
     }
 
     /// Simulates the install: Ok, or what dnf says it cannot do.
@@ -225,9 +154,11 @@ impl<'a> DnfProbe<'a> {
             return Ok(Ok(()));
         }
         let output = self
+            .dnf
             .runner
             .run(
                 &self
+                    .dnf
                     .cmd()
                     .args(["install", "--assumeno"])
                     .args(exact.iter().map(|(n, v)| distro::dnf::spec(n, v))),

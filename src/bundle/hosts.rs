@@ -35,7 +35,7 @@ struct Document {
 struct OsPart {
     id: Option<String>,
     version_id: Option<String>,
-    family: Option<String>,
+    family: Option<crate::facts::os::Family>,
     hostname: Option<String>,
     #[serde(default)]
     kernels: Vec<KernelPart>,
@@ -86,10 +86,7 @@ fn read_one(path: &Path) -> Result<HostDoc, BundleError> {
             "its os-release names no ID and VERSION_ID: provision cannot tell the release".into(),
         ));
     };
-    let release = match os.family.as_deref() {
-        Some("rhel") => format!("rhel-{}", version.split('.').next().unwrap_or(&version)),
-        _ => format!("{id}-{version}"),
-    };
+    let release = crate::facts::os::release_name(&id, &version, os.family);
     let arch = installed
         .iter()
         .find(|p| p.name == "dpkg" || p.name == "rpm")

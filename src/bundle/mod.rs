@@ -9,6 +9,7 @@
 
 mod apt;
 pub mod build;
+mod dnf;
 pub mod fit;
 pub mod hosts;
 
@@ -137,27 +138,40 @@ fn read_manifest(path: &Path) -> Result<(Vec<u8>, String), BundleError> {
     Err(unreadable(format!("no {MANIFEST}: not a provision bundle")))
 }
 
-/// One file of the bundle's repository, read out of the tar (the caller
-/// checked the bundle first).
-pub(crate) fn read_repo_file(path: &Path, name: &str) -> Result<Vec<u8>, BundleError> {
+/// Writes the files of the bundle's repository that `keep` names (by
+/// their path under `repo/`) into `into`, in one pass over the tar (the
+/// caller checked the bundle first): the index a package manager needs,
+/// without the packages.
+pub(crate) fn extract_repo_files(
+    path: &Path,
+    keep: impl Fn(&str) -> bool,
+    into: &Path,
+) -> Result<(), BundleError> {
     let unreadable = |message: String| BundleError::Unreadable {
         path: path.to_path_buf(),
         message,
     };
-    let wanted = format!("{REPO_DIR}/{name}");
+    let prefix = format!("{REPO_DIR}/");
     let file = fs_err::File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let mut archive = tar::Archive::new(file);
     for entry in archive.entries().map_err(|e| unreadable(e.to_string()))? {
         let mut entry = entry.map_err(|e| unreadable(e.to_string()))?;
-        if entry.path().map_err(|e| unreadable(e.to_string()))? == Path::new(&wanted) {
-            let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| unreadable(e.to_string()))?;
-            return Ok(bytes);
+        let name = entry
+            .path()
+            .map_err(|e| unreadable(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let Some(name) = name.strip_prefix(&prefix).filter(|n| keep(n)) else {
+            continue;
+        };
+        let to = into.join(name);
+        if let Some(parent) = to.parent() {
+            fs_err::create_dir_all(parent).map_err(|e| unreadable(e.to_string()))?;
         }
+        let mut out = fs_err::File::create(&to).map_err(|e| unreadable(e.to_string()))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| unreadable(e.to_string()))?;
     }
-    Err(unreadable(format!("no {wanted} in the bundle")))
+    Ok(())
 }
 
 /// The manifest, checked against `expected` when given.

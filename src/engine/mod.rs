@@ -75,18 +75,19 @@ pub fn plan(host: &Host, plan: &Plan, _progress: &dyn Progress) -> Report {
         progress: &crate::progress::Silent,
         writable: false,
     };
-    let last = history::last_window(&host.root);
+    // The host's history is read only when there is a window to compare.
+    let with_last = |window: &mut Option<crate::upgrade::Window>| {
+        if let Some(window) = window {
+            window.last = history::last_window(&host.root);
+        }
+    };
     let built = match steps::steps(host, plan, &facts, resuming.as_ref(), &mut warnings) {
         Ok(mut built) => {
-            if let Some(window) = &mut built.window {
-                window.last = last;
-            }
+            with_last(&mut built.window);
             built
         }
         Err(mut refusal) => {
-            if let Some(window) = &mut refusal.window {
-                window.last = last;
-            }
+            with_last(&mut refusal.window);
             // A blocked window still shows what the plan would change.
             let mut shown = Report::new("");
             let _ = preview(&refusal.steps, &ctx, &mut shown);

@@ -158,6 +158,18 @@ pub fn version_id(root: &crate::host::Root) -> Option<String> {
     parse_os_release(&text).get("VERSION_ID").cloned()
 }
 
+/// A release as `detect` and bundles name it: "debian-12", "ubuntu-24.04";
+/// the RHEL family by its major, "rhel-9", one name for every EL 9.x.
+pub fn release_name(id: &str, version_id: &str, family: Option<Family>) -> String {
+    match family {
+        Some(Family::Rhel) => format!(
+            "rhel-{}",
+            version_id.split('.').next().unwrap_or(version_id)
+        ),
+        _ => format!("{id}-{version_id}"),
+    }
+}
+
 /// The kernel's host name on the running system, else `/etc/hostname`.
 fn hostname(root: &crate::host::Root) -> Option<String> {
     let kernel = root

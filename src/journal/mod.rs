@@ -404,19 +404,12 @@ impl<'a> Journal<'a> {
     /// Ends the generation: what its commands left beside the journaled
     /// files goes first.
     pub fn finish(&mut self, status: Status) -> Result<(), JournalError> {
-        self.remove_strays();
+        if let Some(before) = &self.generation.strays_before {
+            strays::remove_new(self.root, before);
+        }
         self.generation.status = status;
         self.generation.finished = Some(now());
         self.save()
-    }
-
-    /// Removes the initramfs tools' strays that appeared since the
-    /// generation began; returns them.
-    pub fn remove_strays(&self) -> Vec<String> {
-        match &self.generation.strays_before {
-            Some(before) => strays::remove_new(self.root, before),
-            None => Vec::new(),
-        }
     }
 
     pub fn set_reboot_required(&mut self, required: bool) -> Result<(), JournalError> {

@@ -24,8 +24,8 @@ pub struct BundleRepository {
     pub opened: Opened,
     pub family: Family,
     /// The plan's packages: checked against the bundle before anything
-    /// changes (Debian family).
-    pub packages: Option<crate::step::packages::Packages>,
+    /// changes.
+    pub packages: crate::step::packages::Packages,
     /// The plan's path, for the `provision bundle` line a refusal shows.
     pub plan_path: String,
 }
@@ -64,9 +64,7 @@ impl BundleRepository {
     /// install what the plan needs, kernel headers of each installed
     /// kernel included. Else the refusal naming what it lacks.
     fn serves(&self, ctx: &Context) -> Result<(), StepError> {
-        let Some(packages) = &self.packages else {
-            return Ok(());
-        };
+        let packages = &self.packages;
         let installed = &ctx.facts.all_packages;
         let failed = |e: crate::bundle::BundleError| StepError::Failed(e.to_string());
         let lacks = match self.family {

@@ -234,6 +234,32 @@ fn detect_document(rootfs: &Rootfs, path: &Path) -> std::path::PathBuf {
     path.to_path_buf()
 }
 
+/// `provision VERB PLAN --root ROOT --bundle BUNDLE [--bundle-sha256 SHA]
+/// --json` under `unshare -n`, the download and bundle cache under `cache`
+/// when given.
+fn served(
+    verb: &str,
+    plan: &Path,
+    root: &Rootfs,
+    bundle: &Path,
+    sha: Option<&str>,
+    cache: Option<&Path>,
+) -> crate::support::Run {
+    let mut args = vec![
+        verb,
+        plan.to_str().unwrap(),
+        "--root",
+        root.arg(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--json",
+    ];
+    if let Some(sha) = sha {
+        args.extend(["--bundle-sha256", sha]);
+    }
+    offline_with_cache(&args, cache)
+}
+
 /// `provision bundle PLAN ARGS... -o OUT --json`: (manifest sha256, package names).
 fn bundle_with(plan: &Path, args: &[&str], out: &Path) -> (String, Vec<String>, serde_json::Value) {
     let mut all = vec!["bundle", plan.to_str().unwrap()];
@@ -300,17 +326,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
     let untouched = ["etc", "boot", "var/lib/dpkg"];
     let before_b = offline_root.tree(&untouched);
     for verb in ["plan", "apply"] {
-        let refused = offline(&[
-            verb,
-            plan.to_str().unwrap(),
-            "--root",
-            offline_root.arg(),
-            "--bundle",
-            only_a.to_str().unwrap(),
-            "--bundle-sha256",
-            &sha_a,
-            "--json",
-        ]);
+        let refused = served(verb, &plan, &offline_root, &only_a, Some(&sha_a), None);
         assert_eq!(refused.code, 1, "{verb}: {refused:?}");
         let msg = refused.json()["msg"].as_str().unwrap().to_string();
         for expected in [
@@ -351,15 +367,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
         let headers = format!("linux-headers-{kernel}");
         assert!(names.contains(&headers), "{headers}: {names:?}");
     }
-    let fits_a = offline(&[
-        "plan",
-        plan.to_str().unwrap(),
-        "--root",
-        host_a.arg(),
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--json",
-    ]);
+    let fits_a = served("plan", &plan, &host_a, &bundle, None, None);
     assert_eq!(fits_a.code, 0, "the bundle serves node-a: {fits_a:?}");
 
     // Online: B with Debian's registry.
@@ -376,27 +384,16 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
 
     // Offline: the other B, the network cut, the bundle alone.
     let with_bundle = |verb: &str| {
-        let output = std::process::Command::new("unshare")
-            .arg("-n")
-            .arg(env!("CARGO_BIN_EXE_provision"))
-            .args([verb, plan.to_str().unwrap(), "--root", offline_root.arg()])
-            .args([
-                "--bundle",
-                bundle.to_str().unwrap(),
-                "--bundle-sha256",
-                &sha,
-                "--json",
-            ])
-            .env("PROVISION_CACHE", cache.join("downloads"))
-            .output()
-            .unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{verb}: {}",
-            String::from_utf8_lossy(&output.stdout)
+        let run = served(
+            verb,
+            &plan,
+            &offline_root,
+            &bundle,
+            Some(&sha),
+            Some(&cache),
         );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        assert_eq!(run.code, 0, "{verb}: {run:?}");
+        run.json()
     };
     let applied = with_bundle("apply");
     // Only the bundle's list is refreshed: the rootfs's own sources cannot
@@ -465,15 +462,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
     // same (it is like node-a, so the bundle serves it).
     let fresh = Rootfs::new();
     fs_err::write(fresh.path().join("etc/hostname"), "node-c\n").unwrap();
-    let other = offline(&[
-        "plan",
-        plan.to_str().unwrap(),
-        "--root",
-        fresh.arg(),
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--json",
-    ]);
+    let other = served("plan", &plan, &fresh, &bundle, None, None);
     assert_eq!(other.code, 0, "{other:?}");
     let warnings = other.json()["warnings"].to_string();
     assert!(

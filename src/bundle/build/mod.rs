@@ -53,8 +53,6 @@ pub struct Sources {
 /// What `bundle` made.
 #[derive(Debug, serde::Serialize)]
 pub struct Built {
-    /// The hosts it was made for (`--host`).
-    pub hosts: Vec<String>,
     pub output: PathBuf,
     pub manifest_sha256: String,
     pub bytes: u64,
@@ -156,7 +154,7 @@ pub fn build(
     progress: &dyn Progress,
 ) -> Result<Built, BundleError> {
     let (release, debian_arch, hosts) = prepare(request)?;
-    let mut built = if release.family == Family::Rhel {
+    if release.family == Family::Rhel {
         // An RHEL-family bundle carries the plan's whole closure (see
         // `rpm`): the hosts give it their kernels.
         let mut sources = request.sources.clone();
@@ -170,12 +168,10 @@ pub fn build(
             sources,
             output: request.output.clone(),
         };
-        rpm::build(&request, release, runner, progress)?
-    } else {
-        build_apt(request, release, debian_arch, &hosts, runner, progress)?
-    };
-    built.hosts = hosts.iter().map(|h| h.name.clone()).collect();
-    Ok(built)
+        let names = hosts.iter().map(|h| h.name.clone()).collect();
+        return rpm::build(&request, release, names, runner, progress);
+    }
+    build_apt(request, release, debian_arch, &hosts, runner, progress)
 }
 
 /// The release `request` names, its Debian architecture, and the plan
@@ -202,14 +198,11 @@ fn prepare(
             request.sources.arch
         )));
     }
-    let debian_arch = match request.sources.arch.as_str() {
-        "x86_64" => "amd64",
-        "sbsa" | "aarch64" => "arm64",
-        other => {
-            return Err(BundleError::Build(format!(
-                "--arch {other}: expected x86_64 or sbsa"
-            )));
-        }
+    let arch = request.sources.arch.as_str();
+    let Some(debian_arch) = super::apt::debian_arch(arch) else {
+        return Err(BundleError::Build(format!(
+            "--arch {arch}: expected x86_64 or sbsa"
+        )));
     };
     precheck(request.plan)?;
     Ok((release, debian_arch, hosts))
@@ -807,7 +800,6 @@ pub(super) fn write_tar(
     fs_err::rename(&partial, output).map_err(io)?;
     let bytes = fs_err::metadata(output).map_err(io)?.len();
     Ok(Built {
-        hosts: Vec::new(),
         output: output.to_path_buf(),
         manifest_sha256,
         bytes,

@@ -18,18 +18,10 @@ use super::{
     Built, Release, Request, bare_facts, checked_key, io, listed_files, names_of,
     nvidia_repositories, resolve, wanted, write_tar,
 };
+use crate::bundle::dnf::Dnf;
 use crate::bundle::{BundleError, BundledPackage, Manifest, REPO_DIR};
-use crate::distro::dnf::parse_available;
 use crate::host::{Cmd, Runner, run_checked};
 use crate::progress::Progress;
-
-/// A throwaway dnf: an empty install root, its repositories and cache.
-struct Dnf<'a> {
-    dir: tempfile::TempDir,
-    runner: &'a dyn Runner,
-    releasever: &'static str,
-    forcearch: Option<&'static str>,
-}
 
 /// A repository the bundle is resolved against: its id, where it is, the
 /// key files its rpms must be signed with.
@@ -39,68 +31,11 @@ struct Repo {
     keys: Vec<PathBuf>,
 }
 
-impl<'a> Dnf<'a> {
-    fn new(runner: &'a dyn Runner, release: &Release, arch: &str) -> Result<Dnf<'a>, BundleError> {
-        let dir = tempfile::Builder::new()
-            .prefix("provision-bundle-")
-            .tempdir()
-            .map_err(|e| BundleError::Build(format!("a temporary directory: {e}")))?;
-        for sub in ["root", "repos.d", "keys", "log", "out"] {
-            fs_err::create_dir_all(dir.path().join(sub)).map_err(io)?;
-        }
-        Ok(Dnf {
-            dir,
-            runner,
-            releasever: release.version,
-            forcearch: (arch != "x86_64").then_some("aarch64"),
-        })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path().join("root")
-    }
-
-    /// dnf on the empty root, with only this directory's repositories and
-    /// none of this machine's plugins.
-    fn cmd(&self) -> Cmd {
-        let root = self.root().display().to_string();
-        let base = self.path().display();
-        let release = self.releasever;
-        let mut cmd = Cmd::read("dnf").outside().args([
-            "-y".to_string(),
-            "--installroot".into(),
-            root.clone(),
-            format!("--setopt=reposdir={base}/repos.d"),
-            format!("--setopt=cachedir={root}/var/cache/dnf"),
-            format!("--setopt=logdir={base}/log"),
-            "--setopt=keepcache=True".into(),
-            "--setopt=install_weak_deps=False".into(),
-            "--releasever".into(),
-            release.into(),
-            format!("--setopt=module_platform_id=platform:el{release}"),
-            "--disableplugin=*".into(),
-        ]);
-        if let Some(arch) = self.forcearch {
-            cmd = cmd.arg(format!("--forcearch={arch}"));
-        }
-        cmd
-    }
-
-    fn run(&self, cmd: Cmd) -> Result<String, BundleError> {
-        run_checked(self.runner, &cmd)
-            .map(|o| o.stdout)
-            .map_err(|e| BundleError::Build(e.to_string()))
-    }
-}
-
 /// Makes the RHEL-family bundle `request` asks for.
 pub(super) fn build(
     request: &Request,
     release: &Release,
+    hosts: Vec<String>,
     runner: &dyn Runner,
     progress: &dyn Progress,
 ) -> Result<Built, BundleError> {
@@ -111,7 +46,7 @@ pub(super) fn build(
             )));
         }
     }
-    let dnf = Dnf::new(runner, release, &request.sources.arch)?;
+    let dnf = Dnf::new(runner, release.version, &request.sources.arch)?;
     let repos = write_repos(&dnf, release, request)?;
     progress.step_started(
         "bundle:update",
@@ -121,20 +56,8 @@ pub(super) fn build(
     let kernels = kernels(&dnf, request)?;
     let facts = bare_facts(release, &kernels);
     let desired = wanted(request.plan, &facts)?;
-    if let Some((module, stream)) = &desired.stream {
-        dnf.run(
-            dnf.cmd()
-                .args(["module", "enable", &format!("{module}:{stream}")]),
-        )?;
-    }
-    let offered = parse_available(
-        &dnf.run(
-            dnf.cmd()
-                .args(["-q", "repoquery", "--available", "--showduplicates"])
-                .args(["--qf", "%{name}\t%{epoch}:%{version}-%{release}\n"])
-                .args(names_of(&desired.install)),
-        )?,
-    );
+    dnf.enable(desired.stream.as_ref())?;
+    let offered = dnf.available(&names_of(&desired.install))?;
     let exact = resolve(&desired.install, &offered)?;
     progress.step_started(
         "bundle:download",
@@ -156,7 +79,7 @@ pub(super) fn build(
         packages,
         files: listed_files(&repo)?,
         kernels,
-        hosts: Vec::new(),
+        hosts,
     };
     write_tar(&dnf.path().join("out"), manifest, &request.output)
 }

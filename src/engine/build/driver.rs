@@ -184,39 +184,35 @@ fn bundle_step(
             hosts.join(", ")
         ));
     }
-    let mut repository = bundle_repository(opened, facts)?;
-    repository.packages = Some(step::packages::Packages::new(desired.clone()));
-    repository.plan_path = plan.path.display().to_string();
-    Ok(repository)
+    let family = bundle_family(opened, facts)?;
+    Ok(step::bundle::BundleRepository {
+        opened: opened.clone(),
+        family,
+        packages: step::packages::Packages::new(desired.clone()),
+        plan_path: plan.path.display().to_string(),
+    })
 }
 
-/// The offline bundle's repository, for the release it was made for: a
-/// Debian-family release exactly ("debian-12"), an RHEL-family one by its
-/// major ("rhel-9" serves Rocky 9.4).
-pub(super) fn bundle_repository(
+/// The family of the release the bundle was made for, which must be this
+/// host's: a Debian-family release exactly ("debian-12"), an RHEL-family
+/// one by its major ("rhel-9" serves Rocky 9.4).
+fn bundle_family(
     opened: &crate::bundle::Opened,
     facts: &Facts,
-) -> Result<step::bundle::BundleRepository, PlanRefused> {
-    let version = facts.os.version_id.as_deref().unwrap_or("unknown");
+) -> Result<crate::facts::os::Family, PlanRefused> {
     let family = facts.os.family;
-    let here = match family {
-        Some(crate::facts::os::Family::Rhel) => {
-            format!("rhel-{}", version.split('.').next().unwrap_or(version))
-        }
-        _ => format!("{}-{version}", facts.os.id.as_deref().unwrap_or("unknown")),
-    };
+    let here = crate::facts::os::release_name(
+        facts.os.id.as_deref().unwrap_or("unknown"),
+        facts.os.version_id.as_deref().unwrap_or("unknown"),
+        family,
+    );
     if opened.manifest.release != here {
         return Err(PlanRefused::Refused(format!(
             "the bundle was made for {}, and this host is {here}: make one with `provision bundle PLAN --for {here}`",
             opened.manifest.release
         )));
     }
-    Ok(step::bundle::BundleRepository {
-        opened: opened.clone(),
-        family: family.unwrap_or(crate::facts::os::Family::Debian),
-        packages: None,
-        plan_path: "PLAN".into(),
-    })
+    Ok(family.unwrap_or(crate::facts::os::Family::Debian))
 }
 
 /// NVIDIA's CUDA repository for a `cuda-repo` plan: the plan's mirror or

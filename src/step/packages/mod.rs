@@ -358,33 +358,15 @@ impl Packages {
     /// The transaction `apply` would run were `available` all the
     /// repositories offered (a bundle's): exact versions to install and the
     /// names to purge; Err names each package to install that nothing there
-    /// offers at a version the plan accepts.
+    /// offers at a version the plan accepts ("name (version)").
     pub(crate) fn transaction_with(
         &self,
         installed: &[Package],
         available: &BTreeMap<String, Vec<String>>,
         compare: fn(&str, &str) -> std::cmp::Ordering,
     ) -> Result<Transaction, Vec<String>> {
-        let missing = self.missing_from(installed, available);
-        if !missing.is_empty() {
-            return Err(missing);
-        }
         let (install, _, remove) = self.pending(installed);
-        let (exact, _) = self
-            .choose(available, installed, &install, compare, "the bundle's")
-            .map_err(|e| vec![e])?;
-        Ok((exact, remove))
-    }
-
-    /// The packages to install that nothing in `available` offers at a
-    /// version the plan accepts: "name (version)".
-    pub(crate) fn missing_from(
-        &self,
-        installed: &[Package],
-        available: &BTreeMap<String, Vec<String>>,
-    ) -> Vec<String> {
-        let (install, _, _) = self.pending(installed);
-        install
+        let missing: Vec<String> = install
             .iter()
             .filter(|spec| {
                 !available
@@ -392,7 +374,14 @@ impl Packages {
                     .is_some_and(|versions| versions.iter().any(|v| spec.version.accepts(v)))
             })
             .map(|spec| format!("{} ({})", spec.name, spec.version.describe()))
-            .collect()
+            .collect();
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        let (exact, _) = self
+            .choose(available, installed, &install, compare, "the bundle's")
+            .map_err(|e| vec![e])?;
+        Ok((exact, remove))
     }
 
     /// The module stream the plan enables (EL8/EL9).
