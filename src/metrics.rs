@@ -122,6 +122,13 @@ fn generation_families(latest: Option<&Generation>) -> Vec<Family> {
             seconds,
         ));
     }
+    if let Some(seconds) = generation.build_seconds {
+        families.push(gauge(
+            "provision_last_build_seconds",
+            "how long the newest generation's kernel module build took, before its window",
+            seconds,
+        ));
+    }
     families
 }
 

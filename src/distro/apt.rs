@@ -112,7 +112,7 @@ pub fn install(exact: &[(String, String)], purge: &[String], restore: bool) -> C
 
 /// Downloads the archives of exact versions into apt's cache, installing
 /// nothing: what the transaction will need, fetched ahead of it.
-pub fn download(exact: &[(String, String)]) -> Cmd {
+pub fn download(exact: &[(String, String)], purge: &[String]) -> Cmd {
     apt_get()
         .args([
             "install",
@@ -127,6 +127,7 @@ pub fn download(exact: &[(String, String)]) -> Cmd {
             "" => name.clone(),
             version => format!("{name}={version}"),
         }))
+        .args(purge.iter().map(|name| format!("{name}-")))
 }
 
 /// What dpkg says is left half-done (`dpkg --audit`): packages an

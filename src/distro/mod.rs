@@ -2,6 +2,7 @@
 //! (from `catalog.toml`) and how the package manager installs them.
 
 pub mod apt;
+pub mod dkms;
 pub mod dnf;
 pub mod keep;
 pub mod openpgp;

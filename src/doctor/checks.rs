@@ -615,8 +615,7 @@ pub(super) fn upgrades(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) 
 
 pub(super) fn headers(host: &Host, facts: &Facts, findings: &mut Vec<Finding>) {
     // DKMS needs headers for every installed kernel.
-    let dkms = host.root.is_dir("/var/lib/dkms/nvidia")
-        || host.root.is_dir("/var/lib/dkms/nvidia-current")
+    let dkms = !crate::facts::driver::dkms_driver_modules(&host.root).is_empty()
         || facts.packages.gpu.iter().any(|p| p.name.contains("dkms"))
         || facts.os.kernels.iter().any(|k| {
             k.nvidia_module

@@ -60,11 +60,14 @@ pub fn history(host: &Host) -> History {
 /// The newest window the host's generations recorded (what `plan` shows
 /// beside the window it predicts).
 pub fn last_window(root: &crate::host::Root) -> Option<crate::upgrade::LastWindow> {
-    journal::all(root).ok()?.into_iter().rev().find_map(|g| {
+    let generations = journal::all(root).ok()?;
+    let build_seconds = generations.iter().rev().find_map(|g| g.build_seconds);
+    generations.into_iter().rev().find_map(|g| {
         Some(crate::upgrade::LastWindow {
             unavailable_seconds: g.unavailable_seconds?,
             generation: g.id,
             finished: g.finished,
+            build_seconds,
         })
     })
 }

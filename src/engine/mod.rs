@@ -302,6 +302,11 @@ fn close_generation(
 ) -> Result<(), journal::JournalError> {
     journal.generation.unavailable_seconds =
         report.window.as_ref().and_then(|w| w.unavailable_seconds);
+    journal.generation.build_seconds = report
+        .phases
+        .iter()
+        .find(|p| p.phase == "build")
+        .map(|p| p.seconds);
     match &report.window {
         Some(window) if !window.live => {
             journal.set_awaiting(Some(Awaiting {

@@ -12,11 +12,12 @@ use crate::host::Host;
 use crate::journal::Generation;
 use crate::plan::{Drain, DriverTarget, HolderPolicy, Plan};
 use crate::progress::Silent;
+use crate::step::window::cdi::{self, Cdi};
 use crate::step::window::drain::{DrainNode, DrainReport, ResumeNode, Scheduler};
 use crate::step::window::modules::{Load, Unload};
 use crate::step::window::processes::{Target, Terminate};
 use crate::step::window::reboot::{Reboot, Resumed};
-use crate::step::window::units::{StartUnits, StopUnits};
+use crate::step::window::units::{RestartUnits, StartUnits, StopUnits};
 use crate::step::{Context, DriverChange, Step, persistence, verify};
 use crate::upgrade::{self, HolderAction, Swap, Window};
 
@@ -153,11 +154,21 @@ fn add_window(
     // The packages catch up with the module already loaded (after a
     // rollback that waits for its reboot): nothing to swap either.
     if nothing_runs || swap.before.as_deref() == Some(swap.after.as_str()) {
+        if let Some(build) = built.steps[index].prebuilder() {
+            built.steps.insert(index, build);
+        }
         built.push_verify(plan);
         return Ok(());
     }
     let own = upgrade::ancestry_of_self(&host.root);
-    let window = upgrade::window(facts, &plan.upgrade, &swap, &own);
+    let mut window = upgrade::window(facts, &plan.upgrade, &swap, &own);
+    if window.live && window.module.before.is_some() {
+        window.cdi = cdi::SPECS
+            .iter()
+            .filter(|spec| host.root.exists(spec))
+            .map(|spec| spec.to_string())
+            .collect();
+    }
     let blockers = window.blockers();
     if !blockers.is_empty() {
         return Err(Box::new(Refusal {
@@ -290,6 +301,23 @@ fn insert_before_persistence(steps: &mut Vec<Box<dyn Step>>, restore: Vec<Box<dy
     }
 }
 
+/// The holders the window ends, each named with its container.
+fn terminate_targets(window: &Window) -> Vec<Target> {
+    window
+        .holders
+        .iter()
+        .filter(|h| h.action == HolderAction::Terminate)
+        .map(|h| Target {
+            pid: h.pid,
+            comm: h.comm.clone(),
+            what: match &h.container {
+                Some(container) => format!("{} in container {container}", h.comm),
+                None => h.comm.clone(),
+            },
+        })
+        .collect()
+}
+
 /// Drain before step `index`, restore after the host files (verify comes
 /// last); or, when the module waits for a boot, the reboot step last.
 fn splice(
@@ -301,10 +329,16 @@ fn splice(
 ) {
     let timeout = std::time::Duration::from_secs(plan.upgrade.stop_timeout.0);
     let mut drain: Vec<Box<dyn Step>> = Vec::new();
-    if window.module.before.is_some() {
-        if let Some(download) = steps.get(index).and_then(|s| s.downloader()) {
-            drain.push(download);
-        }
+    let loaded = window.module.before.is_some();
+    if loaded && let Some(download) = steps.get(index).and_then(|s| s.downloader()) {
+        drain.push(download);
+    }
+    // The module is built before anything is stopped: the window holds the
+    // install only.
+    if let Some(build) = steps.get(index).and_then(|s| s.prebuilder()) {
+        drain.push(build);
+    }
+    if loaded {
         if let Some(node) = node {
             drain.push(Box::new(node));
         }
@@ -315,19 +349,7 @@ fn splice(
                 kill: plan.upgrade.holders == HolderPolicy::Terminate,
             }));
         }
-        let targets: Vec<Target> = window
-            .holders
-            .iter()
-            .filter(|h| h.action == HolderAction::Terminate)
-            .map(|h| Target {
-                pid: h.pid,
-                comm: h.comm.clone(),
-                what: match &h.container {
-                    Some(container) => format!("{} in container {container}", h.comm),
-                    None => h.comm.clone(),
-                },
-            })
-            .collect();
+        let targets = terminate_targets(window);
         if !targets.is_empty() {
             drain.push(Box::new(Terminate { targets, timeout }));
         }
@@ -349,16 +371,32 @@ fn splice(
         }));
         return;
     }
+    insert_before_persistence(steps, restore_steps(window));
+}
+
+/// What follows the driver's change in a live window: the module in, the
+/// CDI specification, the services, what reads the driver at its start.
+fn restore_steps(window: &Window) -> Vec<Box<dyn Step>> {
     let mut restore: Vec<Box<dyn Step>> = vec![Box::new(Load {
         modules: window.load.clone(),
         after: window.module.after.clone(),
     })];
+    if !window.cdi.is_empty() {
+        restore.push(Box::new(Cdi {
+            specs: window.cdi.clone(),
+        }));
+    }
     if !window.start.is_empty() {
         restore.push(Box::new(StartUnits {
             units: window.start.clone(),
         }));
     }
-    insert_before_persistence(steps, restore);
+    if !window.restart.is_empty() {
+        restore.push(Box::new(RestartUnits {
+            units: window.restart.clone(),
+        }));
+    }
+    restore
 }
 
 /// After the reboot a generation waited for: the module loaded (udev or

@@ -129,8 +129,13 @@ fn undo_entry(
             .remove_dir_all(path)
             .map(|()| journal.remove_created_dirs(created_dirs))
             .map_err(|e| e.to_string()),
-        Undo::Packages { manager, before } => {
-            match manager.as_str() {
+        Undo::Packages {
+            manager,
+            before,
+            modules,
+        } => {
+            place_modules(journal, modules)?;
+            let returned = match manager.as_str() {
                 "apt" => step::packages::undo(host, before).map_err(|e| e.to_string()),
                 "dnf" => {
                     let release = crate::facts::os::version_id(&host.root);
@@ -139,7 +144,14 @@ fn undo_entry(
                         .map_err(|e| e.to_string())
                 }
                 other => Err(format!("unknown package manager {other}")),
-            }?;
+            };
+            for module in modules {
+                let _ = host.root.remove_file(&module.path);
+                if let Some(dir) = std::path::Path::new(&module.path).parent() {
+                    let _ = std::fs::remove_dir(host.root.join(dir));
+                }
+            }
+            returned?;
             settle_module(host, upgrade, outcome)
         }
         Undo::Run { cmd } => run_checked(host.runner.as_ref(), cmd)
@@ -239,6 +251,17 @@ fn unload_modules(host: &Host, names: &[String], outcome: &mut Outcome) -> Resul
         return Ok(());
     }
     modules::unload(host, &facts, names).map_err(|e| e.to_string())
+}
+
+/// Puts the earlier release's built modules where its maintainer script
+/// loads them (`step::build`).
+fn place_modules(journal: &Journal, modules: &[journal::SavedModule]) -> Result<(), String> {
+    for module in modules {
+        journal
+            .restore_file(&module.path, &Some(module.saved.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// After the packages went back: when a module of another release is

@@ -269,9 +269,28 @@ pub fn gather_kernel(
     driver
 }
 
+/// The NVIDIA driver's modules in the DKMS tree, by every name NVIDIA and
+/// the distributions give them: `nvidia` (NVIDIA's repositories, Ubuntu;
+/// RHEL since 570.148), `nvidia-open` (RHEL before), `nvidia-current` and
+/// `nvidia-current-open` (Debian), `nvidia-tesla-535` and the other Tesla
+/// branches (Debian), `nvidia-srv` (SUSE). Not GPUDirect Storage's
+/// `nvidia-fs`, which is no driver.
+pub fn dkms_driver_modules(root: &Root) -> Vec<String> {
+    let mut names: Vec<String> = root
+        .read_dir("/var/lib/dkms")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n == "nvidia" || (n.starts_with("nvidia-") && n != "nvidia-fs"))
+        .filter(|n| root.is_dir(format!("/var/lib/dkms/{n}")))
+        .collect();
+    // The plain name first: NVIDIA's own when several are present.
+    names.sort_by_key(|n| (n != "nvidia", n.clone()));
+    names
+}
+
 /// The DKMS tree records every built module: var/lib/dkms/<module>/<version>/<kernel>/.
 fn dkms_installed(root: &Root, kernel: &str) -> Option<(String, String)> {
-    for module in ["nvidia", "nvidia-current", "nvidia-open", "nvidia-srv"] {
+    for module in dkms_driver_modules(root) {
         let base = format!("/var/lib/dkms/{module}");
         let Ok(versions) = root.read_dir(&base) else {
             continue;
@@ -371,6 +390,31 @@ pub fn compare_layers(kernel: &mut KernelDriver, user: &UserDriver) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_dkms_name_of_the_driver_is_known_and_gds_is_not_a_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "nvidia-current",
+            "nvidia-tesla-535",
+            "nvidia",
+            "nvidia-open",
+            "nvidia-fs",
+            "gdrdrv",
+        ] {
+            fs_err::create_dir_all(dir.path().join("var/lib/dkms").join(name)).unwrap();
+        }
+        let root = Root::new(dir.path()).unwrap();
+        assert_eq!(
+            dkms_driver_modules(&root),
+            [
+                "nvidia",
+                "nvidia-current",
+                "nvidia-open",
+                "nvidia-tesla-535"
+            ]
+        );
+    }
     use super::*;
 
     #[test]

@@ -115,6 +115,11 @@ pub enum Undo {
     Packages {
         manager: String,
         before: BTreeMap<String, PackageState>,
+        /// Modules of the earlier release, built before the change: put
+        /// where its maintainer script loads them while the set returns,
+        /// so that nothing is built again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        modules: Vec<SavedModule>,
     },
     /// Run a command (a cache refresh after files were restored).
     Command { cmd: Cmd },
@@ -154,6 +159,13 @@ pub enum Undo {
 pub enum Saved {
     Content { sha256: String, mode: u32 },
     Link { target: String },
+}
+
+/// A built module tarball in the backups, and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedModule {
+    pub path: String,
+    pub saved: Saved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +208,9 @@ pub struct Generation {
     /// How long its window kept the GPUs out of service (metrics).
     #[serde(default)]
     pub unavailable_seconds: Option<f64>,
+    /// How long the kernel module's build took, before the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_seconds: Option<f64>,
     /// The initramfs tools' strays present when it began (see
     /// [`strays`]): those that appear after are removed when it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,6 +261,7 @@ impl<'a> Journal<'a> {
             upgrade: None,
             awaiting: None,
             unavailable_seconds: None,
+            build_seconds: None,
             strays_before: Some(strays::present(root)),
         };
         let journal = Journal { root, generation };

@@ -57,7 +57,9 @@ pub fn window(window: &Window, style: Style) -> String {
         ("stop", &window.stop),
         ("unload", &window.unload),
         ("load", &window.load),
+        ("cdi", &window.cdi),
         ("start", &window.start),
+        ("restart", &window.restart),
     ] {
         if !items.is_empty() {
             let _ = writeln!(out, "  {label:<7} {}", items.join(", "));
@@ -75,15 +77,26 @@ pub fn window(window: &Window, style: Style) -> String {
         let _ = writeln!(out, "  the GPU was out of service for {seconds:.1} s");
     }
     if let Some(last) = &window.last {
-        let _ = writeln!(
-            out,
-            "  last time (generation {}, {}) the GPU was out of service for {:.1} s",
-            last.generation,
-            last.finished.as_deref().unwrap_or("unfinished"),
-            last.unavailable_seconds
-        );
+        last_window(&mut out, last);
     }
     out
+}
+
+/// What the host's history says the last window and build cost.
+fn last_window(out: &mut String, last: &crate::upgrade::LastWindow) {
+    let _ = writeln!(
+        out,
+        "  last time (generation {}, {}) the GPU was out of service for {:.1} s",
+        last.generation,
+        last.finished.as_deref().unwrap_or("unfinished"),
+        last.unavailable_seconds
+    );
+    if let Some(build) = last.build_seconds {
+        let _ = writeln!(
+            out,
+            "  the last module build took {build:.1} s, before the window"
+        );
+    }
 }
 
 pub fn verification(verification: &Verification, style: Style) -> String {

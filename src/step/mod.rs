@@ -2,6 +2,7 @@
 //! what would change; `apply` records its undo in the journal, then makes
 //! the change. Dry-run is "run every check and print the changes".
 
+pub mod build;
 pub mod bundle;
 pub mod compute;
 pub mod container;
@@ -62,6 +63,12 @@ pub trait Step {
     /// A step that fetches, before the window opens, everything this step
     /// will need (nothing is downloaded while the GPU is out of service).
     fn downloader(&self) -> Option<Box<dyn Step>> {
+        None
+    }
+
+    /// A step that builds, before the window opens, the kernel module this
+    /// step would otherwise build inside it (`step::build`).
+    fn prebuilder(&self) -> Option<Box<dyn Step>> {
         None
     }
 

@@ -73,6 +73,15 @@ pub struct Window {
     pub load: Vec<String>,
     /// Services started again, in this order.
     pub start: Vec<String>,
+    /// Services that ran through the swap and read the driver at their
+    /// start (slurmd loads NVML itself): restarted once the new module is in.
+    #[serde(default)]
+    pub restart: Vec<String>,
+    /// CDI specifications regenerated once the new module is in, before
+    /// the services start (`nvidia-ctk cdi generate`): they name the old
+    /// driver's files.
+    #[serde(default)]
+    pub cdi: Vec<String>,
     /// `apply`: seconds spent in each phase.
     #[serde(default)]
     pub phases: Vec<Phase>,
@@ -93,6 +102,10 @@ pub struct LastWindow {
     pub finished: Option<String>,
     /// How long the GPUs were out of service.
     pub unavailable_seconds: f64,
+    /// How long the newest build of the kernel module took (before its
+    /// window), when one was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

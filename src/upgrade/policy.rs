@@ -19,6 +19,10 @@ pub fn ancestry_of_self(root: &Root) -> Vec<u32> {
     crate::facts::holders::ancestry(root, std::process::id())
 }
 
+/// Services that keep running through a swap, yet read the driver once at
+/// their start: Slurm's slurmd loads NVML for GPU autodetection.
+const RESTART_AFTER_SWAP: [&str; 1] = ["slurmd.service"];
+
 /// The window for `swap` on this host under `spec`. `own` is provision's
 /// process and its parents.
 pub fn window(facts: &Facts, spec: &UpgradeSpec, swap: &Swap, own: &[u32]) -> Window {
@@ -52,8 +56,17 @@ pub fn window(facts: &Facts, spec: &UpgradeSpec, swap: &Swap, own: &[u32]) -> Wi
         (true, true) => unload.iter().rev().cloned().collect(),
         (true, false) => vec!["nvidia".to_string()],
     };
-    let start = if live {
+    let start: Vec<String> = if live {
         stop.iter().rev().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let restart = if loaded && live {
+        RESTART_AFTER_SWAP
+            .iter()
+            .map(|u| u.to_string())
+            .filter(|u| facts.services.is_active(u) && !start.contains(u))
+            .collect()
     } else {
         Vec::new()
     };
@@ -69,6 +82,8 @@ pub fn window(facts: &Facts, spec: &UpgradeSpec, swap: &Swap, own: &[u32]) -> Wi
         unload,
         load,
         start,
+        restart,
+        cdi: Vec::new(),
         phases: Vec::new(),
         unavailable_seconds: None,
         last: None,

@@ -1,29 +1,101 @@
 //! Debian's real NVIDIA 535 driver, from Debian's own archive, in the
-//! bookworm rootfs with Secure Boot modelled as on: DKMS builds the real
-//! nvidia-current.ko for the rootfs's kernel, signed with a freshly
-//! generated key pair (`[secure_boot]`), nouveau is blacklisted in the
-//! initramfs, a second apply changes nothing, rollback removes it all
-//! (the DKMS signing configuration byte for byte). About five minutes (a 1.8 GB download
-//! with the CUDA 11.8 toolkit, and the module build): ignored by a plain
-//! `cargo test`, run by `scripts/test` (CI).
+//! bookworm rootfs with Secure Boot modelled as on: 535.261.03 (bookworm)
+//! installed fresh, then upgraded to 535.309.01 (bookworm-security). DKMS
+//! builds the real module, signed with a freshly generated key pair
+//! (`[secure_boot]`), before the package step each time (`driver:build`):
+//! the package step only installs it. A build that fails is refused with
+//! its make.log before anything changed; a rollback brings 535.261.03 back
+//! from the module built before, and the next rollback removes it all
+//! (the DKMS signing configuration byte for byte). Two module builds and a
+//! 1.8 GB download (the CUDA 11.8 toolkit): about eight minutes, ignored by
+//! a plain `cargo test`, run by `scripts/test` (CI).
+
+use std::path::Path;
 
 use crate::secure_boot::{generate_mok, secure_boot_on, secure_boot_section};
 use crate::support::{
     Rootfs, apply_ok, assert_same_tree, mounts_under, plan_file, provision, repo,
 };
 
+const OLD: &str = "535.261.03";
+const NEW: &str = "535.309.01";
+
+/// The seconds of each phase of an apply, by name, and their order.
+fn phases(report: &serde_json::Value) -> Vec<(String, f64, f64)> {
+    report["phases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no phases: {report:#}"))
+        .iter()
+        .map(|p| {
+            (
+                p["phase"].as_str().unwrap().to_string(),
+                p["at"].as_f64().unwrap(),
+                p["seconds"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The build came before the package step, which loaded what it built
+/// (Debian's common.postinst: "Loading tarball") and built nothing:
+/// `(build seconds, packages seconds)`.
+fn built_before_packages(report: &serde_json::Value, release: &str) -> (f64, f64) {
+    let log = fs_err::read_to_string(report["log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains(&format!("Loading tarball for nvidia-current-{release}")),
+        "the package step loads the module built before:\n{log}"
+    );
+    assert!(!log.contains("Building initial module"), "{log}");
+    let phases = phases(report);
+    let find = |name: &str| {
+        phases
+            .iter()
+            .find(|(p, _, _)| p == name)
+            .unwrap_or_else(|| panic!("no {name} phase: {phases:?}"))
+            .clone()
+    };
+    let (_, build_at, build) = find("build");
+    let (_, packages_at, packages) = find("packages");
+    assert!(build_at < packages_at, "{phases:?}");
+    (build, packages)
+}
+
+/// Nothing of the build is left: no scratch tree, no tarball beside the package.
+fn nothing_left_of_the_build(root: &Path) {
+    assert!(!root.join("var/lib/provision/build").exists());
+    assert!(
+        !root.join("usr/share/nvidia-current-dkms").exists(),
+        "the handed-over tarball is removed"
+    );
+}
+
+fn module_version(rootfs: &Rootfs, module: &str) -> String {
+    rootfs
+        .chroot(&["modinfo", "-F", "version", module])
+        .trim()
+        .to_string()
+}
+
 #[test]
-#[ignore = "downloads 1.8 GB and builds the real module (about 5 minutes): scripts/test runs it"]
+#[ignore = "downloads 1.8 GB and builds the real module twice (about 8 minutes): scripts/test runs it"]
 fn debian_12_real_535_driver_with_dkms() {
     let rootfs = Rootfs::new();
     secure_boot_on(rootfs.path());
     let (key, cert) = generate_mok(rootfs.path());
     let dir = tempfile::tempdir().unwrap();
     let shipped = fs_err::read_to_string(repo().join("plans/debian-12-distro-535.toml")).unwrap();
+    let signed = format!("{shipped}{}", secure_boot_section(&key, &cert));
     let plan = plan_file(
         dir.path(),
-        "signed.toml",
-        &format!("{shipped}{}", secure_boot_section(&key, &cert)),
+        "old.toml",
+        &signed.replace("branch = \"535\"", &format!("version = \"{OLD}\"")),
+    );
+    // A branch plan keeps a driver already on the branch: the upgrade names
+    // the release.
+    let upgrade = plan_file(
+        dir.path(),
+        "new.toml",
+        &signed.replace("branch = \"535\"", &format!("version = \"{NEW}\"")),
     );
     let kernel = rootfs.kernel();
     let before_tree = rootfs.tree(&["etc", "boot"]);
@@ -31,6 +103,9 @@ fn debian_12_real_535_driver_with_dkms() {
 
     let report = apply_ok(&plan, rootfs.arg());
     assert_eq!(report["changed"], true);
+    // Built first (dkms and the headers installed for it), then installed.
+    built_before_packages(&report, OLD);
+    nothing_left_of_the_build(rootfs.path());
     assert!(
         mounts_under(rootfs.path()).is_empty(),
         "nothing stays mounted"
@@ -39,7 +114,7 @@ fn debian_12_real_535_driver_with_dkms() {
     // Debian's packages, one 535 release, held.
     let packages = rootfs.packages();
     let (driver, held) = &packages["nvidia-kernel-dkms"];
-    assert!(driver.starts_with("535."), "{driver}");
+    assert!(driver.starts_with(OLD), "{driver}");
     assert!(*held);
     for name in ["firmware-nvidia-gsp", "nvidia-smi", "libcuda1"] {
         assert_eq!(&packages[name].0, driver, "{name} at the driver's release");
@@ -125,7 +200,88 @@ fn debian_12_real_535_driver_with_dkms() {
             .all(|c| c["effect"] == "read")
     );
 
-    // Rollback removes it: no module, the earlier packages, etc/ and boot/ as before.
+    let installed = rootfs.packages();
+    let installed_tree = rootfs.tree(&["etc", "boot"]);
+
+    // A build that fails (headers broken) is refused before anything
+    // changes, with the end of make.log. NVIDIA's Makefile builds through
+    // the kernel's source tree (lib/modules/K/source, Debian's -common
+    // headers).
+    let source =
+        fs_err::read_link(rootfs.path().join(format!("lib/modules/{kernel}/source"))).unwrap();
+    let makefile = rootfs
+        .path()
+        .join(source.strip_prefix("/").unwrap())
+        .join("Makefile");
+    let original = fs_err::read(&makefile).unwrap();
+    let mut broken = original.clone();
+    broken.extend_from_slice(b"\n$(error provision test: these kernel headers are broken)\n");
+    fs_err::write(&makefile, &broken).unwrap();
+    let refused = provision(&[
+        "apply",
+        upgrade.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let msg = refused.json()["msg"].as_str().unwrap().to_string();
+    for part in [
+        &format!("nvidia-kernel-dkms {NEW}"),
+        "did not build for kernel",
+        "nothing was stopped or replaced",
+        "these kernel headers are broken",
+    ] {
+        assert!(msg.contains(part), "{part:?} in {msg}");
+    }
+    fs_err::write(&makefile, &original).unwrap();
+    assert_eq!(installed, rootfs.packages(), "no package moved");
+    assert_same_tree(
+        &installed_tree,
+        &rootfs.tree(&["etc", "boot"]),
+        "a build that failed",
+    );
+    assert_eq!(module_version(&rootfs, &module), OLD);
+    nothing_left_of_the_build(rootfs.path());
+
+    // The upgrade to bookworm-security's release: the module is built
+    // before the package step, which then takes a fraction of the build.
+    let report = apply_ok(&upgrade, rootfs.arg());
+    let (build, packages) = built_before_packages(&report, NEW);
+    eprintln!("upgrade {OLD} -> {NEW}: build {build} s, packages {packages} s");
+    assert!(
+        packages * 3.0 <= build,
+        "the package step ({packages} s) takes at most a third of the build ({build} s)"
+    );
+    assert!(rootfs.packages()["nvidia-kernel-dkms"].0.starts_with(NEW));
+    assert_eq!(module_version(&rootfs, &module), NEW);
+    let signer = rootfs.chroot(&["modinfo", "-F", "signer", &module]);
+    assert_eq!(signer.trim(), "provision test MOK");
+    nothing_left_of_the_build(rootfs.path());
+
+    // Rollback brings 535.261.03 back from the module built before: its
+    // maintainer script loads it, nothing is built.
+    let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_eq!(installed, rootfs.packages());
+    assert_eq!(module_version(&rootfs, &module), OLD);
+    // The upgrade's log, the rollback's lines appended: DKMS loaded both
+    // releases' modules and built neither.
+    let log = fs_err::read_to_string(rolled.json()["log"].as_str().unwrap()).unwrap();
+    for release in [NEW, OLD] {
+        assert!(
+            log.contains(&format!("Loading tarball for nvidia-current-{release}")),
+            "{release} loaded from what was built before:\n{log}"
+        );
+    }
+    assert!(!log.contains("Building initial module"), "{log}");
+    assert!(
+        !rootfs.path().join("usr/share/nvidia-current-dkms").exists(),
+        "and removes it once loaded"
+    );
+
+    // The next rollback removes it all: no module, the earlier packages,
+    // etc/ and boot/ as before.
     let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
     assert_eq!(rolled.code, 0, "{rolled:?}");
     assert!(!rootfs.path().join(module.trim_start_matches('/')).exists());

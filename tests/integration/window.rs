@@ -144,14 +144,14 @@ fn the_plan_shows_how_long_the_last_window_kept_the_gpu_out_of_service() {
     );
     let generations = root.join("var/lib/provision/generations");
     fs_err::create_dir_all(&generations).unwrap();
-    for (id, seconds) in [(3, "41.7"), (4, "null")] {
+    for (id, seconds, build) in [(3, "41.7", "null"), (4, "null", "188.4")] {
         fs_err::write(
             generations.join(format!("{id:04}.json")),
             format!(
                 r#"{{"id": {id}, "plan": "/etc/provision/plan.toml", "plan_sha256": null,
                   "started": "2026-11-0{id}T02:00:00Z", "finished": "2026-11-0{id}T02:03:10Z",
                   "status": "applied", "reboot_required": false, "log": "/var/log/provision/000{id}.log",
-                  "entries": [], "unavailable_seconds": {seconds}}}"#
+                  "entries": [], "unavailable_seconds": {seconds}, "build_seconds": {build}}}"#
             ),
         )
         .unwrap();
@@ -163,7 +163,8 @@ fn the_plan_shows_how_long_the_last_window_kept_the_gpu_out_of_service() {
         serde_json::json!({
             "generation": 3,
             "finished": "2026-11-03T02:03:10Z",
-            "unavailable_seconds": 41.7
+            "unavailable_seconds": 41.7,
+            "build_seconds": 188.4
         })
     );
     let human = provision(&[
@@ -172,13 +173,96 @@ fn the_plan_shows_how_long_the_last_window_kept_the_gpu_out_of_service() {
         "--root",
         root.to_str().unwrap(),
     ]);
+    for line in [
+        "last time (generation 3, 2026-11-03T02:03:10Z) the GPU was out of service for 41.7 s",
+        "the last module build took 188.4 s, before the window",
+    ] {
+        assert!(human.stdout.contains(line), "{line}: {}", human.stdout);
+    }
+}
+
+#[test]
+fn the_module_is_built_before_the_window_and_what_reads_the_driver_follows_it() {
+    // The L40S host (575.57.08 from NVIDIA's repository, DKMS) moving to
+    // 580, with Slurm's slurmd running and a CDI specification written by
+    // NVIDIA's Container Toolkit.
+    let (_dir, root) = crate::support::fixture_copy("ubuntu-24.04-l40s-two-toolkits");
+    let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
+    let (_, before) = plan_json(&plan, &root);
+    assert!(strings(&before["window"]["restart"]).is_empty());
+    assert!(strings(&before["window"]["cdi"]).is_empty());
+    fs_err::create_dir_all(root.join("sys/fs/cgroup/system.slice/slurmd.service")).unwrap();
+    fs_err::create_dir_all(root.join("etc/cdi")).unwrap();
+    fs_err::write(
+        root.join("etc/cdi/nvidia.yaml"),
+        "cdiVersion: 0.5.0
+",
+    )
+    .unwrap();
+
+    let (code, report) = plan_json(&plan, &root);
+    assert_eq!(code, 0, "{report:#}");
+    let ids = step_ids(&report);
+    let at = |id: &str| {
+        ids.iter()
+            .position(|i| i == id)
+            .unwrap_or_else(|| panic!("no {id}: {ids:?}"))
+    };
+    // Fetched and built while the old driver still serves; the window
+    // holds the install; then the CDI specification, the services, slurmd.
+    assert!(at("window:download") < at("driver:build"));
+    assert!(at("driver:build") < at("window:stop"));
+    assert!(at("window:unload") < at("packages"));
+    assert!(at("window:load") < at("window:cdi"));
+    assert!(at("window:cdi") < at("window:start"));
+    assert!(at("window:start") < at("window:restart"));
+    assert_eq!(strings(&report["window"]["restart"]), ["slurmd.service"]);
+    assert_eq!(strings(&report["window"]["cdi"]), ["/etc/cdi/nvidia.yaml"]);
+    let step = |id: &str| {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
     assert!(
-        human.stdout.contains(
-            "last time (generation 3, 2026-11-03T02:03:10Z) the GPU was out of service for 41.7 s"
-        ),
-        "{}",
-        human.stdout
+        step("driver:build")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("before anything is stopped"),
+        "{:#}",
+        step("driver:build")
     );
+    assert_eq!(
+        strings(&step("window:cdi")["commands"]),
+        ["nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"]
+    );
+    assert_eq!(
+        strings(&step("window:restart")["commands"]),
+        ["systemctl restart slurmd.service"]
+    );
+
+    // A swap that waits for a reboot restarts nothing: slurmd reads the
+    // new driver when it starts at the boot.
+    let dir = tempfile::tempdir().unwrap();
+    let text = fs_err::read_to_string(&plan).unwrap();
+    let never = plan_file(
+        dir.path(),
+        "never.toml",
+        &format!(
+            "{text}
+[upgrade]
+reload = \"never\"
+"
+        ),
+    );
+    let (_, deferred) = plan_json(&never, &root);
+    assert_eq!(deferred["window"]["live"], false, "{deferred:#}");
+    assert!(strings(&deferred["window"]["restart"]).is_empty());
+    assert!(strings(&deferred["window"]["cdi"]).is_empty());
+    assert!(step_ids(&deferred).contains(&"driver:build".to_string()));
 }
 
 #[test]

@@ -392,7 +392,7 @@ pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Resul
     let host = ctx.host;
     let dnf = dnf_for(ctx);
     let installed = installed_now(host)?;
-    super::record_before(ctx, journal, "dnf", versions_before(&installed))?;
+    super::record_before(ctx, journal, "dnf", versions_before(&installed), None)?;
     let (install, _, remove) = packages.pending(&installed);
     let lock_now = host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
     // The packages that move are unlocked for this transaction only (a

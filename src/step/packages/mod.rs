@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use super::build::Prebuilt;
 use super::window::download::{Download, Prefetch};
 use super::{Action, Change, Check, Context, Diff, DriverChange, PackageChange, Step, StepError};
 pub mod dnf;
+mod prebuild;
 
 use crate::distro::{Desired, Manager, PackageSpec, VersionSpec, apt};
 use crate::facts::packages::{DPKG_STATUS, Package, parse_dpkg_status};
@@ -28,6 +30,8 @@ pub struct Packages {
     /// Filled by the window's download step: the lists are fresh and the
     /// archives of these exact versions are downloaded.
     prepared: Arc<OnceLock<Prepared>>,
+    /// Filled by the build step: the module built ahead of the window.
+    prebuilt: Arc<OnceLock<Prebuilt>>,
 }
 
 /// What the download step resolved and fetched ahead of the window.
@@ -135,6 +139,7 @@ impl Packages {
         Packages {
             desired,
             prepared: Arc::default(),
+            prebuilt: Arc::default(),
         }
     }
 
@@ -199,6 +204,7 @@ impl Packages {
         Packages {
             desired,
             prepared: self.prepared.clone(),
+            prebuilt: self.prebuilt.clone(),
         }
     }
 
@@ -742,17 +748,27 @@ fn record_before(
     journal: &mut Journal,
     manager: &str,
     before: BTreeMap<String, PackageState>,
+    prebuilt: Option<&Prebuilt>,
 ) -> Result<(), StepError> {
     for kernel in &ctx.facts.os.kernels {
         if let Some(image) = &kernel.initramfs {
             journal.record_file(ID, image)?;
         }
     }
+    // The replaced release's module, built before: a rollback hands it to
+    // the old package's maintainer script instead of building it again.
+    let modules = prebuilt
+        .map(|p| p.previous.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(path, saved)| crate::journal::SavedModule { path, saved })
+        .collect();
     journal.record(
         ID,
         Undo::Packages {
             manager: manager.into(),
             before,
+            modules,
         },
     )?;
     Ok(())
@@ -853,6 +869,10 @@ impl Step for Packages {
             source: Arc::new(self.clone()),
         }))
     }
+
+    fn prebuilder(&self) -> Option<Box<dyn Step>> {
+        prebuild::builder(self)
+    }
 }
 
 impl Packages {
@@ -872,7 +892,7 @@ impl Prefetch for Packages {
         Ok(match self.desired.manager {
             Manager::Apt => vec![
                 apt::update_for(&ctx.host.root).display(),
-                apt::download(&[]).display() + " <the driver set>",
+                apt::download(&[], &[]).display() + " <the driver set>",
             ],
             Manager::Dnf => dnf::describe_download(ctx),
         })
@@ -886,7 +906,7 @@ impl Prefetch for Packages {
         let installed = installed_now(host)?;
         run_checked(host.runner.as_ref(), &apt::update_for(&host.root))?;
         let settled = self.settle(host, &installed);
-        let (install, _, _) = settled.pending(&installed);
+        let (install, _, remove) = settled.pending(&installed);
         let (exact, release) = settled
             .resolve(host, &installed, &install)
             .map_err(StepError::Failed)?;
@@ -895,7 +915,7 @@ impl Prefetch for Packages {
             let preferences = pin
                 .as_deref()
                 .and_then(|pin| FuturePreferences::new(host, pin));
-            let mut cmd = apt::download(&exact);
+            let mut cmd = apt::download(&exact, &remove);
             if let Some(preferences) = &preferences {
                 cmd = preferences.apply_to(cmd);
             }
@@ -1004,7 +1024,7 @@ impl Packages {
                 )
             })
             .collect();
-        record_before(ctx, journal, "apt", before)?;
+        record_before(ctx, journal, "apt", before, self.prebuilt.get())?;
         let (install, _, remove) = self.pending(&installed);
         // Inside the window the lists are already fresh and the archives
         // downloaded: nothing is fetched while the GPU is out of service.
@@ -1039,6 +1059,9 @@ impl Packages {
             // Downgrades only of what the plan names (a flavour switch or an
             // exact older release); the pin keeps the rest of the set along.
             run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, false))?;
+        }
+        if let Some(prebuilt) = self.prebuilt.get() {
+            prebuild::remove_handed(host, prebuilt);
         }
         let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
         if !held.is_empty() {

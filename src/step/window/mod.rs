@@ -11,6 +11,7 @@
 //! a root that is the booted host (`Root::is_host` and the running kernel
 //! installed in it), and each refuses to act anywhere else.
 
+pub mod cdi;
 pub mod download;
 pub mod drain;
 pub mod modules;

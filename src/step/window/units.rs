@@ -10,6 +10,7 @@ use crate::step::{Action, Change, Check, Context, Diff, Step, StepError};
 
 pub const STOP: &str = "window:stop";
 pub const START: &str = "window:start";
+pub const RESTART: &str = "window:restart";
 
 fn systemctl(args: &[&str]) -> Cmd {
     Cmd::change("systemctl").args(args.iter().copied())
@@ -206,6 +207,56 @@ impl Step for StartUnits {
                 .map(|u| systemctl(&["start", u]).display())
                 .collect(),
         }))
+    }
+
+    fn transient(&self) -> bool {
+        true
+    }
+}
+
+/// Services that ran through the swap and read the driver at their start
+/// (`Window::restart`): restarted once the new module is loaded.
+pub struct RestartUnits {
+    pub units: Vec<String>,
+}
+
+impl Step for RestartUnits {
+    fn id(&self) -> String {
+        RESTART.into()
+    }
+
+    fn check(&self, _ctx: &Context) -> Result<Check, StepError> {
+        Ok(Check::Pending(Change {
+            action: Action::Update,
+            summary: format!(
+                "restart {} (it reads the driver through NVML when it starts)",
+                listing(&self.units)
+            ),
+            diff: Diff::None,
+            commands: self
+                .units
+                .iter()
+                .map(|u| systemctl(&["restart", u]).display())
+                .collect(),
+        }))
+    }
+
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+        running_system(ctx, "restarting services")?;
+        let running: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| active(ctx.host, u))
+            .cloned()
+            .collect();
+        // Nothing to journal: a restart changes no state that an undo
+        // would put back (an undo that swaps the module back leaves
+        // slurmd to the next window or boot, as before the apply).
+        let _ = journal;
+        for unit in &running {
+            run_checked(ctx.host.runner.as_ref(), &systemctl(&["restart", unit]))?;
+        }
+        Ok(())
     }
 
     fn transient(&self) -> bool {
