@@ -24,9 +24,9 @@ pub struct Fetched {
     pub version: String,
     /// Its archive, a path inside the root.
     pub archive: String,
-    /// What a build needs (`dkms`, the kernel's headers) that the
-    /// transaction brings along, at the versions it would install.
-    pub tools: Vec<(String, String)>,
+    /// What a build needs (`dkms`, the kernel's headers) that is not
+    /// installed yet: the transaction brings it along.
+    pub tools: Vec<String>,
 }
 
 /// What the build leaves for the package step.
@@ -48,13 +48,6 @@ pub trait Prebuild: Send + Sync {
     /// Downloads the transaction (once) and finds the module's package in
     /// it; `None` when the set builds no module.
     fn fetch(&self, ctx: &Context) -> Result<Option<Fetched>, StepError>;
-    /// Installs the build's tools the host lacks, journaled.
-    fn install_tools(
-        &self,
-        ctx: &Context,
-        journal: &mut Journal,
-        tools: &[(String, String)],
-    ) -> Result<(), StepError>;
     /// Unpacks `archive` into `dir` (both in the root); returns the
     /// maintainer script that configures it.
     fn unpack(&self, ctx: &Context, archive: &str, dir: &str) -> Result<String, StepError>;
@@ -101,6 +94,17 @@ impl Step for Build {
         let Some(fetched) = self.source.fetch(ctx)? else {
             return Ok(()); // the transaction carries no module source
         };
+        if !fetched.tools.is_empty() {
+            // A fresh host: installed apart from the transaction, dkms
+            // would make apt resolve its compiler differently than the one
+            // transaction does. Nothing runs on a driver here to keep
+            // serving: the package step builds, as the package's script does.
+            ctx.progress.warn(&format!(
+                "{} is not installed yet: the package step installs it and builds the module",
+                fetched.tools.join(", ")
+            ));
+            return Ok(());
+        }
         let root = &ctx.host.root;
         journal.record(
             ID,
@@ -121,7 +125,6 @@ impl Step for Build {
             ));
             return root.remove_dir_all(SCRATCH).map_err(io_error(SCRATCH));
         };
-        self.source.install_tools(ctx, journal, &fetched.tools)?;
         let kernels = kernels_with_headers(ctx);
         let built = build_all(ctx, &fetched, &handover, &kernels)?;
         let mut prebuilt = Prebuilt::default();

@@ -1,16 +1,13 @@
 //! The package set's module built before the window (`step::build`), apt
 //! side: the DKMS package's archive from apt's cache after the download,
-//! `dpkg-deb` to unpack it, `dkms` and the kernel's headers installed
-//! first on a host that lacks them.
+//! `dpkg-deb` to unpack it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Packages, installed_now};
-use crate::distro::{Manager, apt};
+use crate::distro::Manager;
 use crate::host::{Cmd, Host, run_checked};
-use crate::journal::{Journal, PackageState, Undo};
-use crate::step::build::{Build, Fetched, ID, Prebuild, Prebuilt};
+use crate::step::build::{Build, Fetched, Prebuild, Prebuilt};
 use crate::step::window::download::Prefetch;
 use crate::step::{Context, StepError};
 
@@ -107,10 +104,10 @@ impl Prebuild for Packages {
         let tools = prepared
             .exact
             .iter()
-            .filter(|(name, _)| name.starts_with("linux-headers-"))
-            .cloned()
-            .chain(std::iter::once(("dkms".to_string(), String::new())))
-            .filter(|(name, _)| !installed.iter().any(|p| &p.name == name))
+            .map(|(name, _)| name.clone())
+            .filter(|name| name.starts_with("linux-headers-"))
+            .chain(std::iter::once("dkms".to_string()))
+            .filter(|name| !installed.iter().any(|p| &p.name == name))
             .collect();
         Ok(Some(Fetched {
             package,
@@ -118,37 +115,6 @@ impl Prebuild for Packages {
             archive,
             tools,
         }))
-    }
-
-    fn install_tools(
-        &self,
-        ctx: &Context,
-        journal: &mut Journal,
-        tools: &[(String, String)],
-    ) -> Result<(), StepError> {
-        if tools.is_empty() {
-            return Ok(());
-        }
-        let before: BTreeMap<String, PackageState> = installed_now(ctx.host)?
-            .into_iter()
-            .map(|p| {
-                let state = PackageState {
-                    version: p.version,
-                    held: p.held,
-                };
-                (p.name, state)
-            })
-            .collect();
-        journal.record(
-            ID,
-            Undo::Packages {
-                manager: "apt".into(),
-                before,
-                modules: Vec::new(),
-            },
-        )?;
-        run_checked(ctx.host.runner.as_ref(), &apt::install(tools, &[], false))?;
-        Ok(())
     }
 
     fn unpack(&self, ctx: &Context, archive: &str, dir: &str) -> Result<String, StepError> {
