@@ -15,7 +15,7 @@ use crate::progress::Silent;
 use crate::step::window::cdi::{self, Cdi};
 use crate::step::window::drain::{DrainNode, DrainReport, ResumeNode, Scheduler};
 use crate::step::window::modules::{Load, Unload};
-use crate::step::window::processes::{Target, Terminate};
+use crate::step::window::processes::{Terminate, terminate_targets};
 use crate::step::window::reboot::{Reboot, Resumed};
 use crate::step::window::units::{RestartUnits, StartUnits, StopUnits};
 use crate::step::{Context, DriverChange, Step, persistence, verify};
@@ -299,23 +299,6 @@ fn insert_before_persistence(steps: &mut Vec<Box<dyn Step>>, restore: Vec<Box<dy
     for (offset, step) in restore.into_iter().enumerate() {
         steps.insert(at + offset, step);
     }
-}
-
-/// The holders the window ends, each named with its container.
-fn terminate_targets(window: &Window) -> Vec<Target> {
-    window
-        .holders
-        .iter()
-        .filter(|h| h.action == HolderAction::Terminate)
-        .map(|h| Target {
-            pid: h.pid,
-            comm: h.comm.clone(),
-            what: match &h.container {
-                Some(container) => format!("{} in container {container}", h.comm),
-                None => h.comm.clone(),
-            },
-        })
-        .collect()
 }
 
 /// Drain before step `index`, restore after the host files (verify comes

@@ -13,10 +13,10 @@ use crate::host::{Host, run_checked};
 use crate::journal::{self, Journal, Lock, Status, Undo};
 use crate::plan::{HolderPolicy, UpgradeSpec};
 use crate::progress::Progress;
-use crate::step::window::processes::{self, Target};
+use crate::step::window::processes;
 use crate::step::window::{modules, units};
 use crate::step::{self, Action, Diff};
-use crate::upgrade::{self, HolderAction, Swap};
+use crate::upgrade::{self, Swap};
 
 /// What an undo could not do, and what only a reboot finishes.
 #[derive(Debug, Default)]
@@ -300,16 +300,7 @@ fn settle_module(host: &Host, upgrade: &UpgradeSpec, outcome: &mut Outcome) -> R
     let kill = upgrade.holders == HolderPolicy::Terminate;
     let swap_back = || -> Result<(), step::StepError> {
         units::stop(host, &window.stop, timeout, kill)?;
-        let targets: Vec<Target> = window
-            .holders
-            .iter()
-            .filter(|h| h.action == HolderAction::Terminate)
-            .map(|h| Target {
-                pid: h.pid,
-                comm: h.comm.clone(),
-                what: h.comm.clone(),
-            })
-            .collect();
+        let targets = processes::terminate_targets(&window);
         processes::end(host, &targets, timeout, &crate::progress::Silent)?;
         modules::unload(host, &gather(host), &window.unload)?;
         modules::load(host, &window.load)?;

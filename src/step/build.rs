@@ -70,6 +70,16 @@ impl Step for Build {
                 "the kernel module comes precompiled for the kernel: nothing to build".into(),
             ));
         };
+        // dkms installed, or its tree there (a capture's package list may
+        // be partial): else apply leaves the build to the package step.
+        let has_dkms = ctx.facts.all_packages.iter().any(|p| p.name == "dkms")
+            || ctx.host.root.is_dir("/var/lib/dkms");
+        if !has_dkms {
+            // What apply does on such a host (see `apply`): said in plan too.
+            return Ok(Check::Satisfied(format!(
+                "dkms is not installed yet: the package step installs it and builds {package}'s module there"
+            )));
+        }
         let kernels = kernels_with_headers(ctx);
         let kernels = if kernels.is_empty() {
             "the kernels whose headers the plan installs".to_string()

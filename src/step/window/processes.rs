@@ -10,6 +10,7 @@ use crate::host::{Cmd, Host, Root, run_checked};
 use crate::journal::Journal;
 use crate::progress::Progress;
 use crate::step::{Action, Change, Check, Context, Diff, Step, StepError};
+use crate::upgrade::{HolderAction, Window};
 
 pub const ID: &str = "window:terminate";
 
@@ -132,4 +133,21 @@ impl Terminate {
             ],
         }))
     }
+}
+
+/// The holders the window ends, each named with its container.
+pub fn terminate_targets(window: &Window) -> Vec<Target> {
+    window
+        .holders
+        .iter()
+        .filter(|h| h.action == HolderAction::Terminate)
+        .map(|h| Target {
+            pid: h.pid,
+            comm: h.comm.clone(),
+            what: match &h.container {
+                Some(container) => format!("{} in container {container}", h.comm),
+                None => h.comm.clone(),
+            },
+        })
+        .collect()
 }

@@ -241,7 +241,7 @@ impl Step for RestartUnits {
         }))
     }
 
-    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+    fn apply(&self, ctx: &Context, _journal: &mut Journal) -> Result<(), StepError> {
         running_system(ctx, "restarting services")?;
         let running: Vec<String> = self
             .units
@@ -250,9 +250,7 @@ impl Step for RestartUnits {
             .cloned()
             .collect();
         // Nothing to journal: a restart changes no state that an undo
-        // would put back (an undo that swaps the module back leaves
-        // slurmd to the next window or boot, as before the apply).
-        let _ = journal;
+        // would put back.
         for unit in &running {
             run_checked(ctx.host.runner.as_ref(), &systemctl(&["restart", unit]))?;
         }
