@@ -110,6 +110,7 @@ pub fn keep_installed(
             version: exact.clone(),
             hold: true,
             alternatives: Vec::new(),
+            optional: false,
         })
         .collect();
     desired.install.splice(0..0, kept);

@@ -69,6 +69,14 @@ pub struct PackageSet {
     /// Driver branches available per distribution release.
     #[serde(default)]
     pub branches: BTreeMap<String, Vec<u32>>,
+    /// The driver branches this row's names serve, `[from, until)`: NVIDIA
+    /// renamed Ubuntu's packages at 590.
+    pub branch_from: Option<u32>,
+    pub branch_until: Option<u32>,
+    /// NVIDIA's pinning package for the plan's target (`{target}`: the
+    /// branch, or the exact version), installed with the driver where the
+    /// repository offers it.
+    pub pinning: Option<String>,
     pub driver_open: Vec<String>,
     pub driver_proprietary: Vec<String>,
     #[serde(default)]
@@ -166,6 +174,9 @@ pub struct PackageSpec {
     /// Packages that serve instead, in order, when `name` is not offered
     /// (Ubuntu's precompiled kernel modules, else DKMS): (name, versions).
     pub alternatives: Vec<(String, VersionSpec)>,
+    /// Installed where the repositories offer it, left out where they do
+    /// not (NVIDIA's pinning package on a mirror without it).
+    pub optional: bool,
 }
 
 /// Which package manager installs a set.
@@ -195,15 +206,41 @@ pub struct Desired {
     pub compat_dir: Option<String>,
     /// What the user should know (EPEL they must enable themselves).
     pub warnings: Vec<String>,
+    /// Optional packages the repositories do not offer (settled at check).
+    pub not_offered: Vec<String>,
 }
 
-pub fn set_for(facts: &Facts, source: Source) -> Result<&'static PackageSet, DistroError> {
+impl Desired {
+    /// Whether a spec is settled against the repositories: alternatives
+    /// to choose among, or an optional package.
+    pub fn has_choices(&self) -> bool {
+        self.install
+            .iter()
+            .any(|s| s.optional || !s.alternatives.is_empty())
+    }
+}
+
+/// The catalog row for this host's distribution, `source` and the plan's
+/// driver branch (None: toolkit only, the first row).
+pub fn set_for(
+    facts: &Facts,
+    source: Source,
+    branch: Option<u32>,
+) -> Result<&'static PackageSet, DistroError> {
     let os_id = facts.os.id.as_deref().unwrap_or("unknown");
     let source_name = source.to_string();
+    let serves = |set: &PackageSet| {
+        branch.is_none_or(|b| {
+            set.branch_from.is_none_or(|from| b >= from)
+                && set.branch_until.is_none_or(|until| b < until)
+        })
+    };
     catalog()
         .set
         .iter()
-        .find(|set| set.source == source_name && set.distros.iter().any(|d| d == os_id))
+        .find(|set| {
+            set.source == source_name && set.distros.iter().any(|d| d == os_id) && serves(set)
+        })
         .ok_or_else(|| {
             let offered: Vec<String> = catalog()
                 .set
@@ -234,7 +271,8 @@ pub fn desired(
     flavor: Option<Flavor>,
     compat: Option<&str>,
 ) -> Result<Desired, DistroError> {
-    let set = set_for(facts, plan.source())?;
+    let branch = plan.driver.as_ref().map(|d| d.target.branch().0);
+    let set = set_for(facts, plan.source(), branch)?;
     let family = facts.os.family;
     let expected_family = match set.family.as_str() {
         "rhel" => Some(Family::Rhel),
@@ -271,6 +309,7 @@ pub fn desired(
             version: VersionSpec::Any,
             hold: true,
             alternatives: Vec::new(),
+            optional: false,
         });
         desired.compat_dir = Some(format!("/usr/local/cuda-{short}/compat"));
     }
@@ -281,7 +320,7 @@ pub fn desired(
 /// the catalog limits them (Debian's archive: one per release), with the
 /// source named as a person reads it; None where any branch is offered.
 pub fn carried_branches(facts: &Facts, source: Source) -> Option<(String, Vec<u32>)> {
-    let set = set_for(facts, source).ok()?;
+    let set = set_for(facts, source, None).ok()?;
     let (major_release, release) = releases(facts);
     let branches = set
         .branches
@@ -383,7 +422,28 @@ fn driver_packages(
             version,
             hold: true,
             alternatives: choices.collect(),
+            optional: false,
         });
+    }
+    // NVIDIA's pinning package first: "install the pinning package prior
+    // to installing the driver" (Driver Installation Guide, Recent Updates).
+    if let Some(pinning) = &set.pinning {
+        desired.install.insert(
+            0,
+            PackageSpec {
+                name: pinning.replace(
+                    "{target}",
+                    &match &driver.target {
+                        DriverTarget::Branch(branch) => branch.to_string(),
+                        DriverTarget::Version(version) => version.to_string(),
+                    },
+                ),
+                version: VersionSpec::Any,
+                hold: false,
+                alternatives: Vec::new(),
+                optional: true,
+            },
+        );
     }
     let ours: Vec<String> = packages
         .iter()
@@ -445,6 +505,7 @@ fn fabric_manager(
             version: VersionSpec::Driver(driver.target.clone()),
             hold: true,
             alternatives: Vec::new(),
+            optional: false,
         });
     }
     Ok(())
@@ -466,6 +527,7 @@ fn prerequisites(
         version: VersionSpec::Any,
         hold: false,
         alternatives: Vec::new(),
+        optional: false,
     };
     // dkms comes from EPEL; an offline bundle carries it instead.
     if set.family == "rhel" && !bundled {
@@ -492,6 +554,7 @@ fn prerequisites(
                     version: VersionSpec::Exact(version.to_string()),
                     hold: false,
                     alternatives: Vec::new(),
+                    optional: false,
                 });
             }
         } else if name.contains("{kernel}") {
@@ -527,6 +590,7 @@ fn toolkit_packages(
             version: VersionSpec::Prefix(prefix.clone()),
             hold: true,
             alternatives: Vec::new(),
+            optional: false,
         });
     }
     desired.toolkit_home = set

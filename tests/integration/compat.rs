@@ -395,7 +395,7 @@ fn bad_questions_are_clear_errors() {
         ),
         (
             vec!["compat", "--driver", "999", "--cuda", "12.4"],
-            "branch 999 is unknown: far beyond R616, the newest the knowledge base knows",
+            "branch 999 is unknown: far beyond R620, the newest the knowledge base knows",
         ),
         (
             vec!["compat", "--driver", "999", "--cuda", "12.4"],

@@ -169,3 +169,165 @@ fn the_ubuntu_24_04_cuda_repo_plan_converges_holds_against_cuda_drivers_and_roll
     assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback");
     assert_eq!(before_packages, rootfs.packages());
 }
+
+/// Branch 590 and later from NVIDIA's Ubuntu repository: the names carry no
+/// branch (libnvidia-compute, nvidia-dkms-open, nvidia-utils), the meta
+/// packages depend with ">=", and nvidia-driver-pinning-<branch> chooses
+/// the branch (the stand-in copies that packaging: scripts/build-test-repos).
+#[test]
+fn ubuntu_590_installs_the_unversioned_set_pinned_by_nvidias_package_and_stays_on_its_branch() {
+    let server = Server::serve(&repo().join("target/test-repos"));
+    let rootfs = ubuntu_rootfs(&server, "ubuntu-noble");
+    rootfs.no_apt_sources();
+    let dir = tempfile::tempdir().unwrap();
+    let plan_for = |name: &str, target: &str| {
+        plan_file(
+            dir.path(),
+            name,
+            &format!(
+                "[driver]\n{target}\nflavor = \"open\"\nsource = \"cuda-repo\"\n{}",
+                crate::support::cuda_repo_section(&server.url("nvidia-ubuntu2404/"))
+            ),
+        )
+    };
+    let plan = plan_for("590.toml", "branch = \"590\"");
+    let before = rootfs.tree(TRACKED);
+    let before_packages = rootfs.packages();
+
+    let report = apply_ok(&plan, rootfs.arg());
+    let packages = rootfs.packages();
+    for name in ["nvidia-dkms-open", "nvidia-utils", "libnvidia-compute"] {
+        assert_eq!(
+            packages[name],
+            ("590.48.01-0ubuntu1".to_string(), true),
+            "{name}: {report:#}"
+        );
+    }
+    // NVIDIA's pinning package, unheld (it has no driver version).
+    assert_eq!(
+        packages["nvidia-driver-pinning-590"],
+        ("590-1".into(), false)
+    );
+    assert!(
+        !packages
+            .keys()
+            .any(|n| n.ends_with("-590") && !n.contains("pinning")),
+        "no branch-named package from 590 on: {packages:?}"
+    );
+    assert!(
+        rootfs
+            .read("/etc/apt/preferences.d/nvidia-driver-pin")
+            .contains("Pin: version 590.*")
+    );
+
+    // A meta package that would pull 595 (nvidia-open 595.45.04 depends on
+    // nvidia-dkms-open >= 595.45.04) stays at 590: with provision's pin,
+    // and with NVIDIA's alone.
+    let policy = rootfs.chroot(&["apt-cache", "policy", "nvidia-open"]);
+    assert!(policy.contains("Candidate: 590.48.01-0ubuntu1"), "{policy}");
+    let unpinned = rootfs.chroot(&[
+        "apt-cache",
+        "-o",
+        "Dir::Etc::PreferencesParts=/usr/share/doc",
+        "policy",
+        "nvidia-open",
+    ]);
+    assert!(
+        unpinned.contains("Candidate: 595.45.04-0ubuntu1"),
+        "without the pins apt would take 595: {unpinned}"
+    );
+    fs_err::remove_file(
+        rootfs
+            .path()
+            .join("etc/apt/preferences.d/provision-nvidia-driver.pref"),
+    )
+    .unwrap();
+    rootfs.chroot(&["apt-get", "-y", "-q", "upgrade"]);
+    rootfs.chroot(&[
+        "apt-get",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "install",
+        "nvidia-open",
+    ]);
+    let after = rootfs.packages();
+    assert_eq!(after["nvidia-open"].0, "590.48.01-0ubuntu1");
+    for name in ["nvidia-dkms-open", "nvidia-utils", "libnvidia-compute"] {
+        assert_eq!(after[name].0, "590.48.01-0ubuntu1", "{name} moved");
+    }
+    assert!(
+        !after.values().any(|(v, _)| v.starts_with("595")),
+        "{after:?}"
+    );
+    rootfs.chroot(&["apt-get", "-y", "-q", "purge", "nvidia-open"]);
+    // apply puts provision's pin back, and nothing else.
+    let again = apply_ok(&plan, rootfs.arg());
+    assert_eq!(again["changed"], true, "{again:#}");
+    assert!(
+        rootfs
+            .path()
+            .join("etc/apt/preferences.d/provision-nvidia-driver.pref")
+            .is_file()
+    );
+
+    // A release NVIDIA ships no pinning package for: provision's pin alone
+    // keeps it, and plan says so.
+    let older = plan_for("590.44.toml", "version = \"590.44.01\"");
+    let run = provision(&[
+        "plan",
+        older.to_str().unwrap(),
+        "--root",
+        rootfs.arg(),
+        "--json",
+    ]);
+    let summary = crate::support::step(&run.json(), "packages")["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        summary.contains(
+            "the repositories offer no nvidia-driver-pinning-590.44.01 (NVIDIA's pinning package)"
+        ),
+        "{summary}"
+    );
+
+    // To 595: its pinning package replaces 590's (a removal the plan's
+    // pin covers, not an unrelated one), and the set follows.
+    let next = plan_for("595.toml", "branch = \"595\"");
+    apply_ok(&next, rootfs.arg());
+    let moved = rootfs.packages();
+    assert_eq!(
+        moved["nvidia-dkms-open"],
+        ("595.45.04-0ubuntu1".into(), true)
+    );
+    assert!(moved.contains_key("nvidia-driver-pinning-595"), "{moved:?}");
+    assert!(
+        !moved.contains_key("nvidia-driver-pinning-590"),
+        "{moved:?}"
+    );
+    assert!(
+        rootfs
+            .read("/etc/apt/preferences.d/nvidia-driver-pin")
+            .contains("Pin: version 595.*")
+    );
+
+    // Back to 590 with its pinning package, then (the pin's restoring
+    // apply, the first install) to the host before provision, byte for byte.
+    let rollback = || {
+        let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
+        assert_eq!(rolled.code, 0, "{rolled:?}");
+    };
+    rollback();
+    let back = rootfs.packages();
+    assert_eq!(
+        back["nvidia-dkms-open"],
+        ("590.48.01-0ubuntu1".into(), true)
+    );
+    assert_eq!(back["nvidia-driver-pinning-590"].0, "590-1");
+    assert!(!back.contains_key("nvidia-driver-pinning-595"), "{back:?}");
+    rollback();
+    rollback();
+    assert_eq!(before_packages, rootfs.packages());
+    assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback");
+}

@@ -35,6 +35,7 @@ pub fn extra_packages(plan: &Plan, facts: &Facts) -> Result<Vec<PackageSpec>, Pl
         version: VersionSpec::Any,
         hold: true,
         alternatives: Vec::new(),
+        optional: false,
     };
     let mut packages = Vec::new();
     if plan.container != ContainerRuntime::None {

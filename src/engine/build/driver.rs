@@ -5,6 +5,27 @@ use super::*;
 
 /// The flavour to install: the plan's, or for `auto` the one the GPUs need.
 pub fn resolve_flavor(driver: &Driver, facts: &Facts) -> Result<Flavor, PlanRefused> {
+    let flavor = auto_flavor(driver, facts)?;
+    let branch = driver.target.branch();
+    if flavor == Flavor::Proprietary && branch.0 >= OPEN_ONLY_FROM {
+        let why = if driver.flavor == Flavor::Auto {
+            "this host's GPUs need the proprietary kernel modules (Maxwell, Pascal, Volta)"
+        } else {
+            "flavor = \"proprietary\""
+        };
+        return Err(PlanRefused::Refused(format!(
+            "{why}, and driver branch {branch} ships the open kernel modules only (NVIDIA Driver Installation Guide r{OPEN_ONLY_FROM}, Kernel Modules): \
+             set flavor = \"open\" (Turing and newer), or a branch before {OPEN_ONLY_FROM} for older GPUs"
+        )));
+    }
+    Ok(flavor)
+}
+
+/// The first branch without proprietary kernel modules.
+const OPEN_ONLY_FROM: u32 = 620;
+
+/// The plan's flavour, or for `auto` the one the GPUs need.
+fn auto_flavor(driver: &Driver, facts: &Facts) -> Result<Flavor, PlanRefused> {
     if driver.flavor != Flavor::Auto {
         return Ok(driver.flavor);
     }

@@ -641,6 +641,7 @@ mod tests {
             version: VersionSpec::Any,
             hold,
             alternatives: Vec::new(),
+            optional: false,
         };
         Packages::new(Desired {
             manager: Manager::Dnf,

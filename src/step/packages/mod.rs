@@ -163,7 +163,7 @@ impl Packages {
     /// else the first.
     fn settle(&self, host: &Host, installed: &[Package]) -> Packages {
         let mut desired = self.desired.clone();
-        if !desired.install.iter().any(|s| !s.alternatives.is_empty()) {
+        if !desired.has_choices() {
             return self.clone();
         }
         let names: Vec<String> = desired
@@ -201,6 +201,21 @@ impl Packages {
                 spec.version = version.clone();
             }
         }
+        // An optional package neither installed nor offered (lists read,
+        // the name absent) is left out, and said so.
+        let absent = |spec: &PackageSpec| {
+            spec.optional
+                && !available.is_empty()
+                && !available.contains_key(&spec.name)
+                && !installed.iter().any(|p| p.name == spec.name)
+        };
+        desired.not_offered = desired
+            .install
+            .iter()
+            .filter(|s| absent(s))
+            .map(|s| s.name.clone())
+            .collect();
+        desired.install.retain(|s| !absent(s));
         Packages {
             desired,
             prepared: self.prepared.clone(),
@@ -805,12 +820,7 @@ impl Step for Packages {
             Manager::Dnf => dnf::apply(self, ctx, journal),
             Manager::Apt => {
                 let installed = installed_now(ctx.host)?;
-                let alternatives = self
-                    .desired
-                    .install
-                    .iter()
-                    .any(|s| !s.alternatives.is_empty());
-                if alternatives
+                if self.desired.has_choices()
                     && self.prepared().is_none()
                     && !self
                         .settle(ctx.host, &installed)
@@ -990,6 +1000,12 @@ impl Packages {
                 held.len()
             }
         );
+        for name in &self.desired.not_offered {
+            summary.push_str(&format!(
+                "; the repositories offer no {name} (NVIDIA's pinning package): {} alone keeps the driver at its release",
+                apt::PIN_FILE
+            ));
+        }
         if !pin_ok && install.is_empty() && remove.is_empty() {
             summary = format!("pin the driver release in {}", apt::PIN_FILE);
         } else if !simulated && !install.is_empty() {
