@@ -160,6 +160,20 @@ fn plans_that_cannot_work_here_say_where_and_why_in_words() {
         "{run:?}"
     );
     assert!(!run.stderr.contains("--driver"), "{run:?}");
+    // Branch 620 ships the open kernel modules only.
+    let plan = plan_file(
+        dir.path(),
+        "620.toml",
+        "[driver]\nbranch = \"620\"\nflavor = \"proprietary\"\nsource = \"cuda-repo\"\n",
+    );
+    let run = plan_on(&plan, &rocky);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "flavor = \"proprietary\", and driver branch 620 ships the open kernel modules only"
+        ) && run.stderr.contains("set flavor = \"open\""),
+        "{run:?}"
+    );
     // DCGM's diagnostic without DCGM: nothing would answer dcgmi.
     let plan = plan_file(
         dir.path(),
