@@ -471,8 +471,32 @@ fn on_el10_plain_packages_and_the_locks_alone_keep_the_driver() {
             .join("etc/dnf/modules.d/nvidia-driver.module")
             .exists()
     );
-    // No stream to hold the branch: the version locks keep cuda-drivers
-    // (which follows 590) at the installed release.
+    // No stream to hold the branch: the locks do, on every package of the
+    // driver's release, as NVIDIA's guide locks `*nvidia*<branch>*` on
+    // EL10. nvidia-kmod-common requires nvidia-modprobe unversioned, so
+    // only its lock keeps it from 590 on `dnf upgrade`.
+    let locks = root.read("/etc/dnf/plugins/versionlock.list");
+    for name in [
+        "nvidia-modprobe",
+        "nvidia-persistenced",
+        "nvidia-kmod-common",
+        "nvidia-driver-cuda-libs",
+    ] {
+        assert!(
+            locks.contains(&format!("{name}-3:580.105.08-1.el9.*")),
+            "{name}: {locks}"
+        );
+    }
+    let installed = root.rpms();
+    let upgrade = root.dnf(&["upgrade"]);
+    assert!(
+        upgrade.status.success(),
+        "{}",
+        String::from_utf8_lossy(&upgrade.stderr)
+    );
+    assert_eq!(installed, root.rpms(), "dnf upgrade moved the branch");
+    // ... and cuda-drivers (which follows 590, ">=") resolves to the
+    // installed release.
     let meta = root.dnf(&["install", "cuda-drivers"]);
     assert!(
         meta.status.success(),

@@ -526,7 +526,7 @@ fn a_blocked_swap_still_shows_the_whole_plan_and_no_mixed_messages() {
         .unwrap();
     let summary = packages["summary"].as_str().unwrap();
     assert!(
-        summary.contains("7 to install or change, 0 to remove, 3 to lock"),
+        summary.contains("8 to install or change, 0 to remove, 4 to lock"),
         "{summary}"
     );
     // The human form: the steps, the error, and no "reboot is required"

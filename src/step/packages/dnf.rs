@@ -33,6 +33,27 @@ fn installed_now(host: &Host) -> Result<Vec<crate::facts::packages::Package>, St
     installed(host, Some(Family::Rhel)).map_err(StepError::Failed)
 }
 
+/// The package a versionlock entry locks: "name-epoch:version-release.*"
+/// (the plugin's own format, provision's entries) or "name-version-...".
+fn entry_name(entry: &str) -> Option<&str> {
+    let entry = entry.trim_start_matches('!');
+    let starts_version = |i: usize| entry[i + 1..].starts_with(|c: char| c.is_ascii_digit());
+    let with_epoch = entry.match_indices('-').map(|(i, _)| i).find(|&i| {
+        starts_version(i)
+            && entry[i + 1..]
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .starts_with(':')
+    });
+    with_epoch
+        .or_else(|| {
+            entry
+                .match_indices('-')
+                .map(|(i, _)| i)
+                .find(|&i| starts_version(i))
+        })
+        .map(|i| &entry[..i])
+}
+
 /// A versionlock entry names `name` ("name-epoch:version-release.*").
 fn entry_names(entry: &str, name: &str) -> bool {
     entry
@@ -47,13 +68,14 @@ impl Packages {
     /// held packages at their versions) and every entry of someone else's
     /// kept as it was.
     fn lock_list(&self, existing: &str, versions: &[(String, String)]) -> String {
-        let held = self.held_names();
+        let mut ours = self.held_names();
+        ours.extend(versions.iter().map(|(name, _)| name.as_str()));
         let mut text = versionlock_list(versions);
         for line in existing.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            if !held.iter().any(|name| entry_names(line, name)) {
+            if !ours.iter().any(|name| entry_names(line, name)) {
                 text.push_str(line);
                 text.push('\n');
             }
@@ -61,26 +83,57 @@ impl Packages {
         text
     }
 
-    /// The existing list without entries for `changing` packages: what dnf
+    /// The existing list without entries for `changing` packages, nor for
+    /// the driver's own (its pin globs: the set moves as one): what dnf
     /// obeys while they move.
-    fn unlocked_list(existing: &str, changing: &[String]) -> String {
+    fn unlocked_list(&self, existing: &str, changing: &[String]) -> String {
+        let drivers = |line: &str| {
+            entry_name(line).is_some_and(|name| {
+                self.desired
+                    .pin
+                    .iter()
+                    .any(|glob| crate::distro::apt::glob_match(glob, name))
+            })
+        };
         existing
             .lines()
             .filter(|line| !changing.iter().any(|name| entry_names(line.trim(), name)))
+            .filter(|line| !drivers(line.trim()))
             .map(|line| format!("{line}\n"))
             .collect()
     }
 
-    /// The held packages' installed versions, when all are installed.
+    /// What provision locks at the installed versions: the held packages,
+    /// and every other installed package of the driver's release that its
+    /// pin globs name (nvidia-modprobe, nvidia-persistenced, -cuda-libs,
+    /// nvidia-kmod-common), the way NVIDIA's guide locks `*nvidia*<branch>*`.
     fn held_versions(
         &self,
         installed: &[crate::facts::packages::Package],
     ) -> Vec<(String, String)> {
         let now = by_name(installed);
-        self.held_names()
+        let mut locked: Vec<(String, String)> = self
+            .held_names()
             .into_iter()
             .filter_map(|name| now.get(name).map(|p| (name.to_string(), p.version.clone())))
-            .collect()
+            .collect();
+        let Some(release) = self.installed_driver(installed) else {
+            return locked;
+        };
+        for package in installed {
+            let driver_own = self
+                .desired
+                .pin
+                .iter()
+                .any(|glob| crate::distro::apt::glob_match(glob, &package.name));
+            if driver_own
+                && crate::version::upstream(&package.version) == release
+                && !locked.iter().any(|(name, _)| name == &package.name)
+            {
+                locked.push((package.name.clone(), package.version.clone()));
+            }
+        }
+        locked
     }
 
     fn stream_ok(&self, host: &Host) -> bool {
@@ -212,7 +265,7 @@ pub(super) fn resolve_for_plan(
     let plugins = dnf
         .plugins(
             ctx.host,
-            Some(&Packages::unlocked_list(&lock_now, &changing)),
+            Some(&packages.unlocked_list(&lock_now, &changing)),
         )
         .ok()?;
     packages
@@ -244,7 +297,7 @@ pub(super) fn prefetch(packages: &Packages, ctx: &Context) -> Result<(), StepErr
     let lock_now = host.root.read_string(VERSIONLOCK_LIST).unwrap_or_default();
     let changing: Vec<String> = install.iter().map(|s| s.name.clone()).collect();
     let plugins = dnf
-        .plugins(host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .plugins(host, Some(&packages.unlocked_list(&lock_now, &changing)))
         .map_err(io_error("dnf plugin configuration"))?;
     run_checked(host.runner.as_ref(), &dnf.makecache(plugins.as_ref()))?;
     let (exact, release) = if packages.stream_ok(host) {
@@ -309,8 +362,13 @@ fn planned_commands(
     }
     if !pending.lock_ok || !pending.install.is_empty() || !pending.hold.is_empty() {
         commands.push(format!(
-            "write {VERSIONLOCK_LIST} (lock {})",
-            packages.held_names().join(", ")
+            "write {VERSIONLOCK_LIST} (lock {}{})",
+            packages.held_names().join(", "),
+            if packages.desired.pin.is_empty() {
+                ""
+            } else {
+                ", and every other installed package of the driver's release"
+            }
         ));
     }
     commands
@@ -332,7 +390,7 @@ pub fn check(packages: &Packages, ctx: &Context) -> Result<Check, StepError> {
     let dnf = dnf_for(ctx);
     let changing: Vec<String> = install.iter().map(|s| s.name.clone()).collect();
     let plugins = dnf
-        .plugins(host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .plugins(host, Some(&packages.unlocked_list(&lock_now, &changing)))
         .map_err(io_error("dnf plugin configuration"))?;
     // Exact versions when the cached metadata (and the enabled stream)
     // already offer them; apply refreshes the metadata first.
@@ -403,7 +461,7 @@ pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Resul
         .chain(remove.iter().cloned())
         .collect();
     let plugins = dnf
-        .plugins(host, Some(&Packages::unlocked_list(&lock_now, &changing)))
+        .plugins(host, Some(&packages.unlocked_list(&lock_now, &changing)))
         .map_err(io_error("dnf plugin configuration"))?;
     if let (false, Some((module, stream))) = (packages.stream_ok(host), &packages.desired.stream) {
         journal.record_file(ID, &module_state_file(module))?;
@@ -661,9 +719,30 @@ mod tests {
         assert!(list.contains("nvidia-driver-cuda-3:580.105.08-1.el9.*\n"));
         assert!(!list.contains("570.124.06"), "{list}");
         assert!(list.contains("openssl-1:3.0.7-27.el9.*\n"), "{list}");
-        let unlocked = Packages::unlocked_list(existing, &["nvidia-driver-cuda".into()]);
+        let unlocked = packages().unlocked_list(existing, &["nvidia-driver-cuda".into()]);
         assert!(!unlocked.contains("nvidia-driver-cuda"));
         assert!(unlocked.contains("openssl"));
+    }
+
+    #[test]
+    fn lock_entries_name_their_package() {
+        assert_eq!(
+            entry_name("libnvidia-nscq-580-0:580.105.08-1.*"),
+            Some("libnvidia-nscq-580")
+        );
+        assert_eq!(
+            entry_name("nvidia-modprobe-3:580.105.08-1.el9.*"),
+            Some("nvidia-modprobe")
+        );
+        assert_eq!(entry_name("openssl-3.0.7-27.el9.*"), Some("openssl"));
+        // A lock of the driver's own package moves with the set.
+        let mut driver = packages();
+        driver.desired.pin = vec!["*nvidia*".into()];
+        let unlocked = driver.unlocked_list(
+            "nvidia-modprobe-3:580.95.05-1.el9.*\nopenssl-1:3.0.7-27.el9.*\n",
+            &[],
+        );
+        assert_eq!(unlocked, "openssl-1:3.0.7-27.el9.*\n");
     }
 
     #[test]
