@@ -518,6 +518,29 @@ fn on_el10_plain_packages_and_the_locks_alone_keep_the_driver() {
     assert!(root.rpms().is_empty());
 }
 
+/// Fabric Manager on the RHEL family is the rpm nvidia-fabric-manager
+/// (Provides nvidia-fabricmanager-<branch>), with NSCQ: what the module
+/// streams' "fm" profile installs (genmodules.py).
+#[test]
+fn rhel_9_with_nvswitches_installs_nvidia_fabric_manager_at_the_driver_release() {
+    let root = ElRoot::new();
+    crate::support::add_nvswitch(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&root, dir.path(), "");
+    root.run("apply", Some(&plan));
+    let rpms = root.rpms();
+    assert_eq!(rpms["nvidia-fabric-manager"], ["580.105.08-1"], "{rpms:?}");
+    assert_eq!(rpms["libnvidia-nscq-580"], ["580.105.08-1"], "{rpms:?}");
+    assert_eq!(rpms["nvidia-driver-cuda"], ["3:580.105.08-1.el9"]);
+    let locks = root.read("/etc/dnf/plugins/versionlock.list");
+    assert!(
+        locks.contains("nvidia-fabric-manager-0:580.105.08-1.*"),
+        "{locks}"
+    );
+    let again = root.run("apply", Some(&plan));
+    assert_eq!(again["changed"], false, "{again:#}");
+}
+
 #[test]
 fn on_rhel_itself_the_plan_says_how_to_enable_epel() {
     let root = ElRoot::new();

@@ -1117,25 +1117,10 @@ fn a_transaction_that_would_remove_or_fight_unrelated_packages_is_refused() {
     );
 }
 
-/// Writes an NVSwitch (H100 generation, class 0x0680) into the rootfs's
-/// sysfs, the way an HGX board shows one.
-fn add_nvswitch(rootfs: &Rootfs) {
-    let dir = rootfs.path().join("sys/bus/pci/devices/0000:05:00.0");
-    fs_err::create_dir_all(&dir).unwrap();
-    for (file, value) in [
-        ("vendor", "0x10de"),
-        ("device", "0x22a3"),
-        ("class", "0x068000"),
-        ("numa_node", "0"),
-    ] {
-        fs_err::write(dir.join(file), format!("{value}\n")).unwrap();
-    }
-}
-
 #[test]
 fn an_nvswitch_host_gets_fabric_manager_at_the_driver_release_or_a_clear_refusal() {
     let s = setup_nvidia_repo();
-    add_nvswitch(&s.rootfs);
+    crate::support::add_nvswitch(s.rootfs.path());
     let plan = plan_file(
         s.dir.path(),
         "cuda.toml",
@@ -1154,7 +1139,7 @@ fn an_nvswitch_host_gets_fabric_manager_at_the_driver_release_or_a_clear_refusal
 
     // Debian's own archive has no Fabric Manager: refused, nothing touched.
     let other = Rootfs::new();
-    add_nvswitch(&other);
+    crate::support::add_nvswitch(other.path());
     let before = other.tree(TRACKED);
     let refused = provision(&[
         "plan",

@@ -191,12 +191,19 @@ fn ubuntu_590_installs_the_unversioned_set_pinned_by_nvidias_package_and_stays_o
         )
     };
     let plan = plan_for("590.toml", "branch = \"590\"");
+    // An HGX board: Fabric Manager by its new name too.
+    crate::support::add_nvswitch(rootfs.path());
     let before = rootfs.tree(TRACKED);
     let before_packages = rootfs.packages();
 
     let report = apply_ok(&plan, rootfs.arg());
     let packages = rootfs.packages();
-    for name in ["nvidia-dkms-open", "nvidia-utils", "libnvidia-compute"] {
+    for name in [
+        "nvidia-dkms-open",
+        "nvidia-utils",
+        "libnvidia-compute",
+        "nvidia-fabricmanager",
+    ] {
         assert_eq!(
             packages[name],
             ("590.48.01-0ubuntu1".to_string(), true),

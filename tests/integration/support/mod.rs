@@ -412,3 +412,18 @@ pub fn toolkit_plan(dir: &Path, server: &http::Server, extra: &str) -> PathBuf {
         ),
     )
 }
+
+/// Writes an NVSwitch (H100 generation, class 0x0680) into a root's
+/// sysfs, the way an HGX board shows one.
+pub fn add_nvswitch(root: &Path) {
+    let dir = root.join("sys/bus/pci/devices/0000:05:00.0");
+    fs_err::create_dir_all(&dir).unwrap();
+    for (file, value) in [
+        ("vendor", "0x10de"),
+        ("device", "0x22a3"),
+        ("class", "0x068000"),
+        ("numa_node", "0"),
+    ] {
+        fs_err::write(dir.join(file), format!("{value}\n")).unwrap();
+    }
+}
