@@ -219,6 +219,16 @@ impl Dnf {
                 cmd = cmd.arg(format!("--setopt={BUNDLE_ID}.baseurl=file://{root}{url}"));
             }
         }
+        // NVIDIA's streams list every release of a branch's packages but
+        // only the newest kmod (genmodules.py): modular filtering would hide
+        // an older point release's kmod, to pin or to roll back to. provision
+        // names exact versions and keeps the branch with its locks, so its
+        // own runs see every release of its repositories; a plain `dnf`
+        // still obeys the stream.
+        cmd = cmd.args([
+            format!("--setopt={REPO_ID}.module_hotfixes=true"),
+            format!("--setopt={BUNDLE_ID}.module_hotfixes=true"),
+        ]);
         if let Some(plugins) = plugins {
             cmd = cmd.arg(format!("--setopt=pluginconfpath={}", plugins.conf_path));
             if plugins.only_versionlock {

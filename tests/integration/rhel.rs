@@ -395,6 +395,48 @@ fn a_flavour_switch_resets_the_stream_and_moves_the_kernel_module() {
     assert_eq!(before_rpms, root.rpms());
 }
 
+/// NVIDIA's streams list every release of the branch's packages but only
+/// the newest kmod (genmodules.py): dnf's modular filtering hides
+/// kmod-nvidia-open-dkms 580.95.05. Pinning that release, and rolling back
+/// to it, must still work.
+#[test]
+fn an_older_point_release_installs_and_rolls_back_under_the_streams_filtering() {
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let newest = shipped_plan(&root, dir.path(), "");
+    let text = fs_err::read_to_string(&newest)
+        .unwrap()
+        .replace("branch = \"580\"", "version = \"580.95.05\"");
+    let older = plan_file(dir.path(), "older.toml", &text);
+
+    root.run("apply", Some(&older));
+    let rpms = root.rpms();
+    for name in [
+        "nvidia-driver-cuda",
+        "kmod-nvidia-open-dkms",
+        "nvidia-kmod-common",
+        "nvidia-modprobe",
+    ] {
+        assert_eq!(rpms[name], ["3:580.95.05-1.el9"], "{name}: {rpms:?}");
+    }
+    let installed = root.rpms();
+    assert!(root.dnf(&["upgrade"]).status.success());
+    assert_eq!(installed, root.rpms(), "dnf upgrade moved the release");
+
+    // Up to the branch's newest (a branch plan keeps 580.95.05: it is of
+    // the branch), then back to 580.95.05 by rollback.
+    let again = root.run("apply", Some(&newest));
+    assert_eq!(again["changed"], false, "{again:#}");
+    let text = fs_err::read_to_string(&newest)
+        .unwrap()
+        .replace("branch = \"580\"", "version = \"580.105.08\"");
+    let newest = plan_file(dir.path(), "newest.toml", &text);
+    root.run("apply", Some(&newest));
+    assert_eq!(root.rpms()["kmod-nvidia-open-dkms"], ["3:580.105.08-1.el9"]);
+    root.run("rollback", None);
+    assert_eq!(installed, root.rpms(), "rollback to 580.95.05");
+}
+
 #[test]
 fn dnf_refuses_to_erase_an_unrelated_package_and_the_image_is_left_as_it_was() {
     let root = ElRoot::new();
