@@ -338,3 +338,115 @@ fn ubuntu_590_installs_the_unversioned_set_pinned_by_nvidias_package_and_stays_o
     assert_eq!(before_packages, rootfs.packages());
     assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback");
 }
+
+/// NVIDIA's cuda-keyring (1.1-1, as its install guide has users `dpkg -i`
+/// it) ships the repository's keyring and its own sources file; the
+/// repository pin comes beside it (cuda-repository-pin-600). The stand-in
+/// is built here because its sources line names the loopback server.
+fn install_cuda_keyring(rootfs: &Rootfs, url: &str) {
+    let build = tempfile::tempdir().unwrap();
+    let pkg = build.path().join("cuda-keyring");
+    fs_err::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    fs_err::create_dir_all(pkg.join("usr/share/keyrings")).unwrap();
+    fs_err::create_dir_all(pkg.join("etc/apt/sources.list.d")).unwrap();
+    fs_err::write(
+        pkg.join("DEBIAN/control"),
+        "Package: cuda-keyring\nVersion: 1.1-1\nArchitecture: all\nMaintainer: provision tests <tests@provision.invalid>\nDescription: test stand-in for NVIDIA's cuda-keyring\n",
+    )
+    .unwrap();
+    fs_err::write(
+        pkg.join("DEBIAN/conffiles"),
+        "/etc/apt/sources.list.d/cuda-ubuntu2404-x86_64.list\n",
+    )
+    .unwrap();
+    let key = repo().join("target/test-repos/nvidia-debian12/provision-test.pub");
+    let dearmored = std::process::Command::new("gpg")
+        .args(["--dearmor", "-o"])
+        .arg(pkg.join("usr/share/keyrings/cuda-archive-keyring.gpg"))
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(dearmored.success());
+    fs_err::write(
+        pkg.join("etc/apt/sources.list.d/cuda-ubuntu2404-x86_64.list"),
+        format!("deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] {url} /\n"),
+    )
+    .unwrap();
+    let deb = rootfs.path().join("tmp/cuda-keyring_1.1-1_all.deb");
+    let built = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&pkg)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    rootfs.chroot(&["dpkg", "-i", "/tmp/cuda-keyring_1.1-1_all.deb"]);
+    fs_err::remove_file(&deb).unwrap();
+    fs_err::write(
+        rootfs
+            .path()
+            .join("etc/apt/preferences.d/cuda-repository-pin-600"),
+        "Package: *\nPin: origin developer.download.nvidia.com\nPin-Priority: 600\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_existing_cuda_keyring_setup_is_adopted_not_duplicated() {
+    let server = Server::serve(&repo().join("target/test-repos"));
+    let rootfs = ubuntu_rootfs(&server, "ubuntu-noble");
+    rootfs.no_apt_sources();
+    let url = server.url("nvidia-ubuntu2404/");
+    install_cuda_keyring(&rootfs, &url);
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        fs_err::read_to_string(repo().join("plans/ubuntu-24.04-cuda-repo-580.toml")).unwrap();
+    let plan = plan_file(
+        dir.path(),
+        "keyring.toml",
+        &format!("{shipped}\n{}", crate::support::cuda_repo_section(&url)),
+    );
+    let before = rootfs.tree(TRACKED);
+    let before_packages = rootfs.packages();
+
+    let report = apply_ok(&plan, rootfs.arg());
+    let repository = crate::support::step(&report, "repository:cuda");
+    assert_eq!(repository["action"], "none", "{repository:#}");
+    assert!(
+        repository["summary"]
+            .as_str()
+            .unwrap()
+            .contains("already configured in /etc/apt/sources.list.d/cuda-ubuntu2404-x86_64.list"),
+        "{repository:#}"
+    );
+    assert!(
+        !rootfs
+            .path()
+            .join("etc/apt/sources.list.d/provision-cuda.list")
+            .exists(),
+        "a second source for the same repository"
+    );
+    let packages = rootfs.packages();
+    assert_eq!(
+        packages["nvidia-headless-580-open"].0,
+        "580.105.08-0ubuntu1"
+    );
+    assert_eq!(packages["cuda-keyring"].0, "1.1-1");
+    // One source, verified by cuda-keyring's keyring: apt warns of nothing.
+    let update = std::process::Command::new("chroot")
+        .arg(rootfs.path())
+        .args(["apt-get", "update"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&update.stderr);
+    assert!(update.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("configured multiple times") && !stderr.contains("NO_PUBKEY"),
+        "{stderr}"
+    );
+
+    let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_eq!(before_packages, rootfs.packages(), "cuda-keyring stays");
+    assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback");
+}
