@@ -77,6 +77,11 @@ pub struct PackageSet {
     /// branch, or the exact version), installed with the driver where the
     /// repository offers it.
     pub pinning: Option<String>,
+    /// Installed packages named with a branch ("libnvidia-compute-580")
+    /// that this row's unversioned names replace: removed in the same
+    /// transaction (the old naming would keep a second module source).
+    #[serde(default)]
+    pub replaces_branch_named: bool,
     pub driver_open: Vec<String>,
     pub driver_proprietary: Vec<String>,
     #[serde(default)]
@@ -456,7 +461,29 @@ fn driver_packages(
         .filter_map(fill_kernel)
         .filter(|name| !ours.contains(name))
         .collect();
+    if set.replaces_branch_named {
+        desired.remove.extend(
+            facts
+                .all_packages
+                .iter()
+                .filter(|p| branch_named(&p.name))
+                .map(|p| p.name.clone()),
+        );
+    }
     Ok(())
+}
+
+/// A driver package named with its branch, the way NVIDIA's Ubuntu
+/// packages were up to 580 ("nvidia-dkms-580-open", "libnvidia-compute-580",
+/// "nvidia-firmware-580-580.95.05"); not a pinning package.
+fn branch_named(name: &str) -> bool {
+    (name.starts_with("nvidia-")
+        || name.starts_with("libnvidia-")
+        || name.starts_with("cuda-drivers-"))
+        && !name.starts_with("nvidia-driver-pinning-")
+        && name
+            .split('-')
+            .any(|part| part.len() == 3 && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The dnf module stream the driver comes from on this release, if any.
@@ -616,6 +643,27 @@ mod tests {
         assert!(toolkit.accepts("11.8.89~11.8.0-5~deb12u1"));
         assert!(!toolkit.accepts("11.80.1-1"));
         assert!(VersionSpec::Prefix("12.8".into()).accepts("12.8-1"));
+    }
+
+    #[test]
+    fn branch_named_packages_are_the_old_ubuntu_naming() {
+        for name in [
+            "nvidia-dkms-580-open",
+            "libnvidia-compute-580",
+            "nvidia-headless-no-dkms-580-open",
+            "nvidia-firmware-580-580.95.05",
+            "cuda-drivers-580",
+        ] {
+            assert!(branch_named(name), "{name}");
+        }
+        for name in [
+            "nvidia-dkms-open",
+            "nvidia-driver-pinning-580",
+            "libnvidia-container1",
+            "linux-modules-nvidia-580-server-6.8.0-1-generic",
+        ] {
+            assert!(!branch_named(name), "{name}");
+        }
     }
 
     #[test]

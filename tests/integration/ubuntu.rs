@@ -450,3 +450,45 @@ fn an_existing_cuda_keyring_setup_is_adopted_not_duplicated() {
     assert_eq!(before_packages, rootfs.packages(), "cuda-keyring stays");
     assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback");
 }
+
+/// From 580 (branch-named packages) to 590 (unversioned): the old names go
+/// in the same transaction, held as they were, and rollback brings them back.
+#[test]
+fn ubuntu_580_to_590_replaces_the_branch_named_set() {
+    let server = Server::serve(&repo().join("target/test-repos"));
+    let rootfs = ubuntu_rootfs(&server, "ubuntu-noble");
+    rootfs.no_apt_sources();
+    let dir = tempfile::tempdir().unwrap();
+    let section = crate::support::cuda_repo_section(&server.url("nvidia-ubuntu2404/"));
+    let plan = |name: &str, branch: &str| {
+        plan_file(
+            dir.path(),
+            name,
+            &format!(
+                "[driver]\nbranch = \"{branch}\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n{section}"
+            ),
+        )
+    };
+    apply_ok(&plan("580.toml", "580"), rootfs.arg());
+    let before = rootfs.tree(TRACKED);
+    let on_580 = rootfs.packages();
+    assert_eq!(
+        on_580["nvidia-dkms-580-open"],
+        ("580.105.08-0ubuntu1".into(), false)
+    );
+
+    let report = apply_ok(&plan("590.toml", "590"), rootfs.arg());
+    let packages = rootfs.packages();
+    assert_eq!(
+        packages["nvidia-dkms-open"],
+        ("590.48.01-0ubuntu1".into(), true),
+        "{report:#}"
+    );
+    let left: Vec<&String> = packages.keys().filter(|n| n.contains("-580")).collect();
+    assert!(left.is_empty(), "branch-named 580 packages left: {left:?}");
+
+    let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_eq!(on_580, rootfs.packages());
+    assert_same_tree(&before, &rootfs.tree(TRACKED), "rollback to 580");
+}
