@@ -370,24 +370,9 @@ fn driver_packages(
     facts: &Facts,
     flavor: Flavor,
 ) -> Result<(), DistroError> {
-    let (major_release, release) = releases(facts);
+    let (major_release, _) = releases(facts);
     let branch = driver.target.branch();
-    if let Some(branches) = set
-        .branches
-        .get(&major_release)
-        .or_else(|| set.branches.get(&release))
-        && !branches.contains(&branch.0)
-    {
-        return Err(DistroError::Unsupported(format!(
-            "{} {release} carries driver branch {} only, not {branch}; use source = \"cuda-repo\" for other branches",
-            facts.os.id.as_deref().unwrap_or("this distribution"),
-            branches
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-        )));
-    }
+    carries(set, facts, branch)?;
     let (packages, other) = match flavor {
         Flavor::Proprietary => (&set.driver_proprietary, &set.driver_open),
         _ => (&set.driver_open, &set.driver_proprietary),
@@ -430,25 +415,8 @@ fn driver_packages(
             optional: false,
         });
     }
-    // NVIDIA's pinning package first: "install the pinning package prior
-    // to installing the driver" (Driver Installation Guide, Recent Updates).
-    if let Some(pinning) = &set.pinning {
-        desired.install.insert(
-            0,
-            PackageSpec {
-                name: pinning.replace(
-                    "{target}",
-                    &match &driver.target {
-                        DriverTarget::Branch(branch) => branch.to_string(),
-                        DriverTarget::Version(version) => version.to_string(),
-                    },
-                ),
-                version: VersionSpec::Any,
-                hold: false,
-                alternatives: Vec::new(),
-                optional: true,
-            },
-        );
+    if let Some(pinning) = pinning_package(set, &driver.target) {
+        desired.install.insert(0, pinning);
     }
     let ours: Vec<String> = packages
         .iter()
@@ -471,6 +439,51 @@ fn driver_packages(
         );
     }
     Ok(())
+}
+
+/// Refuses a branch the source does not carry for this release (Debian's
+/// archive: one per release).
+fn carries(
+    set: &PackageSet,
+    facts: &Facts,
+    branch: crate::plan::Branch,
+) -> Result<(), DistroError> {
+    let (major_release, release) = releases(facts);
+    if let Some(branches) = set
+        .branches
+        .get(&major_release)
+        .or_else(|| set.branches.get(&release))
+        && !branches.contains(&branch.0)
+    {
+        return Err(DistroError::Unsupported(format!(
+            "{} {release} carries driver branch {} only, not {branch}; use source = \"cuda-repo\" for other branches",
+            facts.os.id.as_deref().unwrap_or("this distribution"),
+            branches
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )));
+    }
+    Ok(())
+}
+
+/// NVIDIA's pinning package for the target, installed first: "install the
+/// pinning package prior to installing the driver" (Driver Installation
+/// Guide, Recent Updates); optional, as a mirror may lack it.
+fn pinning_package(set: &PackageSet, target: &DriverTarget) -> Option<PackageSpec> {
+    let pinning = set.pinning.as_ref()?;
+    let target = match target {
+        DriverTarget::Branch(branch) => branch.to_string(),
+        DriverTarget::Version(version) => version.to_string(),
+    };
+    Some(PackageSpec {
+        name: pinning.replace("{target}", &target),
+        version: VersionSpec::Any,
+        hold: false,
+        alternatives: Vec::new(),
+        optional: true,
+    })
 }
 
 /// A driver package named with its branch, the way NVIDIA's Ubuntu

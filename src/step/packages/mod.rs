@@ -988,37 +988,42 @@ impl Packages {
             .collect();
         let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
         let commands = apt_commands(ctx, pin_ok, release, &exact, &remove, &held);
+        let counts = (install.len(), remove.len(), hold.len(), held.len());
+        Ok(Check::Pending(Change {
+            action,
+            summary: self.apt_summary(counts, pin_ok, simulated),
+            diff: Diff::Packages(changes),
+            commands,
+        }))
+    }
+
+    /// The apt step's one line: what changes, counted; `counts` are
+    /// (install, remove, hold pending, held in all).
+    fn apt_summary(
+        &self,
+        (install, remove, hold, held): (usize, usize, usize, usize),
+        pin_ok: bool,
+        simulated: bool,
+    ) -> String {
         // Every package held, the installed ones too: what `apt-mark hold`
-        // below names.
-        let mut summary = format!(
-            "{} to install or change, {} to remove, {} to hold",
-            install.len(),
-            remove.len(),
-            if hold.is_empty() && install.is_empty() {
-                0
-            } else {
-                held.len()
-            }
-        );
+        // names.
+        let held = if hold == 0 && install == 0 { 0 } else { held };
+        let mut summary =
+            format!("{install} to install or change, {remove} to remove, {held} to hold");
         for name in &self.desired.not_offered {
             summary.push_str(&format!(
                 "; the repositories offer no {name} (NVIDIA's pinning package): {} alone keeps the driver at its release",
                 apt::PIN_FILE
             ));
         }
-        if !pin_ok && install.is_empty() && remove.is_empty() {
+        if !pin_ok && install == 0 && remove == 0 {
             summary = format!("pin the driver release in {}", apt::PIN_FILE);
-        } else if !simulated && !install.is_empty() {
+        } else if !simulated && install > 0 {
             summary.push_str(
                 " (exact versions and dependencies resolve at apply, after apt-get update)",
             );
         }
-        Ok(Check::Pending(Change {
-            action,
-            summary,
-            diff: Diff::Packages(changes),
-            commands,
-        }))
+        summary
     }
 
     fn apt_apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
