@@ -437,6 +437,45 @@ fn an_older_point_release_installs_and_rolls_back_under_the_streams_filtering() 
     assert_eq!(installed, root.rpms(), "rollback to 580.95.05");
 }
 
+/// NVIDIA's kmod `%post` ends each dkms command with `|| :`: a module that
+/// fails to build leaves dnf exiting 0. The package step finds no module
+/// for the kernel, fails with DKMS's log, and the image is as it was.
+#[test]
+fn a_kmod_whose_post_build_fails_silently_fails_the_step_and_the_image_is_left_as_it_was() {
+    let root = ElRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = shipped_plan(&root, dir.path(), "");
+    let flag = root.path().join("etc/nvidia/simulate-dkms-failure");
+    fs_err::create_dir_all(flag.parent().unwrap()).unwrap();
+    fs_err::write(&flag, "").unwrap();
+    let before = root.tree();
+
+    let msg = root.refused(&plan);
+    for part in [
+        &format!("DKMS built no module nvidia-open/580.105.08 for kernel {KERNEL}"),
+        "`|| :`",
+        "/var/lib/dkms/nvidia-open/580.105.08/build/make.log",
+        "implicit declaration of function 'follow_pfn'",
+        "undone",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing: {msg}");
+    }
+    assert!(root.rpms().is_empty(), "{:?}", root.rpms());
+    assert!(!root.path().join("var/lib/dkms/nvidia-open").exists());
+    assert_same_tree(&before, &root.tree(), "failed build");
+
+    // The build that works: the module for the kernel, and apply succeeds.
+    fs_err::remove_file(&flag).unwrap();
+    root.run("apply", Some(&plan));
+    assert!(
+        root.path()
+            .join(format!(
+                "var/lib/dkms/nvidia-open/580.105.08/{KERNEL}/x86_64/module/nvidia.ko.xz"
+            ))
+            .is_file()
+    );
+}
+
 #[test]
 fn dnf_refuses_to_erase_an_unrelated_package_and_the_image_is_left_as_it_was() {
     let root = ElRoot::new();

@@ -507,6 +507,9 @@ pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Resul
         run_checked(host.runner.as_ref(), &dnf.remove(&still, plugins.as_ref()))?;
     }
     let after = installed_now(host)?;
+    if let Some(release) = packages.installed_driver(&after) {
+        super::modules::check_built(&host.root, &release)?;
+    }
     let lock = packages.lock_list(&lock_now, &packages.held_versions(&after));
     if lock != lock_now {
         journal.record_file(ID, VERSIONLOCK_LIST)?;

@@ -9,6 +9,7 @@ use super::build::Prebuilt;
 use super::window::download::{Download, Prefetch};
 use super::{Action, Change, Check, Context, Diff, DriverChange, PackageChange, Step, StepError};
 pub mod dnf;
+mod modules;
 mod prebuild;
 
 use crate::distro::{Desired, Manager, PackageSpec, VersionSpec, apt};
@@ -1083,6 +1084,9 @@ impl Packages {
         }
         if let Some(prebuilt) = self.prebuilt.get() {
             prebuild::remove_handed(host, prebuilt);
+        }
+        if let Some(release) = self.installed_driver(&installed_now(host)?) {
+            modules::check_built(&host.root, &release)?;
         }
         let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
         if !held.is_empty() {

@@ -1,0 +1,74 @@
+//! After the package step: the DKMS module the driver's package registered
+//! must be built for every installed kernel with headers. NVIDIA's RHEL
+//! `kmod-nvidia-*-dkms` `%post` ends each dkms command with `|| :`
+//! (yum-packaging-dkms-nvidia), so dnf exits 0 with no module built; in an
+//! image nothing loads it until the first boot fails. Found here, it fails
+//! the step and the generation is undone.
+
+use crate::facts::driver::dkms_driver_modules;
+use crate::host::Root;
+use crate::step::StepError;
+
+/// The kernels whose headers are installed: `/lib/modules/K/build`
+/// (Debian, Ubuntu, kernel-core's link) or `/usr/src/kernels/K` (EL's
+/// kernel-devel).
+fn kernels_with_headers(root: &Root) -> Vec<String> {
+    let mut kernels: Vec<String> = root
+        .read_dir("/lib/modules")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| {
+            [
+                format!("/lib/modules/{k}/build/Makefile"),
+                format!("/usr/src/kernels/{k}/Makefile"),
+            ]
+            .iter()
+            .any(|makefile| {
+                root.join_resolved(std::path::Path::new(makefile))
+                    .is_ok_and(|real| real.is_file())
+            })
+        })
+        .collect();
+    kernels.sort();
+    kernels
+}
+
+/// Whether DKMS holds a built module of `module` `release` for `kernel`:
+/// `/var/lib/dkms/M/V/K/<arch>/module/` with a file in it.
+fn built(root: &Root, module: &str, release: &str, kernel: &str) -> bool {
+    let base = format!("/var/lib/dkms/{module}/{release}/{kernel}");
+    root.read_dir(&base).unwrap_or_default().iter().any(|arch| {
+        root.read_dir(format!("{base}/{arch}/module"))
+            .is_ok_and(|files| !files.is_empty())
+    })
+}
+
+/// Fails when a driver module registered with DKMS at `release` is not
+/// built for a kernel with headers, naming each and DKMS's log.
+pub(super) fn check_built(root: &Root, release: &str) -> Result<(), StepError> {
+    let kernels = kernels_with_headers(root);
+    let mut missing = Vec::new();
+    for module in dkms_driver_modules(root) {
+        if !root.is_dir(format!("/var/lib/dkms/{module}/{release}")) {
+            continue; // not registered at this release
+        }
+        for kernel in &kernels {
+            if !built(root, &module, release, kernel) {
+                missing.push(format!("{module}/{release} for kernel {kernel}"));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let module = missing[0].split('/').next().unwrap_or("nvidia");
+    let log = format!("/var/lib/dkms/{module}/{release}/build/make.log");
+    let excerpt = root
+        .read_string(&log)
+        .map(|text| format!(":\n{}", crate::distro::dkms::make_log_excerpt(&text, 8)))
+        .unwrap_or_default();
+    Err(StepError::Failed(format!(
+        "the package manager finished, but DKMS built no module {}: the package's script went on past the failure (NVIDIA's %post ends each dkms command with `|| :`), and the host would boot without a driver; {log}{excerpt}",
+        missing.join(", ")
+    )))
+}
