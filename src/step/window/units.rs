@@ -21,6 +21,17 @@ fn active(host: &Host, unit: &str) -> bool {
     services::gather(&host.root, None).is_active(unit)
 }
 
+/// Those of `units` that have processes now (their cgroups exist), in
+/// order; the services read once.
+fn active_units(host: &Host, units: &[String]) -> Vec<String> {
+    let services = services::gather(&host.root, None);
+    units
+        .iter()
+        .filter(|u| services.is_active(u))
+        .cloned()
+        .collect()
+}
+
 /// Stops `units` in order, each within `timeout`; `kill`: SIGKILL what
 /// does not stop in time (holders = "terminate"), else give up.
 pub fn stop(host: &Host, units: &[String], timeout: Duration, kill: bool) -> Result<(), StepError> {
@@ -113,12 +124,7 @@ impl Step for StopUnits {
 
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         running_system(ctx, "stopping services")?;
-        let running: Vec<String> = self
-            .units
-            .iter()
-            .filter(|u| active(ctx.host, u))
-            .cloned()
-            .collect();
+        let running = active_units(ctx.host, &self.units);
         journal.record(
             STOP,
             Undo::StartUnits {
@@ -181,10 +187,11 @@ impl Step for StartUnits {
 
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         running_system(ctx, "starting services")?;
+        let running = active_units(ctx.host, &self.units);
         let stopped: Vec<String> = self
             .units
             .iter()
-            .filter(|u| !active(ctx.host, u))
+            .filter(|u| !running.contains(u))
             .cloned()
             .collect();
         journal.record(
@@ -243,12 +250,7 @@ impl Step for RestartUnits {
 
     fn apply(&self, ctx: &Context, _journal: &mut Journal) -> Result<(), StepError> {
         running_system(ctx, "restarting services")?;
-        let running: Vec<String> = self
-            .units
-            .iter()
-            .filter(|u| active(ctx.host, u))
-            .cloned()
-            .collect();
+        let running = active_units(ctx.host, &self.units);
         // Nothing to journal: a restart changes no state that an undo
         // would put back.
         for unit in &running {
