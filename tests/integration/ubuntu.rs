@@ -21,6 +21,42 @@ fn ubuntu_rootfs(server: &Server, repository: &str) -> Rootfs {
     rootfs
 }
 
+/// `apt-get upgrade`, then a meta package installed by hand, as an
+/// administrator would after provision: the packages afterwards.
+fn upgrade_then_install(
+    rootfs: &Rootfs,
+    meta: &str,
+) -> std::collections::BTreeMap<String, (String, bool)> {
+    rootfs.chroot(&["apt-get", "-y", "-q", "upgrade"]);
+    rootfs.chroot(&[
+        "apt-get",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "install",
+        meta,
+    ]);
+    rootfs.packages()
+}
+
+/// An open-flavour plan from the stand-in of NVIDIA's ubuntu2404
+/// repository; `target` is its `branch = ...` or `version = ...` line.
+fn open_cuda_plan(
+    server: &Server,
+    dir: &std::path::Path,
+    name: &str,
+    target: &str,
+) -> std::path::PathBuf {
+    plan_file(
+        dir,
+        name,
+        &format!(
+            "[driver]\n{target}\nflavor = \"open\"\nsource = \"cuda-repo\"\n{}",
+            crate::support::cuda_repo_section(&server.url("nvidia-ubuntu2404/"))
+        ),
+    )
+}
+
 #[test]
 fn ubuntu_takes_the_precompiled_module_when_the_archive_has_it_for_the_kernel() {
     let server = Server::serve(&repo().join("target/test-repos"));
@@ -141,16 +177,7 @@ fn the_ubuntu_24_04_cuda_repo_plan_converges_holds_against_cuda_drivers_and_roll
     );
 
     // cuda-drivers follows 590 in the repository: under the pin it takes 580.
-    rootfs.chroot(&["apt-get", "-y", "-q", "upgrade"]);
-    rootfs.chroot(&[
-        "apt-get",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "install",
-        "cuda-drivers",
-    ]);
-    let after = rootfs.packages();
+    let after = upgrade_then_install(&rootfs, "cuda-drivers");
     assert_eq!(after["cuda-drivers"].0, "580.105.08-0ubuntu1");
     for name in [
         "nvidia-headless-580-open",
@@ -180,16 +207,7 @@ fn ubuntu_590_installs_the_unversioned_set_pinned_by_nvidias_package_and_stays_o
     let rootfs = ubuntu_rootfs(&server, "ubuntu-noble");
     rootfs.no_apt_sources();
     let dir = tempfile::tempdir().unwrap();
-    let plan_for = |name: &str, target: &str| {
-        plan_file(
-            dir.path(),
-            name,
-            &format!(
-                "[driver]\n{target}\nflavor = \"open\"\nsource = \"cuda-repo\"\n{}",
-                crate::support::cuda_repo_section(&server.url("nvidia-ubuntu2404/"))
-            ),
-        )
-    };
+    let plan_for = |name: &str, target: &str| open_cuda_plan(&server, dir.path(), name, target);
     let plan = plan_for("590.toml", "branch = \"590\"");
     // An HGX board: Fabric Manager by its new name too.
     crate::support::add_nvswitch(rootfs.path());
@@ -249,16 +267,7 @@ fn ubuntu_590_installs_the_unversioned_set_pinned_by_nvidias_package_and_stays_o
             .join("etc/apt/preferences.d/provision-nvidia-driver.pref"),
     )
     .unwrap();
-    rootfs.chroot(&["apt-get", "-y", "-q", "upgrade"]);
-    rootfs.chroot(&[
-        "apt-get",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "install",
-        "nvidia-open",
-    ]);
-    let after = rootfs.packages();
+    let after = upgrade_then_install(&rootfs, "nvidia-open");
     assert_eq!(after["nvidia-open"].0, "590.48.01-0ubuntu1");
     for name in ["nvidia-dkms-open", "nvidia-utils", "libnvidia-compute"] {
         assert_eq!(after[name].0, "590.48.01-0ubuntu1", "{name} moved");
@@ -459,17 +468,8 @@ fn ubuntu_580_to_590_replaces_the_branch_named_set() {
     let rootfs = ubuntu_rootfs(&server, "ubuntu-noble");
     rootfs.no_apt_sources();
     let dir = tempfile::tempdir().unwrap();
-    let section = crate::support::cuda_repo_section(&server.url("nvidia-ubuntu2404/"));
-    let plan = |name: &str, branch: &str| {
-        plan_file(
-            dir.path(),
-            name,
-            &format!(
-                "[driver]\nbranch = \"{branch}\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n{section}"
-            ),
-        )
-    };
-    apply_ok(&plan("580.toml", "580"), rootfs.arg());
+    let plan = |name: &str, target: &str| open_cuda_plan(&server, dir.path(), name, target);
+    apply_ok(&plan("580.toml", "branch = \"580\""), rootfs.arg());
     let before = rootfs.tree(TRACKED);
     let on_580 = rootfs.packages();
     assert_eq!(
@@ -477,7 +477,7 @@ fn ubuntu_580_to_590_replaces_the_branch_named_set() {
         ("580.105.08-0ubuntu1".into(), false)
     );
 
-    let report = apply_ok(&plan("590.toml", "590"), rootfs.arg());
+    let report = apply_ok(&plan("590.toml", "branch = \"590\""), rootfs.arg());
     let packages = rootfs.packages();
     assert_eq!(
         packages["nvidia-dkms-open"],
