@@ -9,11 +9,35 @@
 //! provision built beforehand, in a scratch DKMS tree, and packed with `dkms
 //! mktarball --binaries-only`.
 
-use crate::host::Cmd;
+use crate::host::{Cmd, Root};
 
 /// Where provision builds: a DKMS tree and source tree of its own, so the
 /// host's `/var/lib/dkms` and `/usr/src` change only when the package does.
 pub const SCRATCH: &str = "/var/lib/provision/build";
+
+/// The kernels whose headers are installed: `/lib/modules/K/build`
+/// (Debian, Ubuntu, kernel-core's link) or `/usr/src/kernels/K` (EL's
+/// kernel-devel).
+pub fn kernels_with_headers(root: &Root) -> Vec<String> {
+    let mut kernels: Vec<String> = root
+        .read_dir("/lib/modules")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| {
+            [
+                format!("/lib/modules/{k}/build/Makefile"),
+                format!("/usr/src/kernels/{k}/Makefile"),
+            ]
+            .iter()
+            .any(|makefile| {
+                root.join_resolved(std::path::Path::new(makefile))
+                    .is_ok_and(|real| real.is_file())
+            })
+        })
+        .collect();
+    kernels.sort();
+    kernels
+}
 
 /// What a `dh_dkms` maintainer script hands to `common.postinst`.
 #[derive(Debug, Clone, PartialEq, Eq)]

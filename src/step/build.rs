@@ -80,7 +80,7 @@ impl Step for Build {
                 "dkms is not installed yet: the package step installs it and builds {package}'s module there"
             )));
         }
-        let kernels = kernels_with_headers(ctx);
+        let kernels = crate::distro::dkms::kernels_with_headers(&ctx.host.root);
         let kernels = if kernels.is_empty() {
             "the kernels whose headers the plan installs".to_string()
         } else {
@@ -135,7 +135,7 @@ impl Step for Build {
             ));
             return root.remove_dir_all(SCRATCH).map_err(io_error(SCRATCH));
         };
-        let kernels = kernels_with_headers(ctx);
+        let kernels = crate::distro::dkms::kernels_with_headers(&ctx.host.root);
         let built = build_all(ctx, &fetched, &handover, &kernels)?;
         let mut prebuilt = Prebuilt::default();
         if !built.is_empty() {
@@ -168,25 +168,6 @@ impl Step for Build {
     fn transient(&self) -> bool {
         true
     }
-}
-
-/// The installed kernels a DKMS build can target: those with headers
-/// (`build` is a link into /usr/src, resolved inside the root).
-fn kernels_with_headers(ctx: &Context) -> Vec<String> {
-    let root = &ctx.host.root;
-    let Ok(entries) = root.read_dir("/lib/modules") else {
-        return Vec::new();
-    };
-    let mut kernels: Vec<String> = entries
-        .into_iter()
-        .filter(|k| {
-            let makefile = format!("/lib/modules/{k}/build/Makefile");
-            root.join_resolved(std::path::Path::new(&makefile))
-                .is_ok_and(|real| real.is_file())
-        })
-        .collect();
-    kernels.sort();
-    kernels
 }
 
 /// Builds the module for each kernel in the scratch trees; the kernels it

@@ -5,33 +5,10 @@
 //! image nothing loads it until the first boot fails. Found here, it fails
 //! the step and the generation is undone.
 
+use crate::distro::dkms::kernels_with_headers;
 use crate::facts::driver::dkms_driver_modules;
 use crate::host::Root;
 use crate::step::StepError;
-
-/// The kernels whose headers are installed: `/lib/modules/K/build`
-/// (Debian, Ubuntu, kernel-core's link) or `/usr/src/kernels/K` (EL's
-/// kernel-devel).
-fn kernels_with_headers(root: &Root) -> Vec<String> {
-    let mut kernels: Vec<String> = root
-        .read_dir("/lib/modules")
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| {
-            [
-                format!("/lib/modules/{k}/build/Makefile"),
-                format!("/usr/src/kernels/{k}/Makefile"),
-            ]
-            .iter()
-            .any(|makefile| {
-                root.join_resolved(std::path::Path::new(makefile))
-                    .is_ok_and(|real| real.is_file())
-            })
-        })
-        .collect();
-    kernels.sort();
-    kernels
-}
 
 /// Whether DKMS holds a built module of `module` `release` for `kernel`:
 /// `/var/lib/dkms/M/V/K/<arch>/module/` with a file in it.
