@@ -216,6 +216,11 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Whether `name` is one of the driver's own packages, by the pin globs.
+    pub fn pinned(&self, name: &str) -> bool {
+        self.pin.iter().any(|glob| apt::glob_match(glob, name))
+    }
+
     /// Whether a spec is settled against the repositories: alternatives
     /// to choose among, or an optional package.
     pub fn has_choices(&self) -> bool {

@@ -56,11 +56,7 @@ fn entry_name(entry: &str) -> Option<&str> {
 
 /// A versionlock entry names `name` ("name-epoch:version-release.*").
 fn entry_names(entry: &str, name: &str) -> bool {
-    entry
-        .trim_start_matches('!')
-        .strip_prefix(name)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    entry_name(entry) == Some(name)
 }
 
 impl Packages {
@@ -87,14 +83,7 @@ impl Packages {
     /// the driver's own (its pin globs: the set moves as one): what dnf
     /// obeys while they move.
     fn unlocked_list(&self, existing: &str, changing: &[String]) -> String {
-        let drivers = |line: &str| {
-            entry_name(line).is_some_and(|name| {
-                self.desired
-                    .pin
-                    .iter()
-                    .any(|glob| crate::distro::apt::glob_match(glob, name))
-            })
-        };
+        let drivers = |line: &str| entry_name(line).is_some_and(|name| self.desired.pinned(name));
         existing
             .lines()
             .filter(|line| !changing.iter().any(|name| entry_names(line.trim(), name)))
@@ -121,12 +110,7 @@ impl Packages {
             return locked;
         };
         for package in installed {
-            let driver_own = self
-                .desired
-                .pin
-                .iter()
-                .any(|glob| crate::distro::apt::glob_match(glob, &package.name));
-            if driver_own
+            if self.desired.pinned(&package.name)
                 && crate::version::upstream(&package.version) == release
                 && !locked.iter().any(|(name, _)| name == &package.name)
             {
@@ -738,6 +722,10 @@ mod tests {
             Some("nvidia-modprobe")
         );
         assert_eq!(entry_name("openssl-3.0.7-27.el9.*"), Some("openssl"));
+        assert!(!entry_names(
+            "libnvidia-nscq-580-0:580.105.08-1.*",
+            "libnvidia-nscq"
+        ));
         // A lock of the driver's own package moves with the set.
         let mut driver = packages();
         driver.desired.pin = vec!["*nvidia*".into()];

@@ -532,11 +532,7 @@ impl Packages {
         let named = |name: &str| {
             exact.iter().any(|(n, _)| n == name)
                 || remove.iter().any(|n| n == name)
-                || self
-                    .desired
-                    .pin
-                    .iter()
-                    .any(|glob| apt::glob_match(glob, name))
+                || self.desired.pinned(name)
         };
         let unrelated: Vec<String> = tx
             .remove
@@ -821,18 +817,16 @@ impl Step for Packages {
             Manager::Dnf => dnf::apply(self, ctx, journal),
             Manager::Apt => {
                 let installed = installed_now(ctx.host)?;
+                let settled = self.settle(ctx.host, &installed);
                 if self.desired.has_choices()
                     && self.prepared().is_none()
-                    && !self
-                        .settle(ctx.host, &installed)
-                        .pending(&installed)
-                        .0
-                        .is_empty()
+                    && !settled.pending(&installed).0.is_empty()
                 {
                     // Which alternative is offered is known after a refresh.
                     run_checked(ctx.host.runner.as_ref(), &apt::update_for(&ctx.host.root))?;
+                    return self.settle(ctx.host, &installed).apt_apply(ctx, journal);
                 }
-                self.settle(ctx.host, &installed).apt_apply(ctx, journal)
+                settled.apt_apply(ctx, journal)
             }
         }
     }
