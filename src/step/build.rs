@@ -80,7 +80,7 @@ impl Step for Build {
                 "dkms is not installed yet: the package step installs it and builds {package}'s module there"
             )));
         }
-        let kernels = crate::distro::dkms::kernels_with_headers(&ctx.host.root);
+        let kernels = dkms::kernels_with_headers(&ctx.host.root);
         let kernels = if kernels.is_empty() {
             "the kernels whose headers the plan installs".to_string()
         } else {
@@ -135,7 +135,7 @@ impl Step for Build {
             ));
             return root.remove_dir_all(SCRATCH).map_err(io_error(SCRATCH));
         };
-        let kernels = crate::distro::dkms::kernels_with_headers(&ctx.host.root);
+        let kernels = dkms::kernels_with_headers(&ctx.host.root);
         let built = build_all(ctx, &fetched, &handover, &kernels)?;
         let mut prebuilt = Prebuilt::default();
         if !built.is_empty() {
