@@ -39,6 +39,96 @@ pub fn kernels_with_headers(root: &Root) -> Vec<String> {
     kernels
 }
 
+/// The `BUILD_EXCLUSIVE_*` rules of a module's `dkms.conf`: DKMS skips a
+/// kernel they exclude (`dkms build` exits 77), so no module for it is no
+/// failure. Bash `=~` (extended regular expressions) for the kernel and the
+/// architecture, `CONFIG_X`/`!CONFIG_X` against the kernel's `.config`.
+#[derive(Debug, Default)]
+pub struct Exclusive {
+    kernel: Option<regex::Regex>,
+    arch: Option<regex::Regex>,
+    config: Vec<String>,
+}
+
+impl Exclusive {
+    /// The rules of `module` `version` as DKMS registered it
+    /// (`/var/lib/dkms/M/V/source/dkms.conf`, else `/usr/src/M-V/dkms.conf`).
+    /// A value DKMS would expand, or that is no valid expression, is left
+    /// out: the check stays strict rather than skip a kernel by mistake.
+    pub fn of(root: &Root, module: &str, version: &str) -> Exclusive {
+        let text = [
+            format!("/var/lib/dkms/{module}/{version}/source/dkms.conf"),
+            format!("/usr/src/{module}-{version}/dkms.conf"),
+        ]
+        .iter()
+        .find_map(|path| root.read_string(path).ok())
+        .unwrap_or_default();
+        Exclusive::parse(&text)
+    }
+
+    fn parse(text: &str) -> Exclusive {
+        let mut rules = Exclusive::default();
+        for line in text.lines().map(str::trim) {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            if expands(value) {
+                continue;
+            }
+            let pattern = || regex::Regex::new(value).ok();
+            match key.trim() {
+                "BUILD_EXCLUSIVE_KERNEL" => rules.kernel = pattern(),
+                "BUILD_EXCLUSIVE_ARCH" => rules.arch = pattern(),
+                "BUILD_EXCLUSIVE_CONFIG" => {
+                    rules.config = value.split_whitespace().map(str::to_string).collect()
+                }
+                _ => {}
+            }
+        }
+        rules
+    }
+
+    /// Whether DKMS builds for `kernel` on this machine.
+    pub fn allows(&self, root: &Root, kernel: &str) -> bool {
+        if self.kernel.as_ref().is_some_and(|re| !re.is_match(kernel)) {
+            return false;
+        }
+        if self
+            .arch
+            .as_ref()
+            .is_some_and(|re| !re.is_match(std::env::consts::ARCH))
+        {
+            return false;
+        }
+        if self.config.is_empty() {
+            return true;
+        }
+        let Ok(config) = root.read_string(format!("/lib/modules/{kernel}/build/.config")) else {
+            return true; // DKMS could not tell either; it builds
+        };
+        self.config.iter().all(|option| {
+            let (negated, name) = match option.strip_prefix('!') {
+                Some(name) => (true, name),
+                None => (false, option.as_str()),
+            };
+            let set = config
+                .lines()
+                .any(|l| l == format!("{name}=y") || l == format!("{name}=m"));
+            set != negated
+        })
+    }
+}
+
+/// Whether the shell would expand `value` (`${x}`, `$x`); a `$` that ends
+/// it or comes before `)` or `|` is a regular expression's anchor.
+fn expands(value: &str) -> bool {
+    value
+        .split('$')
+        .skip(1)
+        .any(|after| after.starts_with(|c: char| c == '{' || c == '_' || c.is_ascii_alphanumeric()))
+}
+
 /// What a `dh_dkms` maintainer script hands to `common.postinst`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handover {
@@ -230,6 +320,33 @@ esac
         let own = "#!/bin/sh\nset -e\ndkms add -m nvidia -v 580.65.06\ndkms build -m nvidia -v 580.65.06\n";
         assert_eq!(parse_postinst(own), None);
         assert_eq!(parse_postinst(""), None);
+    }
+
+    #[test]
+    fn build_exclusive_rules_skip_the_kernels_dkms_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = dir.path().join("lib/modules/6.1.0-30-amd64/build");
+        fs_err::create_dir_all(&build).unwrap();
+        fs_err::write(build.join(".config"), "CONFIG_MODULES=y\nCONFIG_DRM=m\n").unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let rules = Exclusive::parse(
+            "PACKAGE_NAME=\"nvidia\"\nBUILD_EXCLUSIVE_KERNEL=\"^(5\\.|6\\.1\\.)\"\n",
+        );
+        assert!(rules.allows(&root, "6.1.0-30-amd64"));
+        assert!(rules.allows(&root, "5.10.0-33-amd64"));
+        assert!(!rules.allows(&root, "6.12.9-amd64"));
+        let config = Exclusive::parse("BUILD_EXCLUSIVE_CONFIG=\"CONFIG_DRM !CONFIG_XEN\"");
+        assert!(config.allows(&root, "6.1.0-30-amd64"));
+        let needs_xen = Exclusive::parse("BUILD_EXCLUSIVE_CONFIG=\"CONFIG_XEN\"");
+        assert!(!needs_xen.allows(&root, "6.1.0-30-amd64"));
+        let arch = Exclusive::parse("BUILD_EXCLUSIVE_ARCH=\"^(aarch64|ppc64le)$\"");
+        assert_eq!(
+            arch.allows(&root, "6.1.0-30-amd64"),
+            std::env::consts::ARCH != "x86_64"
+        );
+        // What DKMS would expand is not guessed at: every kernel is checked.
+        let expanded = Exclusive::parse("BUILD_EXCLUSIVE_KERNEL=\"^${kernelver}$\"");
+        assert!(expanded.allows(&root, "6.12.9-amd64"));
     }
 
     #[test]

@@ -627,6 +627,101 @@ fn the_default_toolkit_reaches_login_shells_and_the_loader_and_rolls_back() {
     );
 }
 
+/// The packages step's summary of `plan` for `plan_path`.
+fn packages_summary(plan_path: &Path, rootfs: &Rootfs) -> String {
+    let report = run("plan", Some(plan_path), rootfs);
+    step(&report, "packages")["summary"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn nvidias_debian_pinning_package_goes_first_where_the_repository_offers_one() {
+    let s = setup_nvidia_repo();
+    let plan = |branch: &str| {
+        plan_file(
+            s.dir.path(),
+            &format!("{branch}.toml"),
+            &format!(
+                "[driver]\nbranch = \"{branch}\"\nflavor = \"open\"\nsource = \"cuda-repo\"\n{}",
+                s.repositories
+            ),
+        )
+    };
+    let before_packages = s.rootfs.packages();
+    run("apply", Some(&plan("580")), &s.rootfs);
+    let packages = s.rootfs.packages();
+    assert_eq!(
+        packages["nvidia-driver-pinning-580"],
+        ("580-1".into(), false)
+    );
+    assert_eq!(
+        packages["nvidia-kernel-open-dkms"],
+        ("580.105.08-1".into(), true)
+    );
+    // Branch 570 has no pinning package: plan (with the repository's lists
+    // now at hand) says provision's pin alone keeps it.
+    let summary = packages_summary(&plan("570"), &s.rootfs);
+    assert!(
+        summary.contains(
+            "the repositories offer no nvidia-driver-pinning-570 (NVIDIA's pinning package)"
+        ),
+        "{summary}"
+    );
+
+    // NVIDIA's pin alone (provision's removed, the holds lifted) keeps the
+    // branch: cuda-drivers, which follows the newest branch, resolves to 580.
+    fs_err::remove_file(
+        s.rootfs
+            .path()
+            .join("etc/apt/preferences.d/provision-nvidia-driver.pref"),
+    )
+    .unwrap();
+    let held: Vec<&str> = packages
+        .iter()
+        .filter(|(_, (_, h))| *h)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    s.rootfs
+        .chroot(&[&["apt-mark", "unhold"][..], &held].concat());
+    let policy = s.rootfs.chroot(&["apt-cache", "policy", "cuda-drivers"]);
+    assert!(policy.contains("Candidate: 580.105.08-1"), "{policy}");
+    let ignored = s.rootfs.chroot(&[
+        "apt-cache",
+        "-o",
+        "Dir::Etc::PreferencesParts=/usr/share/doc",
+        "policy",
+        "cuda-drivers",
+    ]);
+    assert!(
+        ignored.contains("Candidate: 590.44.01-1"),
+        "without NVIDIA's pin: {ignored}"
+    );
+
+    // To 590: its pinning package replaces 580's, and the set follows.
+    run("apply", Some(&plan("590")), &s.rootfs);
+    let moved = s.rootfs.packages();
+    assert_eq!(
+        moved["nvidia-kernel-open-dkms"],
+        ("590.44.01-1".into(), true)
+    );
+    assert!(moved.contains_key("nvidia-driver-pinning-590"), "{moved:?}");
+    assert!(
+        !moved.contains_key("nvidia-driver-pinning-580"),
+        "{moved:?}"
+    );
+    let pin = s.rootfs.read("/etc/apt/preferences.d/nvidia-driver-pin");
+    assert!(pin.contains("Pin: version 590.*"), "{pin}");
+
+    run("rollback", None, &s.rootfs);
+    let back = s.rootfs.packages();
+    assert_eq!(back["nvidia-driver-pinning-580"], ("580-1".into(), false));
+    assert_eq!(back["nvidia-kernel-open-dkms"].0, "580.105.08-1");
+    run("rollback", None, &s.rootfs);
+    assert_eq!(before_packages, s.rootfs.packages());
+}
+
 #[test]
 fn a_failing_command_shows_itself_its_last_lines_and_the_log() {
     let s = setup();

@@ -5,7 +5,7 @@
 //! image nothing loads it until the first boot fails. Found here, it fails
 //! the step and the generation is undone.
 
-use crate::distro::dkms::kernels_with_headers;
+use crate::distro::dkms::{Exclusive, kernels_with_headers};
 use crate::facts::driver::dkms_driver_modules;
 use crate::host::Root;
 use crate::step::StepError;
@@ -21,7 +21,8 @@ fn built(root: &Root, module: &str, release: &str, kernel: &str) -> bool {
 }
 
 /// Fails when a driver module registered with DKMS at `release` is not
-/// built for a kernel with headers, naming each and DKMS's log.
+/// built for a kernel with headers that its `BUILD_EXCLUSIVE` rules let
+/// DKMS build for, naming each and DKMS's log.
 pub(super) fn check_built(root: &Root, release: &str) -> Result<(), StepError> {
     let kernels = kernels_with_headers(root);
     let mut missing = Vec::new();
@@ -29,7 +30,8 @@ pub(super) fn check_built(root: &Root, release: &str) -> Result<(), StepError> {
         if !root.is_dir(format!("/var/lib/dkms/{module}/{release}")) {
             continue; // not registered at this release
         }
-        for kernel in &kernels {
+        let rules = Exclusive::of(root, &module, release);
+        for kernel in kernels.iter().filter(|k| rules.allows(root, k)) {
             if !built(root, &module, release, kernel) {
                 missing.push(format!("{module}/{release} for kernel {kernel}"));
             }
