@@ -85,6 +85,12 @@ fn an_upgrade_that_waits_for_a_real_reboot_is_finished_by_the_resume_unit_and_by
 }
 
 #[test]
+#[ignore = "boots a VM and builds the stand-in module through DKMS (minutes under TCG): scripts/test runs it"]
+fn the_module_is_built_by_dkms_before_the_window_and_a_failed_build_changes_nothing() {
+    vm_run(&["dkms"]);
+}
+
+#[test]
 #[ignore = "boots a VM (about 3 minutes under TCG): scripts/test runs it"]
 fn provision_killed_inside_the_window_leaves_a_consistent_host() {
     vm_run(&["kill-in-window"]);

@@ -1,10 +1,11 @@
-# Guest side of scripts/bench-upgrade: the 570 -> 580 upgrade with
+# Guest side of scripts/bench-upgrade: the 570 -> 590 upgrade with
 # nvidia-persistenced and a user process holding the GPU, holders =
-# "terminate"; writes /vmrun/out/bench.json.
+# "terminate"; 590's module is DKMS source, built before the window.
+# Writes /vmrun/out/bench.json.
 . /vm/tests/lib.sh
 install_570
 start_holder
-term=$(plan_with terminate 580 '[upgrade]' 'holders = "terminate"' 'stop_timeout = 10')
+term=$(plan_with terminate 590 '[upgrade]' 'holders = "terminate"' 'stop_timeout = 10')
 began=$(date +%s.%N)
 run_json upgrade apply "$term"
 ended=$(date +%s.%N)
@@ -20,7 +21,7 @@ window = report["window"]
 bench = {
     "apply_seconds": round(ended - began, 2),
     "unavailable_seconds": window["unavailable_seconds"],
-    "phases": {p["phase"]: p["seconds"] for p in window["phases"]},
+    "phases": {p["phase"]: p["seconds"] for p in report["phases"]},
     "requests_inside_window": requests,
     "bytes_inside_window": downloaded,
     "verify_passed": report["verify"]["passed"],

@@ -13,6 +13,10 @@
  *  - a symbol nvidia_uvm and nvidia_modeset use, so they depend on it
  *    (/sys/module/nvidia/holders, "Used by" in /proc/modules).
  */
+#ifdef NV_STAND_IN_FAIL
+#error "stand-in: a build failure was asked for (/etc/nvidia-stand-in/fail-build), as a kernel API change breaks the real source"
+#endif
+
 #include <linux/device.h>
 #include <linux/fs.h>
 #include <linux/module.h>
