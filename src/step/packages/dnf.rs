@@ -492,6 +492,7 @@ pub fn apply(packages: &Packages, ctx: &Context, journal: &mut Journal) -> Resul
     }
     let after = installed_now(host)?;
     if let Some(release) = packages.installed_driver(&after) {
+        super::modules::build_missing(host, &release);
         super::modules::check_built(&host.root, &release)?;
     }
     let lock = packages.lock_list(&lock_now, &packages.held_versions(&after));

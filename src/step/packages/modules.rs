@@ -7,7 +7,7 @@
 
 use crate::distro::dkms::{Exclusive, kernels_with_headers};
 use crate::facts::driver::dkms_driver_modules;
-use crate::host::Root;
+use crate::host::{Cmd, Host, Root};
 use crate::step::StepError;
 
 /// Whether DKMS holds a built module of `module` `release` for `kernel`:
@@ -20,10 +20,10 @@ fn built(root: &Root, module: &str, release: &str, kernel: &str) -> bool {
     })
 }
 
-/// Fails when a driver module registered with DKMS at `release` is not
-/// built for a kernel with headers that its `BUILD_EXCLUSIVE` rules let
-/// DKMS build for, naming each and DKMS's log.
-pub(super) fn check_built(root: &Root, release: &str) -> Result<(), StepError> {
+/// The driver modules registered with DKMS at `release` that are not built
+/// for a kernel with headers their `BUILD_EXCLUSIVE` rules let DKMS build
+/// for: `(module, kernel)`.
+fn missing(root: &Root, release: &str) -> Vec<(String, String)> {
     let kernels = kernels_with_headers(root);
     let mut missing = Vec::new();
     for module in dkms_driver_modules(root) {
@@ -33,10 +33,34 @@ pub(super) fn check_built(root: &Root, release: &str) -> Result<(), StepError> {
         let rules = Exclusive::of(root, &module, release);
         for kernel in kernels.iter().filter(|k| rules.allows(root, k)) {
             if !built(root, &module, release, kernel) {
-                missing.push(format!("{module}/{release} for kernel {kernel}"));
+                missing.push((module.clone(), kernel.clone()));
             }
         }
     }
+    missing
+}
+
+/// NVIDIA's RHEL `%post` builds for the running kernel only
+/// (`dkms build -m nvidia -v V -q || :`): a kernel installed since, or an
+/// image's kernel, gets its module at a later boot, if at all. provision
+/// builds them now, as `dkms autoinstall` would, so that the check that
+/// follows holds for every kernel; a failure there is reported by it.
+pub(super) fn build_missing(host: &Host, release: &str) {
+    for (module, kernel) in missing(&host.root, release) {
+        let cmd =
+            Cmd::change("dkms").args(["install", "-m", &module, "-v", release, "-k", &kernel]);
+        let _ = host.runner.run(&cmd);
+    }
+}
+
+/// Fails when a driver module registered with DKMS at `release` is not
+/// built for a kernel with headers that its `BUILD_EXCLUSIVE` rules let
+/// DKMS build for, naming each and DKMS's log.
+pub(super) fn check_built(root: &Root, release: &str) -> Result<(), StepError> {
+    let missing: Vec<String> = missing(root, release)
+        .into_iter()
+        .map(|(module, kernel)| format!("{module}/{release} for kernel {kernel}"))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
