@@ -917,6 +917,10 @@ impl Prefetch for Packages {
             .map_err(StepError::Failed)?;
         if !exact.is_empty() {
             let pin = release.as_deref().and_then(|r| settled.pin_content(r));
+            // Vetted now, with the fresh lists, while nothing is stopped:
+            // a refusal (an unrelated removal, a held blocker) comes before
+            // the window opens, and inside it only the install runs.
+            settled.simulate(host, &exact, &remove, pin.as_deref(), &installed)?;
             let preferences = pin
                 .as_deref()
                 .and_then(|pin| FuturePreferences::new(host, pin));
@@ -1071,7 +1075,10 @@ impl Packages {
             if !held_changing.is_empty() {
                 run_checked(host.runner.as_ref(), &apt::unhold(&held_changing))?;
             }
-            self.simulate(host, &exact, &remove, None, &installed)?;
+            if self.prepared().is_none() {
+                // Not vetted ahead (no download step ran): vetted here.
+                self.simulate(host, &exact, &remove, None, &installed)?;
+            }
             // Downgrades only of what the plan names (a flavour switch or an
             // exact older release); the pin keeps the rest of the set along.
             run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, false))?;
