@@ -75,13 +75,14 @@ fn tools_as_in(
             .find(|(n, _, _)| n == name)
             .map(|(_, _, v)| v.clone())
     };
-    let Some(exact) = tools
+    let Some(mut exact) = tools
         .iter()
         .map(|t| version(t).map(|v| (t.clone(), v)))
         .collect::<Option<Vec<_>>>()
     else {
         return Ok(None);
     };
+    dkms_last(&mut exact);
     let pulled = alone(&exact)?;
     let mut wanted: Vec<(String, String)> = pulled
         .install
@@ -93,7 +94,17 @@ fn tools_as_in(
             wanted.push(tool);
         }
     }
+    dkms_last(&mut wanted);
     Ok(Some(wanted))
+}
+
+/// apt settles an or-group (dkms's `gcc | c-compiler`) with its first
+/// alternative unless a name before it on the command line satisfies it:
+/// `apt-get install dkms linux-headers-K` adds the `gcc` meta package,
+/// `apt-get install linux-headers-K dkms` does not (the headers bring
+/// `gcc-12`, a `c-compiler`). dkms goes last, the rest keep their order.
+fn dkms_last(list: &mut [(String, String)]) {
+    list.sort_by_key(|(name, _)| name == "dkms");
 }
 
 /// Removes the tarballs the maintainer script has loaded, and the
@@ -249,7 +260,8 @@ mod tests {
         ]);
         let tools = ["dkms".to_string(), "linux-headers-6.1.0-30-amd64".into()];
         let wanted = tools_as_in(&whole, &tools, |exact| {
-            assert_eq!(exact[0], ("dkms".into(), "3.0.10-8+deb12u1".into()));
+            // The headers first: apt then takes gcc-12 for dkms's c-compiler.
+            assert_eq!(exact[1], ("dkms".into(), "3.0.10-8+deb12u1".into()));
             // By itself, dkms would take the gcc meta package too.
             Ok(tx(&[
                 ("dkms", "3.0.10-8+deb12u1"),
@@ -264,7 +276,7 @@ mod tests {
         let names: Vec<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["dkms", "gcc-12", "make", "linux-headers-6.1.0-30-amd64"]
+            ["gcc-12", "make", "linux-headers-6.1.0-30-amd64", "dkms"]
         );
         // A transaction that brings no dkms: nothing to install ahead.
         let without = tx(&[("nvidia-kernel-dkms", "535.261.03-1")]);
