@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use super::{Packages, installed_now};
-use crate::distro::{Manager, apt};
+use crate::distro::Manager;
 use crate::host::{Cmd, Host, run_checked};
-use crate::journal::{Journal, PackageState, Undo};
 use crate::step::build::{Build, Fetched, Prebuild, Prebuilt};
 use crate::step::window::download::Prefetch;
 use crate::step::{Context, StepError};
@@ -56,55 +55,6 @@ fn downloaded_source(files: &[String], release: &str) -> Option<(String, String,
         (is_module_source(name) && crate::version::upstream(&version) == release)
             .then(|| (name.to_string(), version, file.clone()))
     })
-}
-
-/// What to install for a build ahead: `tools` and what they pull in
-/// (`alone`: apt's simulation of them by themselves), each at the version
-/// the `whole` transaction takes; what that transaction would not install
-/// is left out (it chose another alternative, `gcc-12` for `gcc`).
-/// `None` when the whole transaction does not bring every tool.
-fn tools_as_in(
-    whole: &apt::Transaction,
-    tools: &[String],
-    alone: impl FnOnce(&[(String, String)]) -> Result<apt::Transaction, StepError>,
-) -> Result<Option<Vec<(String, String)>>, StepError> {
-    let version = |name: &str| {
-        whole
-            .install
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, _, v)| v.clone())
-    };
-    let Some(mut exact) = tools
-        .iter()
-        .map(|t| version(t).map(|v| (t.clone(), v)))
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Ok(None);
-    };
-    dkms_last(&mut exact);
-    let pulled = alone(&exact)?;
-    let mut wanted: Vec<(String, String)> = pulled
-        .install
-        .iter()
-        .filter_map(|(name, _, _)| version(name).map(|v| (name.clone(), v)))
-        .collect();
-    for tool in exact {
-        if !wanted.contains(&tool) {
-            wanted.push(tool);
-        }
-    }
-    dkms_last(&mut wanted);
-    Ok(Some(wanted))
-}
-
-/// apt settles an or-group (dkms's `gcc | c-compiler`) with its first
-/// alternative unless a name before it on the command line satisfies it:
-/// `apt-get install dkms linux-headers-K` adds the `gcc` meta package,
-/// `apt-get install linux-headers-K dkms` does not (the headers bring
-/// `gcc-12`, a `c-compiler`). dkms goes last, the rest keep their order.
-fn dkms_last(list: &mut [(String, String)]) {
-    list.sort_by_key(|(name, _)| name == "dkms");
 }
 
 /// Removes the tarballs the maintainer script has loaded, and the
@@ -179,57 +129,6 @@ impl Prebuild for Packages {
         Ok(ctx.host.root.read_string(&postinst).unwrap_or_default())
     }
 
-    fn install_tools(
-        &self,
-        ctx: &Context,
-        journal: &mut Journal,
-        tools: &[String],
-    ) -> Result<bool, StepError> {
-        let host = ctx.host;
-        let Some(prepared) = self.prepared() else {
-            return Ok(false);
-        };
-        let installed = installed_now(host)?;
-        let settled = self.settle(host, &installed);
-        let (_, _, remove) = settled.pending(&installed);
-        let pin = prepared
-            .release
-            .as_deref()
-            .and_then(|r| settled.pin_content(r));
-        let whole = settled.simulate(host, &prepared.exact, &remove, pin.as_deref(), &installed)?;
-        let Some(wanted) = tools_as_in(&whole, tools, |exact| {
-            let output = run_checked(host.runner.as_ref(), &apt::simulate(exact, &[]))?;
-            Ok(apt::parse_simulation(&output.stdout))
-        })?
-        else {
-            return Ok(false);
-        };
-        let before = installed
-            .iter()
-            .map(|p| {
-                let state = PackageState {
-                    version: p.version.clone(),
-                    held: p.held,
-                };
-                (p.name.clone(), state)
-            })
-            .collect();
-        journal.record(
-            crate::step::build::ID,
-            Undo::Packages {
-                manager: "apt".into(),
-                before,
-                modules: Vec::new(),
-            },
-        )?;
-        ctx.progress.command_line(&format!(
-            "installing {} for the build (the versions the driver's transaction takes)",
-            tools.join(", ")
-        ));
-        run_checked(host.runner.as_ref(), &apt::install(&wanted, &[], false))?;
-        Ok(true)
-    }
-
     fn hand_over(&self, prebuilt: Prebuilt) {
         let _ = self.prebuilt.set(prebuilt);
     }
@@ -238,54 +137,6 @@ impl Prebuild for Packages {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tx(names: &[(&str, &str)]) -> apt::Transaction {
-        apt::Transaction {
-            install: names
-                .iter()
-                .map(|(n, v)| (n.to_string(), None, v.to_string()))
-                .collect(),
-            remove: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn the_tools_come_at_the_transactions_versions_and_its_alternatives() {
-        let whole = tx(&[
-            ("nvidia-kernel-dkms", "535.261.03-1"),
-            ("dkms", "3.0.10-8+deb12u1"),
-            ("gcc-12", "12.2.0-14"),
-            ("make", "4.3-4.1"),
-            ("linux-headers-6.1.0-30-amd64", "6.1.124-1"),
-        ]);
-        let tools = ["dkms".to_string(), "linux-headers-6.1.0-30-amd64".into()];
-        let wanted = tools_as_in(&whole, &tools, |exact| {
-            // The headers first: apt then takes gcc-12 for dkms's c-compiler.
-            assert_eq!(exact[1], ("dkms".into(), "3.0.10-8+deb12u1".into()));
-            // By itself, dkms would take the gcc meta package too.
-            Ok(tx(&[
-                ("dkms", "3.0.10-8+deb12u1"),
-                ("gcc", "4:12.2.0-3"),
-                ("gcc-12", "12.2.0-14"),
-                ("make", "4.3-4.1"),
-                ("linux-headers-6.1.0-30-amd64", "6.1.124-1"),
-            ]))
-        })
-        .unwrap()
-        .unwrap();
-        let names: Vec<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["gcc-12", "make", "linux-headers-6.1.0-30-amd64", "dkms"]
-        );
-        // A transaction that brings no dkms: nothing to install ahead.
-        let without = tx(&[("nvidia-kernel-dkms", "535.261.03-1")]);
-        assert!(
-            tools_as_in(&without, &tools, |_| unreachable!())
-                .unwrap()
-                .is_none()
-        );
-    }
 
     #[test]
     fn module_sources_by_name() {
