@@ -10,7 +10,10 @@ phase_at() { json "$1" "[p[\"at\"] for p in d[\"phases\"] if p[\"phase\"]==\"$2\
 phase_seconds() { json "$1" "[p[\"seconds\"] for p in d[\"phases\"] if p[\"phase\"]==\"$2\"][0]"; }
 persistenced_pid() { systemctl show -p MainPID --value nvidia-persistenced; }
 
-install_570
+# Fresh, or 570 already there (after live-upgrade.sh in its series).
+run_json on570 apply /vm/plans/stand-in-570.toml
+expect_eq "570 in place" 0 "$(cat $OUT/on570.exit)"
+expect_eq "module before the upgrade" 570.124.06 "$(loaded_version)"
 plan=$(plan_with dkms 590)
 run_json plan plan "$plan"
 json $OUT/plan.json '[s["summary"] for s in d["steps"] if s["id"]=="driver:build"][0]' \

@@ -15,6 +15,16 @@ wait_for() { # WHAT SECONDS COMMAND...: until COMMAND succeeds
 node_idle() { [ "$(node_state)" = IDLE ]; }
 running() { [ "$(job_state "$1")" = RUNNING ]; }
 draining() { node_state | grep -q DRAIN; }
+# Slurm says RUNNING once the step launches, before the batch script has
+# opened the device: wait until a process of the job holds /dev/nvidia0.
+holds_gpu() { # JOB
+  local fd pid
+  for fd in $(find /proc/[0-9]*/fd -lname /dev/nvidia0 2>/dev/null); do
+    pid=${fd#/proc/}; pid=${pid%%/*}
+    tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && return 0
+  done
+  return 1
+}
 
 wait_for "slurmctld and slurmd up, the node idle" 120 node_idle
 # After the scripts before it in the series, 570 is installed already.
@@ -25,6 +35,7 @@ expect_eq "module before the upgrade" 570.124.06 "$(loaded_version)"
 # A job on the GPU, 75 seconds long (the plan and the download take a while under TCG).
 first=$(sbatch --parsable --output=/root/first.out --wrap 'exec 3<>/dev/nvidia0; sleep 75')
 wait_for "job $first running" 60 running "$first"
+wait_for "job $first holding /dev/nvidia0" 60 holds_gpu "$first"
 drain=$(plan_with drain 580 '[upgrade]' 'drain = "slurm"')
 run_json plan plan "$drain"
 expect_eq "plan exit" 0 "$(cat $OUT/plan.exit)"
@@ -67,6 +78,7 @@ node_state | grep -qv DRAIN || fail "the node is still drained: $(node_state)"
 # as it was, nothing changed.
 long=$(sbatch --parsable --wrap 'exec 3<>/dev/nvidia0; sleep 600')
 wait_for "job $long running" 60 running "$long"
+wait_for "job $long holding /dev/nvidia0" 60 holds_gpu "$long"
 before=$(tree_hash)
 state_before=$(node_state)
 back=$(plan_with back 570 '[upgrade]' 'drain = "slurm"' 'drain_timeout = 5')
