@@ -74,7 +74,7 @@ fn vm_run_with(
 /// between them would only cost minutes of TCG. The DKMS build goes
 /// before DCGM and Slurm, which take the 570 it rolls back to.
 #[test]
-#[ignore = "boots a VM once and runs four scripts (about 12 minutes under TCG): scripts/test runs it"]
+#[ignore = "boots a VM once and runs four scripts (534–621 s alone under TCG): scripts/test runs it"]
 fn live_upgrade_under_each_holder_policy_a_dkms_build_dcgm_then_slurm() {
     let timings = vm_run_with(
         &["live-upgrade", "dkms", "dcgm", "slurm"],

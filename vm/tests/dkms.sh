@@ -11,9 +11,7 @@ phase_seconds() { json "$1" "[p[\"seconds\"] for p in d[\"phases\"] if p[\"phase
 persistenced_pid() { systemctl show -p MainPID --value nvidia-persistenced; }
 
 # Fresh, or 570 already there (after live-upgrade.sh in its series).
-run_json on570 apply /vm/plans/stand-in-570.toml
-expect_eq "570 in place" 0 "$(cat $OUT/on570.exit)"
-expect_eq "module before the upgrade" 570.124.06 "$(loaded_version)"
+have_570
 plan=$(plan_with dkms 590)
 run_json plan plan "$plan"
 json $OUT/plan.json '[s["summary"] for s in d["steps"] if s["id"]=="driver:build"][0]' \

@@ -74,6 +74,14 @@ install_570() {
   expect_eq "verify after the fresh install" true "$(json $OUT/fresh.json 'd["verify"]["passed"]')"
 }
 
+# Branch 570 in place, fresh or already there (a script later in a
+# --one-boot series): the apply passes and 570 is loaded.
+have_570() {
+  run_json on570 apply /vm/plans/stand-in-570.toml
+  expect_eq "570 in place" 0 "$(cat $OUT/on570.exit)"
+  expect_eq "module before the upgrade" 570.124.06 "$(loaded_version)"
+}
+
 # Requests the stand-in repository served between two Unix times of the
 # guest's clock (related to the host's, which the log uses, through /__time).
 downloads_between() {

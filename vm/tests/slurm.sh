@@ -13,10 +13,10 @@ wait_for() { # WHAT SECONDS COMMAND...: until COMMAND succeeds
   fail "$what: not within $seconds s"
 }
 node_idle() { [ "$(node_state)" = IDLE ]; }
-running() { [ "$(job_state "$1")" = RUNNING ]; }
 draining() { node_state | grep -q DRAIN; }
 # Slurm says RUNNING once the step launches, before the batch script has
-# opened the device: wait until a process of the job holds /dev/nvidia0.
+# opened the device: a job is waited for until a process of it holds
+# /dev/nvidia0.
 holds_gpu() { # JOB
   local fd pid
   for fd in $(find /proc/[0-9]*/fd -lname /dev/nvidia0 2>/dev/null); do
@@ -28,14 +28,11 @@ holds_gpu() { # JOB
 
 wait_for "slurmctld and slurmd up, the node idle" 120 node_idle
 # After the scripts before it in the series, 570 is installed already.
-run_json on570 apply /vm/plans/stand-in-570.toml
-expect_eq "570 in place" 0 "$(cat $OUT/on570.exit)"
-expect_eq "module before the upgrade" 570.124.06 "$(loaded_version)"
+have_570
 
 # A job on the GPU, 75 seconds long (the plan and the download take a while under TCG).
 first=$(sbatch --parsable --output=/root/first.out --wrap 'exec 3<>/dev/nvidia0; sleep 75')
-wait_for "job $first running" 60 running "$first"
-wait_for "job $first holding /dev/nvidia0" 60 holds_gpu "$first"
+wait_for "job $first holding /dev/nvidia0" 120 holds_gpu "$first"
 drain=$(plan_with drain 580 '[upgrade]' 'drain = "slurm"')
 run_json plan plan "$drain"
 expect_eq "plan exit" 0 "$(cat $OUT/plan.exit)"
@@ -77,8 +74,7 @@ node_state | grep -qv DRAIN || fail "the node is still drained: $(node_state)"
 # drain_timeout: a long job, a five-second bound: refused, the node back
 # as it was, nothing changed.
 long=$(sbatch --parsable --wrap 'exec 3<>/dev/nvidia0; sleep 600')
-wait_for "job $long running" 60 running "$long"
-wait_for "job $long holding /dev/nvidia0" 60 holds_gpu "$long"
+wait_for "job $long holding /dev/nvidia0" 120 holds_gpu "$long"
 before=$(tree_hash)
 state_before=$(node_state)
 back=$(plan_with back 570 '[upgrade]' 'drain = "slurm"' 'drain_timeout = 5')
