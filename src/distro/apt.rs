@@ -229,6 +229,12 @@ pub fn unhold(names: &[String]) -> Cmd {
     apt_mark("unhold", names)
 }
 
+/// `apt-mark auto`: installed as a dependency (autoremovable once nothing
+/// needs it), as the one transaction would have marked it.
+pub fn mark_auto(names: &[String]) -> Cmd {
+    apt_mark("auto", names)
+}
+
 fn apt_mark(verb: &str, names: &[String]) -> Cmd {
     Cmd::change("apt-mark")
         .args([

@@ -51,6 +51,16 @@ pub trait Prebuild: Send + Sync {
     /// Unpacks `archive` into `dir` (both in the root); returns the
     /// maintainer script that configures it.
     fn unpack(&self, ctx: &Context, archive: &str, dir: &str) -> Result<String, StepError>;
+    /// Installs what the build needs and the host lacks (`tools`: dkms,
+    /// the kernel's headers), at the versions the driver's transaction
+    /// takes, journaled; `Ok(Err(why))`, nothing installed, when installing
+    /// them apart would leave another package set than that transaction.
+    fn install_tools(
+        &self,
+        ctx: &Context,
+        journal: &mut Journal,
+        tools: &[String],
+    ) -> Result<Result<(), String>, StepError>;
     /// Gives the package step what was built.
     fn hand_over(&self, prebuilt: Prebuilt);
 }
@@ -74,12 +84,11 @@ impl Step for Build {
         // be partial): else apply leaves the build to the package step.
         let has_dkms = ctx.facts.all_packages.iter().any(|p| p.name == "dkms")
             || ctx.host.root.is_dir("/var/lib/dkms");
-        if !has_dkms {
-            // What apply does on such a host (see `apply`): said in plan too.
-            return Ok(Check::Satisfied(format!(
-                "dkms is not installed yet: the package step installs it and builds {package}'s module there"
-            )));
-        }
+        let first = if has_dkms {
+            ""
+        } else {
+            "install dkms and the kernel's headers (the versions the driver's transaction takes), then "
+        };
         let kernels = dkms::kernels_with_headers(&ctx.host.root);
         let kernels = if kernels.is_empty() {
             "the kernels whose headers the plan installs".to_string()
@@ -89,7 +98,7 @@ impl Step for Build {
         Ok(Check::Pending(Change {
             action: Action::None,
             summary: format!(
-                "build the kernel module of {package} {release} (DKMS) for {kernels} before anything is stopped; the package step then only installs it"
+                "{first}build the kernel module of {package} {release} (DKMS) for {kernels} before anything is stopped; the package step then only installs it"
             ),
             diff: Diff::None,
             commands: vec![
@@ -104,17 +113,6 @@ impl Step for Build {
         let Some(fetched) = self.source.fetch(ctx)? else {
             return Ok(()); // the transaction carries no module source
         };
-        if !fetched.tools.is_empty() {
-            // A fresh host: installed apart from the transaction, dkms
-            // would make apt resolve its compiler differently than the one
-            // transaction does. Nothing runs on a driver here to keep
-            // serving: the package step builds, as the package's script does.
-            ctx.progress.warn(&format!(
-                "{} is not installed yet: the package step installs it and builds the module",
-                fetched.tools.join(", ")
-            ));
-            return Ok(());
-        }
         let root = &ctx.host.root;
         journal.record(
             ID,
@@ -135,6 +133,17 @@ impl Step for Build {
             ));
             return root.remove_dir_all(SCRATCH).map_err(io_error(SCRATCH));
         };
+        // A fresh host: dkms and the headers first, at the versions the
+        // driver's transaction takes, so that a build that fails fails
+        // before the driver is installed.
+        if !fetched.tools.is_empty()
+            && let Err(why) = self.source.install_tools(ctx, journal, &fetched.tools)?
+        {
+            ctx.progress.warn(&format!(
+                "{why}: the package step builds the module, as the package's script does"
+            ));
+            return root.remove_dir_all(SCRATCH).map_err(io_error(SCRATCH));
+        }
         let kernels = dkms::kernels_with_headers(&ctx.host.root);
         let built = build_all(ctx, &fetched, &handover, &kernels)?;
         let mut prebuilt = Prebuilt::default();

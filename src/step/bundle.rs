@@ -49,7 +49,10 @@ impl BundleRepository {
             self.opened.manifest.release
         ));
         match self.family {
-            Family::Debian => format!("{header}deb [trusted=yes] file:{}/ ./\n", self.dir()),
+            // copy:, not file: apt copies each archive into its cache as
+            // from a mirror, where the module's source is unpacked and
+            // built before the window (step::build), as online.
+            Family::Debian => format!("{header}deb [trusted=yes] copy:{}/ ./\n", self.dir()),
             Family::Rhel => format!(
                 "{header}[{BUNDLE_ID}]\nname=provision offline bundle for {}\nbaseurl=file://{}/\nenabled=1\ngpgcheck=0\n",
                 self.opened.manifest.release,

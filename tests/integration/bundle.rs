@@ -381,6 +381,10 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
         "--json",
     ]);
     assert_eq!(applied.code, 0, "{applied:?}");
+    // dkms, the compiler and the headers first, then the module's build,
+    // then the driver's packages, which only load it: online and offline.
+    let release = "535.309.01";
+    crate::real_driver::built_before_packages(&applied.json(), release);
 
     // Offline: the other B, the network cut, the bundle alone.
     let with_bundle = |verb: &str| {
@@ -396,6 +400,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
         run.json()
     };
     let applied = with_bundle("apply");
+    crate::real_driver::built_before_packages(&applied, release);
     // Only the bundle's list is refreshed: the rootfs's own sources cannot
     // be reached, and apt would spend its retries on each.
     // (The check that the bundle serves the host refreshed a throwaway

@@ -2,10 +2,10 @@
 //! bookworm rootfs with Secure Boot modelled as on: 535.261.03 (bookworm)
 //! installed fresh, then upgraded to 535.309.01 (bookworm-security). DKMS
 //! builds the real module, signed with a freshly generated key pair
-//! (`[secure_boot]`): on the fresh host in the package step, for the
-//! upgrade before it (`driver:build`), so that the package step only
-//! installs it. A build that fails is refused with
-//! its make.log before anything changed; a rollback brings 535.261.03 back
+//! (`[secure_boot]`), before the package step (`driver:build`), which then
+//! only installs it: on the fresh host once dkms, the compiler and the
+//! headers are installed, for the upgrade before anything is stopped. A
+//! build that fails is refused with its make.log before anything changed; a rollback brings 535.261.03 back
 //! from the module built before, and the next rollback removes it all
 //! (the DKMS signing configuration byte for byte). Two module builds and a
 //! 1.8 GB download (the CUDA 11.8 toolkit): about eight minutes, ignored by
@@ -40,7 +40,7 @@ fn phases(report: &serde_json::Value) -> Vec<(String, f64, f64)> {
 /// The build came before the package step, which loaded what it built
 /// (Debian's common.postinst: "Loading tarball") and built nothing:
 /// `(build seconds, packages seconds)`.
-fn built_before_packages(report: &serde_json::Value, release: &str) -> (f64, f64) {
+pub(crate) fn built_before_packages(report: &serde_json::Value, release: &str) -> (f64, f64) {
     let log = fs_err::read_to_string(report["log"].as_str().unwrap()).unwrap();
     assert!(
         log.contains(&format!("Loading tarball for nvidia-current-{release}")),
@@ -104,8 +104,10 @@ fn debian_12_real_535_driver_with_dkms() {
 
     let report = apply_ok(&plan, rootfs.arg());
     assert_eq!(report["changed"], true);
-    // A fresh host has no dkms yet: the package step builds, as Debian's
-    // script does (nothing runs on a driver here to keep serving).
+    // A fresh host: dkms, the compiler and the headers came first, then the
+    // build, then the package step, which only loaded the module.
+    let (build, packages_seconds) = built_before_packages(&report, OLD);
+    eprintln!("fresh install: build {build:.1} s, packages {packages_seconds:.1} s");
     nothing_left_of_the_build(rootfs.path());
     assert!(
         mounts_under(rootfs.path()).is_empty(),
@@ -121,6 +123,13 @@ fn debian_12_real_535_driver_with_dkms() {
         assert_eq!(&packages[name].0, driver, "{name} at the driver's release");
     }
     assert!(packages["nvidia-cuda-toolkit"].0.starts_with("11.8."));
+    // Installed ahead of the driver, dkms is still marked as its dependency,
+    // as the one transaction marks it (autoremovable with the driver).
+    assert_eq!(
+        rootfs.chroot(&["apt-mark", "showauto", "dkms"]).trim(),
+        "dkms",
+        "dkms is marked as installed automatically"
+    );
 
     // DKMS built the real module for the rootfs's kernel: modinfo reads it.
     let module = format!("/lib/modules/{kernel}/updates/dkms/nvidia-current.ko");

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use super::{Packages, installed_now};
-use crate::distro::Manager;
+use crate::distro::{Manager, apt};
 use crate::host::{Cmd, Host, run_checked};
+use crate::journal::{Journal, PackageState, Undo};
 use crate::step::build::{Build, Fetched, Prebuild, Prebuilt};
 use crate::step::window::download::Prefetch;
 use crate::step::{Context, StepError};
@@ -55,6 +56,97 @@ fn downloaded_source(files: &[String], release: &str) -> Option<(String, String,
         (is_module_source(name) && crate::version::upstream(&version) == release)
             .then(|| (name.to_string(), version, file.clone()))
     })
+}
+
+/// What `apt-get -s` says a command would install: (name, version).
+type Outcome = std::collections::BTreeSet<(String, String)>;
+
+fn outcome(tx: &apt::Transaction) -> Outcome {
+    tx.install
+        .iter()
+        .map(|(name, _, version)| (name.clone(), version.clone()))
+        .collect()
+}
+
+/// The tools (dkms, the kernel's headers) to install ahead of the driver's
+/// transaction, each at the version the `whole` transaction takes, in an
+/// order that leaves the host with that transaction's package set;
+/// `Ok(Err(why))` when there is none. apt settles an or-group (dkms's
+/// `gcc | c-compiler`) by what comes before it on its command line:
+/// `apt-get install dkms linux-headers-K` takes the `gcc` meta package,
+/// `apt-get install linux-headers-K dkms` does not (the headers bring
+/// `gcc-12`, a `c-compiler`), and the one transaction goes one way or the
+/// other. An order fits when, by themselves (`alone`), the tools install
+/// only what the whole transaction does, at its versions, and the whole
+/// transaction with them first on its command line (`first`) installs
+/// the same as without.
+fn tools_ahead(
+    whole: &apt::Transaction,
+    tools: &[String],
+    mut alone: impl FnMut(&[(String, String)]) -> Result<apt::Transaction, StepError>,
+    mut first: impl FnMut(&[(String, String)]) -> Result<apt::Transaction, StepError>,
+) -> Result<Result<Vec<(String, String)>, String>, StepError> {
+    let version = |name: &str| {
+        whole
+            .install
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v.clone())
+    };
+    let Some(exact) = tools
+        .iter()
+        .map(|t| version(t).map(|v| (t.clone(), v)))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(Err(format!(
+            "the driver's transaction does not bring {}",
+            tools.join(", ")
+        )));
+    };
+    let whole_set = outcome(whole);
+    let mut why = Vec::new();
+    for dkms_first in [true, false] {
+        let mut order = exact.clone();
+        order.sort_by_key(|(name, _)| (name == "dkms") != dkms_first);
+        let pulled = alone(&order)?;
+        let extra: Vec<String> = outcome(&pulled)
+            .difference(&whole_set)
+            .map(|(name, v)| format!("{name} {v}"))
+            .chain(
+                pulled
+                    .remove
+                    .iter()
+                    .map(|(name, _)| format!("{name} (removed)")),
+            )
+            .collect();
+        let names = order.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>();
+        if !extra.is_empty() {
+            why.push(format!(
+                "`{}` by itself would bring {}",
+                names.join(" "),
+                extra.join(", ")
+            ));
+            continue;
+        }
+        let together = outcome(&first(&order)?);
+        if together != whole_set {
+            let differ: Vec<String> = together
+                .symmetric_difference(&whole_set)
+                .map(|(name, v)| format!("{name} {v}"))
+                .collect();
+            why.push(format!(
+                "`{}` first would change the transaction ({})",
+                names.join(" "),
+                differ.join(", ")
+            ));
+            continue;
+        }
+        return Ok(Ok(order));
+    }
+    Ok(Err(format!(
+        "installed apart, the build's tools would leave another package set than the driver's transaction: {}",
+        why.join("; ")
+    )))
 }
 
 /// Removes the tarballs the maintainer script has loaded, and the
@@ -129,6 +221,74 @@ impl Prebuild for Packages {
         Ok(ctx.host.root.read_string(&postinst).unwrap_or_default())
     }
 
+    fn install_tools(
+        &self,
+        ctx: &Context,
+        journal: &mut Journal,
+        tools: &[String],
+    ) -> Result<Result<(), String>, StepError> {
+        let host = ctx.host;
+        let Some(prepared) = self.prepared() else {
+            return Ok(Err("the driver's transaction is not known".into()));
+        };
+        let installed = installed_now(host)?;
+        let settled = self.settle(host, &installed);
+        let (_, _, remove) = settled.pending(&installed);
+        let pin = prepared
+            .release
+            .as_deref()
+            .and_then(|r| settled.pin_content(r));
+        let whole = settled.simulate(host, &prepared.exact, &remove, pin.as_deref(), &installed)?;
+        let alone = |tools: &[(String, String)]| {
+            let output = run_checked(host.runner.as_ref(), &apt::simulate(tools, &[]))?;
+            Ok(apt::parse_simulation(&output.stdout))
+        };
+        let first = |tools: &[(String, String)]| {
+            let rest = prepared.exact.iter().filter(|p| !tools.contains(p));
+            let exact: Vec<_> = tools.iter().chain(rest).cloned().collect();
+            settled.simulate(host, &exact, &remove, pin.as_deref(), &installed)
+        };
+        let exact = match tools_ahead(&whole, tools, alone, first)? {
+            Ok(exact) => exact,
+            Err(why) => return Ok(Err(why)),
+        };
+        let before = installed
+            .iter()
+            .map(|p| {
+                let state = PackageState {
+                    version: p.version.clone(),
+                    held: p.held,
+                };
+                (p.name.clone(), state)
+            })
+            .collect();
+        journal.record(
+            crate::step::build::ID,
+            Undo::Packages {
+                manager: "apt".into(),
+                before,
+                modules: Vec::new(),
+            },
+        )?;
+        ctx.progress.command_line(&format!(
+            "installing {} for the build (the versions the driver's transaction takes)",
+            tools.join(", ")
+        ));
+        let runner = host.runner.as_ref();
+        run_checked(runner, &apt::install(&exact, &[], false))?;
+        // What the transaction pulls in as a dependency (dkms, under the
+        // module's package) is marked so, as it would have been.
+        let pulled: Vec<String> = exact
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| !prepared.exact.iter().any(|(n, _)| n == name))
+            .collect();
+        if !pulled.is_empty() {
+            run_checked(runner, &apt::mark_auto(&pulled))?;
+        }
+        Ok(Ok(()))
+    }
+
     fn hand_over(&self, prebuilt: Prebuilt) {
         let _ = self.prebuilt.set(prebuilt);
     }
@@ -137,6 +297,109 @@ impl Prebuild for Packages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tx(names: &[(&str, &str)]) -> apt::Transaction {
+        apt::Transaction {
+            install: names
+                .iter()
+                .map(|(n, v)| (n.to_string(), None, v.to_string()))
+                .collect(),
+            remove: Vec::new(),
+        }
+    }
+
+    const HEADERS: &str = "linux-headers-6.1.0-30-amd64";
+
+    fn tools() -> Vec<String> {
+        vec!["dkms".into(), HEADERS.into()]
+    }
+
+    /// What apt does with dkms and the headers by themselves: dkms first
+    /// takes the `gcc` meta package, the headers first do not.
+    fn alone(order: &[(String, String)]) -> Result<apt::Transaction, StepError> {
+        let mut set = vec![
+            ("dkms", "3.0.10-8+deb12u1"),
+            ("gcc-12", "12.2.0-14"),
+            ("make", "4.3-4.1"),
+            (HEADERS, "6.1.124-1"),
+        ];
+        if order[0].0 == "dkms" {
+            set.push(("gcc", "4:12.2.0-3"));
+        }
+        Ok(tx(&set))
+    }
+
+    fn whole(with_gcc: bool) -> apt::Transaction {
+        let mut set = vec![
+            ("nvidia-kernel-dkms", "535.261.03-1"),
+            ("dkms", "3.0.10-8+deb12u1"),
+            ("gcc-12", "12.2.0-14"),
+            ("make", "4.3-4.1"),
+            (HEADERS, "6.1.124-1"),
+        ];
+        if with_gcc {
+            set.push(("gcc", "4:12.2.0-3"));
+        }
+        tx(&set)
+    }
+
+    #[test]
+    fn the_tools_go_ahead_in_the_order_that_ends_with_the_transactions_set() {
+        // The transaction takes gcc (its module package brings dkms before
+        // the headers): dkms goes first ahead of it too.
+        let with_gcc = whole(true);
+        let order = tools_ahead(&with_gcc, &tools(), alone, |_| Ok(with_gcc.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            order,
+            [
+                ("dkms".into(), "3.0.10-8+deb12u1".into()),
+                (HEADERS.into(), "6.1.124-1".into())
+            ]
+        );
+        // It does not: the headers go first, and apt takes gcc-12 for
+        // dkms's c-compiler.
+        let without = whole(false);
+        let order = tools_ahead(&without, &tools(), alone, |_| Ok(without.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(order[0].0, HEADERS);
+        assert_eq!(order[1].0, "dkms");
+    }
+
+    #[test]
+    fn the_tools_stay_with_the_transaction_when_no_order_gives_its_set() {
+        // Tools first, the transaction would change: nothing goes ahead.
+        let without = whole(false);
+        let why = tools_ahead(&without, &tools(), alone, |_| Ok(whole(true)))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            why.contains("by itself would bring gcc 4:12.2.0-3"),
+            "{why}"
+        );
+        assert!(
+            why.contains("first would change the transaction (gcc 4:12.2.0-3)"),
+            "{why}"
+        );
+        // Another version than the transaction's.
+        let why = tools_ahead(
+            &without,
+            &tools(),
+            |_| Ok(tx(&[("make", "4.3-4.2")])),
+            |_| unreachable!(),
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(why.contains("make 4.3-4.2"), "{why}");
+        // A transaction that brings no dkms.
+        let none = tx(&[("nvidia-kernel-dkms", "535.261.03-1")]);
+        let why = tools_ahead(&none, &tools(), |_| unreachable!(), |_| unreachable!())
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("does not bring"), "{why}");
+    }
 
     #[test]
     fn module_sources_by_name() {
