@@ -25,7 +25,8 @@ pub struct Fetched {
     /// Its archive, a path inside the root.
     pub archive: String,
     /// What a build needs (`dkms`, the kernel's headers) that is not
-    /// installed yet: the transaction brings it along.
+    /// installed yet: installed ahead of the build where that leaves the
+    /// transaction's package set (`Prebuild::install_tools`).
     pub tools: Vec<String>,
 }
 
@@ -81,7 +82,8 @@ impl Step for Build {
             ));
         };
         // dkms installed, or its tree there (a capture's package list may
-        // be partial): else apply leaves the build to the package step.
+        // be partial): else apply installs it and the headers first, where
+        // that leaves the transaction's package set (see `apply`).
         let has_dkms = ctx.facts.all_packages.iter().any(|p| p.name == "dkms")
             || ctx.host.root.is_dir("/var/lib/dkms");
         let first = if has_dkms {
