@@ -89,7 +89,7 @@ impl Step for Build {
         let first = if has_dkms {
             ""
         } else {
-            "install dkms and the kernel's headers (the versions the driver's transaction takes), then "
+            "install dkms and the kernel's headers (the versions the driver's transaction takes; else the package step builds), then "
         };
         let kernels = dkms::kernels_with_headers(&ctx.host.root);
         let kernels = if kernels.is_empty() {

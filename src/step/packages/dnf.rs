@@ -298,7 +298,11 @@ pub(super) fn prefetch(packages: &Packages, ctx: &Context) -> Result<(), StepErr
             &dnf.download(&exact, plugins.as_ref()),
         )?;
     }
-    let _ = packages.prepared.set(super::Prepared { exact, release });
+    let _ = packages.prepared.set(super::Prepared {
+        exact,
+        release,
+        transaction: Default::default(),
+    });
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub struct Packages {
 pub(crate) struct Prepared {
     pub exact: Vec<(String, String)>,
     pub release: Option<String>,
+    /// What `apt-get -s` said the transaction installs and removes (apt
+    /// only; empty when nothing was to install).
+    pub transaction: apt::Transaction,
 }
 
 /// Installed packages by name.
@@ -915,12 +918,13 @@ impl Prefetch for Packages {
         let (exact, release) = settled
             .resolve(host, &installed, &install)
             .map_err(StepError::Failed)?;
+        let mut transaction = apt::Transaction::default();
         if !exact.is_empty() {
             let pin = release.as_deref().and_then(|r| settled.pin_content(r));
             // Vetted now, with the fresh lists, while nothing is stopped:
             // a refusal (an unrelated removal, a held blocker) comes before
             // the window opens, and inside it only the install runs.
-            settled.simulate(host, &exact, &remove, pin.as_deref(), &installed)?;
+            transaction = settled.simulate(host, &exact, &remove, pin.as_deref(), &installed)?;
             let preferences = pin
                 .as_deref()
                 .and_then(|pin| FuturePreferences::new(host, pin));
@@ -930,7 +934,11 @@ impl Prefetch for Packages {
             }
             run_checked(host.runner.as_ref(), &cmd)?;
         }
-        let _ = self.prepared.set(Prepared { exact, release });
+        let _ = self.prepared.set(Prepared {
+            exact,
+            release,
+            transaction,
+        });
         Ok(())
     }
 }
@@ -1032,19 +1040,7 @@ impl Packages {
                 .warn("dpkg had been interrupted: `dpkg --configure -a` finished its work first");
         }
         let installed = installed_now(host)?;
-        let before: BTreeMap<String, PackageState> = installed
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    PackageState {
-                        version: p.version.clone(),
-                        held: p.held,
-                    },
-                )
-            })
-            .collect();
-        record_before(ctx, journal, "apt", before, self.prebuilt.get())?;
+        record_before(ctx, journal, "apt", states(&installed), self.prebuilt.get())?;
         let (install, _, remove) = self.pending(&installed);
         // Inside the window the lists are already fresh and the archives
         // downloaded: nothing is fetched while the GPU is out of service.
@@ -1096,6 +1092,20 @@ impl Packages {
         }
         Ok(())
     }
+}
+
+/// What a rollback returns to: each installed package's version and hold.
+pub(crate) fn states(installed: &[Package]) -> BTreeMap<String, PackageState> {
+    installed
+        .iter()
+        .map(|p| {
+            let state = PackageState {
+                version: p.version.clone(),
+                held: p.held,
+            };
+            (p.name.clone(), state)
+        })
+        .collect()
 }
 
 /// dpkg's own database shows every name held, or the step fails: an

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use super::{Packages, installed_now};
+use super::{Packages, installed_now, states};
 use crate::distro::{Manager, apt};
 use crate::host::{Cmd, Host, run_checked};
-use crate::journal::{Journal, PackageState, Undo};
+use crate::journal::{Journal, Undo};
 use crate::step::build::{Build, Fetched, Prebuild, Prebuilt};
 use crate::step::window::download::Prefetch;
 use crate::step::{Context, StepError};
@@ -238,7 +238,6 @@ impl Prebuild for Packages {
             .release
             .as_deref()
             .and_then(|r| settled.pin_content(r));
-        let whole = settled.simulate(host, &prepared.exact, &remove, pin.as_deref(), &installed)?;
         let alone = |tools: &[(String, String)]| {
             let output = run_checked(host.runner.as_ref(), &apt::simulate(tools, &[]))?;
             Ok(apt::parse_simulation(&output.stdout))
@@ -248,25 +247,16 @@ impl Prebuild for Packages {
             let exact: Vec<_> = tools.iter().chain(rest).cloned().collect();
             settled.simulate(host, &exact, &remove, pin.as_deref(), &installed)
         };
-        let exact = match tools_ahead(&whole, tools, alone, first)? {
+        // The whole transaction as the download step simulated it.
+        let exact = match tools_ahead(&prepared.transaction, tools, alone, first)? {
             Ok(exact) => exact,
             Err(why) => return Ok(Err(why)),
         };
-        let before = installed
-            .iter()
-            .map(|p| {
-                let state = PackageState {
-                    version: p.version.clone(),
-                    held: p.held,
-                };
-                (p.name.clone(), state)
-            })
-            .collect();
         journal.record(
             crate::step::build::ID,
             Undo::Packages {
                 manager: "apt".into(),
-                before,
+                before: states(&installed),
                 modules: Vec::new(),
             },
         )?;
