@@ -86,7 +86,7 @@ pub fn parse_madison(text: &str) -> BTreeMap<String, Vec<String>> {
 /// `restore` (an undo returning to a recorded set) may downgrade and change
 /// held packages; a forward transaction may downgrade only what it names
 /// and leaves every hold to the caller (a held blocker must stop it).
-pub fn install(exact: &[(String, String)], purge: &[String], restore: bool) -> Cmd {
+pub fn install(exact: &[(String, String)], purge: &[String], change_held: bool) -> Cmd {
     let mut cmd = apt_get().args([
         "install",
         "-y",
@@ -99,7 +99,7 @@ pub fn install(exact: &[(String, String)], purge: &[String], restore: bool) -> C
         "Dpkg::Options::=--force-confold",
     ]);
     cmd = cmd.arg("--allow-downgrades");
-    if restore {
+    if change_held {
         cmd = cmd.arg("--allow-change-held-packages");
     }
     // An empty version leaves the choice to apt (under the pin).
@@ -311,8 +311,9 @@ pub fn simulate(exact: &[(String, String)], purge: &[String]) -> Cmd {
     let install = install(exact, purge, false);
     // The same arguments as the real transaction, after "apt-get". Held
     // packages may change here so that the simulation shows which ones
-    // would: the plan's own are unheld before the real transaction, any
-    // other one is a blocker the caller names.
+    // would: any the plan does not name is a blocker the caller names; the
+    // transaction vetted this way then runs as simulated, holds in place
+    // (or, not vetted ahead, after the plan's own are unheld).
     cmd.args(install.args.into_iter().filter(|a| a != "-y"))
         .arg("--allow-change-held-packages")
 }

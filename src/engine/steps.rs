@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::build::{PlanRefused, build_steps};
 use crate::facts::Facts;
+use crate::facts::os::Family;
 use crate::host::Host;
 use crate::journal::Generation;
 use crate::plan::{Drain, DriverTarget, HolderPolicy, Plan};
@@ -17,6 +18,7 @@ use crate::step::window::drain::{DrainNode, DrainReport, ResumeNode, Scheduler};
 use crate::step::window::modules::{Load, Unload};
 use crate::step::window::processes::{Terminate, terminate_targets};
 use crate::step::window::reboot::{Reboot, Resumed};
+use crate::step::window::starts::{HoldStarts, ReleaseStarts};
 use crate::step::window::units::{RestartUnits, StartUnits, StopUnits};
 use crate::step::{Context, DriverChange, Step, persistence, verify};
 use crate::upgrade::{self, HolderAction, Swap, Window};
@@ -199,7 +201,11 @@ fn add_window(
         timeout: std::time::Duration::from_secs(plan.upgrade.drain_timeout),
         report: built.drain.clone(),
     });
-    splice(&mut built.steps, index, &window, plan, drain);
+    // Debian's package scripts start the services they ship (policy-rc.d
+    // governs them); RPM's try-restart leaves a stopped service stopped.
+    let scripts_start = facts.os.family == Some(Family::Debian)
+        && built.steps[index].id() == crate::step::packages::ID;
+    splice(&mut built.steps, index, &window, plan, drain, scripts_start);
     if window.live {
         built.push_verify(plan);
         if let Some(scheduler) = scheduler {
@@ -309,6 +315,7 @@ fn splice(
     window: &Window,
     plan: &Plan,
     node: Option<DrainNode>,
+    scripts_start: bool,
 ) {
     let timeout = std::time::Duration::from_secs(plan.upgrade.stop_timeout.0);
     let mut drain: Vec<Box<dyn Step>> = Vec::new();
@@ -343,8 +350,18 @@ fn splice(
             }));
         }
     }
+    let hold_starts = scripts_start && window.live && !window.start.is_empty();
+    if hold_starts {
+        drain.push(Box::new(HoldStarts {
+            units: window.start.clone(),
+        }));
+    }
+    let after = index + drain.len() + 1;
     for (offset, step) in drain.into_iter().enumerate() {
         steps.insert(index + offset, step);
+    }
+    if hold_starts {
+        steps.insert(after, Box::new(ReleaseStarts));
     }
     if !window.live {
         steps.push(Box::new(Reboot {

@@ -128,6 +128,23 @@ fn the_persistence_daemon_provision_enables_does_not_block_a_shipped_plan() {
         ["nvidia-persistenced.service"]
     );
     assert_eq!(report["window"]["live"], true);
+    // Ubuntu's package scripts restart the daemon they ship: while the
+    // packages go in, a policy-rc.d keeps it stopped until the new module
+    // is loaded, and goes once they are in.
+    let ids = step_ids(&report);
+    let at = |id: &str| {
+        ids.iter()
+            .position(|s| s == id)
+            .unwrap_or_else(|| panic!("{id} not in {ids:?}"))
+    };
+    assert_eq!(at("window:hold-starts") + 1, at("packages"), "{ids:?}");
+    assert_eq!(at("packages") + 1, at("window:release-starts"), "{ids:?}");
+    assert!(at("window:release-starts") < at("window:load"));
+    let hold = &report["steps"][at("window:hold-starts")];
+    assert_eq!(
+        hold["summary"],
+        "the package scripts do not start nvidia-persistenced.service (started after the load)"
+    );
 }
 
 #[test]
@@ -402,6 +419,9 @@ fn terminate_stops_services_ends_the_rest_and_shows_the_window_as_steps() {
     assert!(at("packages") < at("window:load"));
     assert!(at("window:load") < at("window:start"));
     assert!(at("window:start") < at("driver:verify"));
+    // RPM's scriptlets try-restart: a stopped service stays stopped, and
+    // there is no policy-rc.d to hold it.
+    assert!(!ids.iter().any(|id| id.ends_with("-starts")), "{ids:?}");
     let terminate = &report["steps"][at("window:terminate")];
     assert!(
         terminate["summary"]

@@ -8,6 +8,7 @@ consistent() { # WHAT VERSION
   expect_eq "$1: user space" "$2" "$(nvidia-smi --query-gpu=driver_version --format=csv,noheader)"
   expect_eq "$1: nvidia-persistenced" active "$(active nvidia-persistenced)"
   [ "$(lsmod | grep -c '^nvidia ')" = 1 ] || fail "$1: nvidia loaded $(lsmod | grep -c '^nvidia ') times"
+  [ ! -e /usr/sbin/policy-rc.d ] || fail "$1: the window's policy-rc.d was left behind"
 }
 
 # apply_killed NAME PLAN CONDITION: starts apply in the background and
@@ -43,10 +44,11 @@ provision history --json > $OUT/history-kill.json
 expect_eq "the interrupted generation" failed "$(json $OUT/history-kill.json 'd["generations"][1]["state"]')"
 expect_eq "the new generation" applied "$(json $OUT/history-kill.json 'd["generations"][2]["state"]')"
 
-# 2. Killed once the modules are unloaded (the way back to 570); a rollback
-#    straight after undoes that interrupted apply.
+# 2. Killed once the modules are unloaded and the package scripts' starts
+#    are held (window:hold-starts wrote /usr/sbin/policy-rc.d), on the way
+#    back to 570; a rollback straight after undoes that interrupted apply.
 back=$(plan_with back 570 '[upgrade]' 'holders = "terminate"' 'stop_timeout = 10')
-apply_killed kill-unload "$back" '! grep -q "^nvidia " /proc/modules'
+apply_killed kill-unload "$back" '! grep -q "^nvidia " /proc/modules && [ -e /usr/sbin/policy-rc.d ]'
 run_json rollback rollback --lock-timeout 300
 expect_eq "rollback after the kill exit" 0 "$(cat $OUT/rollback.exit)"
 expect_eq "rollback undid the interrupted generation" 4 "$(json $OUT/rollback.json 'd["generation"]')"

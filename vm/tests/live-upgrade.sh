@@ -47,6 +47,19 @@ expect_eq "apply's reboot_required equals plan's" false "$(json $OUT/term.json '
 expect_eq "module after the upgrade" 580.105.08 "$(loaded_version)"
 expect_eq "nvidia-persistenced after the upgrade" active "$(active nvidia-persistenced)"
 [ "$(systemctl show -p MainPID --value nvidia-persistenced)" != "$persistenced" ] || fail "nvidia-persistenced was not restarted"
+# Its package's script did not start it inside the window, before the new
+# module was in: a policy-rc.d held the start, and is gone now.
+grep -q "policy-rc.d returned 101, not running 'restart nvidia-persistenced.service'" "$(json $OUT/term.json 'd["log"]')" \
+  || fail "the package script's restart of nvidia-persistenced was not held: $(grep -i persistenced "$(json $OUT/term.json 'd["log"]')" | head -n 5)"
+[ ! -e /usr/sbin/policy-rc.d ] || fail "the window's policy-rc.d was left behind: $(cat /usr/sbin/policy-rc.d)"
+started=$(systemctl show -p ExecMainStartTimestampMonotonic --value nvidia-persistenced)
+loaded=$(json $OUT/term.json '[p["at"]+p["seconds"] for p in d["window"]["phases"] if p["phase"]=="load"][0]')
+python3 - "$started" "$loaded" <<'PY' || fail "nvidia-persistenced started before the new module was loaded"
+import sys, time
+started_mono = int(sys.argv[1]) / 1e6
+started = time.time() - (time.monotonic() - started_mono)
+sys.exit(0 if started >= float(sys.argv[2]) - 0.5 else 1)
+PY
 expect_eq "nvidia-driver-cuda" 580.105.08-1 "$(installed_version nvidia-driver-cuda)"
 expect_eq "nvidia-driver-cuda hold" held "$(held nvidia-driver-cuda)"
 expect_eq "nvidia-kernel-open-dkms hold" held "$(held nvidia-kernel-open-dkms)"

@@ -963,6 +963,13 @@ impl Packages {
                 }
             )));
         }
+        // Inside the window the download step has resolved and simulated
+        // the transaction already, with fresh lists, before anything was
+        // stopped: its answer stands, and the GPU does not wait for apt to
+        // give it again.
+        if let Some(prepared) = self.prepared() {
+            return Ok(self.prepared_check(ctx, prepared, (&install, &hold, &remove), pin_ok));
+        }
         // Exact versions when the package lists already know them; the
         // lists are refreshed only by `apply`.
         let (resolved, release) = match self.resolve(ctx.host, installed, &install) {
@@ -1002,6 +1009,31 @@ impl Packages {
             diff: Diff::Packages(changes),
             commands,
         }))
+    }
+
+    /// The check inside the window: what the download step resolved and
+    /// simulated, as `apt_check` would say it.
+    fn prepared_check(
+        &self,
+        ctx: &Context,
+        prepared: &Prepared,
+        (install, hold, remove): (&[&PackageSpec], &[&PackageSpec], &[String]),
+        pin_ok: bool,
+    ) -> Check {
+        let installed = &ctx.facts.all_packages;
+        let resolved: BTreeMap<String, String> = prepared.exact.iter().cloned().collect();
+        let mut changes = planned_changes(installed, install, hold, remove, &resolved);
+        add_transaction(&mut changes, prepared.transaction.clone());
+        let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
+        let release = prepared.release.clone();
+        let commands = apt_commands(ctx, pin_ok, release, &prepared.exact, remove, &held);
+        let counts = (install.len(), remove.len(), hold.len(), held.len());
+        Check::Pending(Change {
+            action: action_of(&changes),
+            summary: self.apt_summary(counts, pin_ok, !resolved.is_empty()),
+            diff: Diff::Packages(changes),
+            commands,
+        })
     }
 
     /// The apt step's one line: what changes, counted; `counts` are
@@ -1068,16 +1100,26 @@ impl Packages {
                 .chain(remove.iter().cloned())
                 .filter(|name| now.get(name.as_str()).is_some_and(|p| p.held))
                 .collect();
-            if !held_changing.is_empty() {
-                run_checked(host.runner.as_ref(), &apt::unhold(&held_changing))?;
-            }
-            if self.prepared().is_none() {
-                // Not vetted ahead (no download step ran): vetted here.
+            // Vetted ahead (the download step simulated this very command
+            // with the holds in place, and refused a transaction that
+            // changes a held package the plan does not name): apt may change
+            // the held ones it names, without an `apt-mark unhold` inside the
+            // window. Else the plan's held packages are released first and
+            // the transaction vetted here.
+            let vetted = self.prepared().is_some();
+            if !vetted {
+                if !held_changing.is_empty() {
+                    run_checked(host.runner.as_ref(), &apt::unhold(&held_changing))?;
+                }
                 self.simulate(host, &exact, &remove, None, &installed)?;
             }
             // Downgrades only of what the plan names (a flavour switch or an
             // exact older release); the pin keeps the rest of the set along.
-            run_checked(host.runner.as_ref(), &apt::install(&exact, &remove, false))?;
+            let change_held = vetted && !held_changing.is_empty();
+            run_checked(
+                host.runner.as_ref(),
+                &apt::install(&exact, &remove, change_held),
+            )?;
         }
         if let Some(prebuilt) = self.prebuilt.get() {
             prebuild::remove_handed(host, prebuilt);

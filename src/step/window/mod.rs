@@ -17,6 +17,7 @@ pub mod drain;
 pub mod modules;
 pub mod processes;
 pub mod reboot;
+pub mod starts;
 pub mod units;
 
 use std::time::{Duration, Instant};
