@@ -83,9 +83,9 @@ pub fn parse_madison(text: &str) -> BTreeMap<String, Vec<String>> {
 
 /// One transaction: install exact versions, purge the packages to remove.
 /// Recommends are left out: a compute node gets what the plan names.
-/// `restore` (an undo returning to a recorded set) may downgrade and change
-/// held packages; a forward transaction may downgrade only what it names
-/// and leaves every hold to the caller (a held blocker must stop it).
+/// `change_held`: apt may change held packages (an undo returning to a
+/// recorded set, or a transaction simulated so, holds in place, and vetted
+/// ahead); else every hold is left to the caller (a held blocker stops it).
 pub fn install(exact: &[(String, String)], purge: &[String], change_held: bool) -> Cmd {
     let mut cmd = apt_get().args([
         "install",

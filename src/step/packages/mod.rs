@@ -45,6 +45,14 @@ pub(crate) struct Prepared {
     pub transaction: apt::Transaction,
 }
 
+/// Exact versions by name, the driver release, and the simulated
+/// transaction when there was one.
+type Simulated = (
+    BTreeMap<String, String>,
+    Option<String>,
+    Option<apt::Transaction>,
+);
+
 /// Installed packages by name.
 /// The commands apt's apply runs, as plan shows them: the pin, apt-get
 /// update and install, apt-mark hold.
@@ -963,32 +971,11 @@ impl Packages {
                 }
             )));
         }
-        // Inside the window the download step has resolved and simulated
-        // the transaction already, with fresh lists, before anything was
-        // stopped: its answer stands, and the GPU does not wait for apt to
-        // give it again.
-        if let Some(prepared) = self.prepared() {
-            return Ok(self.prepared_check(ctx, prepared, (&install, &hold, &remove), pin_ok));
-        }
-        // Exact versions when the package lists already know them; the
-        // lists are refreshed only by `apply`.
-        let (resolved, release) = match self.resolve(ctx.host, installed, &install) {
-            Ok((exact, release)) => (
-                exact.into_iter().collect::<BTreeMap<String, String>>(),
-                release,
-            ),
-            Err(_) => (BTreeMap::new(), None),
-        };
+        let (resolved, release, tx) = self.transaction_now(ctx, &install, &remove)?;
         let mut changes = planned_changes(installed, &install, &hold, &remove, &resolved);
-        // What apt would really do, dependencies included, with the pin the
-        // plan writes: shown, and refused here if provision would refuse it.
-        let mut simulated = false;
-        if !resolved.is_empty() {
-            let exact: Vec<(String, String)> = resolved.clone().into_iter().collect();
-            let pin = release.as_deref().and_then(|r| self.pin_content(r));
-            let tx = self.simulate(ctx.host, &exact, &remove, pin.as_deref(), installed)?;
+        let simulated = tx.is_some();
+        if let Some(tx) = tx {
             add_transaction(&mut changes, tx);
-            simulated = true;
         }
         let action = action_of(&changes);
         // Unresolved specs show as bare names: apt resolves them after
@@ -1011,29 +998,34 @@ impl Packages {
         }))
     }
 
-    /// The check inside the window: what the download step resolved and
-    /// simulated, as `apt_check` would say it.
-    fn prepared_check(
+    /// The exact versions, the release and what apt would really do
+    /// (dependencies included, with the pin the plan writes; refused here
+    /// if provision would refuse it), as far as the package lists know.
+    /// Inside the window the download step has resolved and simulated it
+    /// already, with fresh lists, before anything was stopped: its answer
+    /// stands, and the GPU does not wait for apt to give it again.
+    fn transaction_now(
         &self,
         ctx: &Context,
-        prepared: &Prepared,
-        (install, hold, remove): (&[&PackageSpec], &[&PackageSpec], &[String]),
-        pin_ok: bool,
-    ) -> Check {
+        install: &[&PackageSpec],
+        remove: &[String],
+    ) -> Result<Simulated, StepError> {
+        if let Some(prepared) = self.prepared() {
+            let resolved = prepared.exact.iter().cloned().collect();
+            let tx = (!prepared.exact.is_empty()).then(|| prepared.transaction.clone());
+            return Ok((resolved, prepared.release.clone(), tx));
+        }
+        // The lists are refreshed only by `apply`.
         let installed = &ctx.facts.all_packages;
-        let resolved: BTreeMap<String, String> = prepared.exact.iter().cloned().collect();
-        let mut changes = planned_changes(installed, install, hold, remove, &resolved);
-        add_transaction(&mut changes, prepared.transaction.clone());
-        let held: Vec<String> = self.held_names().into_iter().map(str::to_string).collect();
-        let release = prepared.release.clone();
-        let commands = apt_commands(ctx, pin_ok, release, &prepared.exact, remove, &held);
-        let counts = (install.len(), remove.len(), hold.len(), held.len());
-        Check::Pending(Change {
-            action: action_of(&changes),
-            summary: self.apt_summary(counts, pin_ok, !resolved.is_empty()),
-            diff: Diff::Packages(changes),
-            commands,
-        })
+        let Ok((exact, release)) = self.resolve(ctx.host, installed, install) else {
+            return Ok((BTreeMap::new(), None, None));
+        };
+        if exact.is_empty() {
+            return Ok((BTreeMap::new(), release, None));
+        }
+        let pin = release.as_deref().and_then(|r| self.pin_content(r));
+        let tx = self.simulate(ctx.host, &exact, remove, pin.as_deref(), installed)?;
+        Ok((exact.into_iter().collect(), release, Some(tx)))
     }
 
     /// The apt step's one line: what changes, counted; `counts` are

@@ -86,9 +86,6 @@ impl Step for HoldStarts {
 
     fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
         running_system(ctx, "holding the services' start")?;
-        if ours(ctx) == Some(false) {
-            return Ok(());
-        }
         journal.record_file(HOLD, POLICY)?;
         ctx.host
             .root
@@ -109,11 +106,26 @@ impl Step for ReleaseStarts {
         RELEASE.into()
     }
 
+    /// Pending only while the hold's policy is there.
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {
-        if ours(ctx) == Some(false) {
-            return Ok(Check::Satisfied(format!(
+        match ours(ctx) {
+            Some(true) => self.preview(ctx),
+            Some(false) => Ok(Check::Satisfied(format!(
                 "{POLICY} is the host's own: it stays"
-            )));
+            ))),
+            None => Ok(Check::Satisfied(format!("no {POLICY}"))),
+        }
+    }
+
+    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
+        journal.record_file(RELEASE, POLICY)?;
+        ctx.host.root.remove_file(POLICY).map_err(io_error(POLICY))
+    }
+
+    /// `plan`: the hold writes the policy first, unless the host has one.
+    fn preview(&self, ctx: &Context) -> Result<Check, StepError> {
+        if ours(ctx) == Some(false) {
+            return self.check(ctx);
         }
         Ok(Check::Pending(Change {
             action: Action::Update,
@@ -121,14 +133,6 @@ impl Step for ReleaseStarts {
             diff: Diff::None,
             commands: vec![format!("remove {POLICY}")],
         }))
-    }
-
-    fn apply(&self, ctx: &Context, journal: &mut Journal) -> Result<(), StepError> {
-        if ours(ctx) != Some(true) {
-            return Ok(());
-        }
-        journal.record_file(RELEASE, POLICY)?;
-        ctx.host.root.remove_file(POLICY).map_err(io_error(POLICY))
     }
 
     fn transient(&self) -> bool {
