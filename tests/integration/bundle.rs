@@ -1,4 +1,5 @@
-//! Offline bundles. The slow test bundles Debian 12's real NVIDIA 535
+//! Offline bundles. The slow part (run by `real_driver.rs`'s test, which
+//! goes on from its node B) bundles Debian 12's real NVIDIA 535
 //! driver (non-free, from Debian's registry) for the hosts it serves, from
 //! their `detect --json --packages` documents: a host as the release
 //! installs today, and one with an older kernel only. A bundle made for the
@@ -283,29 +284,51 @@ fn bundle_with(plan: &Path, args: &[&str], out: &Path) -> (String, Vec<String>, 
     (sha, names, manifest)
 }
 
-#[test]
-#[ignore = "downloads Debian's real 535 driver and builds it twice (about 8 minutes): scripts/test runs it"]
-fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let plan = plan_file(dir.path(), "driver.toml", DRIVER_PLAN);
+/// Node B after its online apply, for the upgrade that follows
+/// (`real_driver.rs`): the host, that apply's report, and its `etc/` and
+/// `boot/` and packages before it.
+pub(crate) struct Online {
+    pub host: Rootfs,
+    pub report: serde_json::Value,
+    pub before_tree: std::collections::BTreeMap<String, String>,
+    pub before_packages: std::collections::BTreeMap<String, (String, bool)>,
+}
+
+/// Debian 12's real driver of `plan_text` (release `release`), bundled for
+/// the hosts it serves and applied on node B online and on its twin
+/// offline: see the module's documentation. `prepare` makes each host
+/// ready (Secure Boot and its key, as the plan expects). Returns node B,
+/// applied online. The test is `real_driver::debian_12_real_535_driver_with_dkms`,
+/// which goes on with the upgrade on node B: the two share the first
+/// install's build.
+pub(crate) fn real_bundle_fits_its_hosts_and_applies_offline_like_online(
+    dir: &Path,
+    plan_text: &str,
+    release: &str,
+    prepare: impl Fn(&Rootfs),
+) -> Online {
+    let cache = dir.join("cache");
+    let plan = plan_file(dir, "bundled.toml", plan_text);
     // Host A as the release installs today; hosts B with an older kernel
     // only (air-gapped hosts seldom take the newest): one for the online
     // apply, one for the offline one.
     let host_a = Rootfs::new();
+    prepare(&host_a);
     let newest = host_a.kernel();
     fs_err::write(host_a.path().join("etc/hostname"), "node-a\n").unwrap();
     let old = older_kernel(&newest);
     let online = Rootfs::new();
+    prepare(&online);
     with_only_kernel(&online, &old, &newest, "node-b");
     let offline_root = Rootfs::new();
+    prepare(&offline_root);
     with_only_kernel(&offline_root, &old, &newest, "node-b");
-    let a_doc = detect_document(&host_a, &dir.path().join("node-a.json"));
-    let b_doc = detect_document(&offline_root, &dir.path().join("node-b.json"));
+    let a_doc = detect_document(&host_a, &dir.join("node-a.json"));
+    let b_doc = detect_document(&offline_root, &dir.join("node-b.json"));
 
     // Made for A alone: it carries A's kernel headers, and B is refused
     // before any change, naming what it lacks and how to make the right one.
-    let only_a = dir.path().join("node-a.tar");
+    let only_a = dir.join("node-a.tar");
     let (sha_a, names, manifest) =
         bundle_with(&plan, &["--host", a_doc.to_str().unwrap()], &only_a);
     assert_eq!(manifest["release"], "debian-12");
@@ -348,7 +371,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
     }
 
     // Made for both: headers of both kernels, and the plan fits each host.
-    let bundle = dir.path().join("debian-12.tar");
+    let bundle = dir.join("debian-12.tar");
     let (sha, names, manifest) = bundle_with(
         &plan,
         &[
@@ -373,6 +396,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
     // Online: B with Debian's registry.
     let tracked = ["etc", "boot"];
     let before = offline_root.tree(&tracked);
+    let before_online = (online.tree(&tracked), online.packages());
     let applied = provision(&[
         "apply",
         plan.to_str().unwrap(),
@@ -381,10 +405,10 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
         "--json",
     ]);
     assert_eq!(applied.code, 0, "{applied:?}");
+    let online_report = applied.json();
     // dkms, the compiler and the headers first, then the module's build,
     // then the driver's packages, which only load it: online and offline.
-    let release = "535.309.01";
-    crate::real_driver::built_before_packages(&applied.json(), release);
+    crate::real_driver::built_before_packages(&online_report, release);
 
     // Offline: the other B, the network cut, the bundle alone.
     let with_bundle = |verb: &str| {
@@ -466,6 +490,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
     // A host the bundle was not made for: told so, then checked all the
     // same (it is like node-a, so the bundle serves it).
     let fresh = Rootfs::new();
+    prepare(&fresh);
     fs_err::write(fresh.path().join("etc/hostname"), "node-c\n").unwrap();
     let other = served("plan", &plan, &fresh, &bundle, None, None);
     assert_eq!(other.code, 0, "{other:?}");
@@ -477,7 +502,9 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
         "{warnings}"
     );
     assert!(
-        !fits_a.json()["warnings"].to_string().contains("not among"),
+        !fits_a.json()["warnings"]
+            .to_string()
+            .contains("not among those the bundle was made for"),
         "node-a is among them"
     );
 
@@ -490,7 +517,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
         .find(|p| p.contains("nvidia-kernel-dkms"))
         .unwrap()
         .to_string();
-    let tampered = flipped(&bundle, &deb, dir.path());
+    let tampered = flipped(&bundle, &deb, dir);
     let before = fresh.tree(&["etc", "boot", "var", "usr"]);
     let refused = std::process::Command::new("unshare")
         .arg("-n")
@@ -504,7 +531,7 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
             tampered.to_str().unwrap(),
             "--json",
         ])
-        .env("PROVISION_CACHE", dir.path().join("other-cache/downloads"))
+        .env("PROVISION_CACHE", dir.join("other-cache/downloads"))
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
@@ -518,6 +545,12 @@ fn debian_12_real_535_bundle_fits_its_hosts_and_applies_offline_like_online() {
         &fresh.tree(&["etc", "boot", "var", "usr"]),
         "a tampered bundle",
     );
+    Online {
+        host: online,
+        report: online_report,
+        before_tree: before_online.0,
+        before_packages: before_online.1,
+    }
 }
 
 #[test]

@@ -1,15 +1,20 @@
 //! Debian's real NVIDIA 535 driver, from Debian's own archive, in the
-//! bookworm rootfs with Secure Boot modelled as on: 535.261.03 (bookworm)
-//! installed fresh, then upgraded to 535.309.01 (bookworm-security). DKMS
-//! builds the real module, signed with a freshly generated key pair
+//! bookworm rootfs with Secure Boot modelled as on, one test for the first
+//! install, the bundle and the upgrade (each real module build takes minutes
+//! of both cores: they share the first install's). 535.261.03 (bookworm) is
+//! bundled and installed on node B online and on its twin offline
+//! (`bundle.rs`: `real_bundle_fits_its_hosts_and_applies_offline_like_online`).
+//! DKMS builds the real module, signed with a freshly generated key pair
 //! (`[secure_boot]`), before the package step (`driver:build`), which then
 //! only installs it: on the fresh host once dkms, the compiler and the
-//! headers are installed, for the upgrade before anything is stopped. A
-//! build that fails is refused with its make.log before anything changed; a rollback brings 535.261.03 back
-//! from the module built before, and the next rollback removes it all
-//! (the DKMS signing configuration byte for byte). Two module builds and a
-//! 1.8 GB download (the CUDA 11.8 toolkit): about eight minutes, ignored by
-//! a plain `cargo test`, run by `scripts/test` (CI).
+//! headers are installed. Node B then takes the shipped plan at that release
+//! (the CUDA 11.8 toolkit, a 1.8 GB download, beside the driver it keeps),
+//! and is upgraded to 535.309.01 (bookworm-security), the module built before
+//! anything is stopped. A build that fails is refused with its make.log
+//! before anything changed; a rollback brings 535.261.03 back from the
+//! module built before, and the next rollbacks remove the toolkit, then it
+//! all (the DKMS signing configuration byte for byte). Three module builds:
+//! ignored by a plain `cargo test`, run by `scripts/test` (CI).
 
 use std::path::Path;
 
@@ -77,15 +82,77 @@ fn module_version(rootfs: &Rootfs, module: &str) -> String {
         .to_string()
 }
 
-#[test]
-#[ignore = "downloads 1.8 GB and builds the real module twice (about 8 minutes): scripts/test runs it"]
-fn debian_12_real_535_driver_with_dkms() {
-    let rootfs = Rootfs::new();
+/// Secure Boot on in `rootfs`, the key pair under `keys` (a root of its
+/// own, made by `generate_mok`) copied in: every host of the test signs
+/// with the same key, as a fleet's would.
+fn signed_host(rootfs: &Rootfs, keys: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     secure_boot_on(rootfs.path());
-    let (key, cert) = generate_mok(rootfs.path());
+    let dir = "var/lib/shim-signed/mok";
+    fs_err::create_dir_all(rootfs.path().join(dir)).unwrap();
+    for name in ["MOK.priv", "MOK.der"] {
+        let to = rootfs.path().join(dir).join(name);
+        fs_err::copy(keys.join(dir).join(name), &to).unwrap();
+    }
+    fs_err::set_permissions(
+        rootfs.path().join(dir).join("MOK.priv"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+/// The module of the first install: built by DKMS for node B's kernel,
+/// of the installed release, signed with the plan's key (the signer is
+/// the certificate's name, the key id its serial number).
+fn check_signed_module(rootfs: &Rootfs, module: &str, release: &str, cert: &str) {
+    assert!(
+        rootfs.path().join(module.trim_start_matches('/')).is_file(),
+        "{module}"
+    );
+    assert_eq!(
+        module_version(rootfs, module),
+        release,
+        "the built module is the installed release"
+    );
+    assert!(
+        rootfs
+            .chroot(&["modinfo", "-F", "license", module])
+            .contains("NVIDIA")
+    );
+    let signer = rootfs.chroot(&["modinfo", "-F", "signer", module]);
+    assert_eq!(signer.trim(), "provision test MOK");
+    let sig_key = rootfs.chroot(&["modinfo", "-F", "sig_key", module]);
+    let serial = rootfs.chroot(&[
+        "openssl", "x509", "-inform", "DER", "-in", cert, "-noout", "-serial",
+    ]);
+    let hex = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .collect::<String>()
+            .to_ascii_uppercase()
+            .trim_start_matches('0')
+            .to_string()
+    };
+    assert_eq!(
+        hex(sig_key.trim()),
+        hex(serial.trim().trim_start_matches("serial=")),
+        "sig_key {sig_key} is the certificate's {serial}"
+    );
+}
+
+#[test]
+#[ignore = "downloads Debian's real 535 driver and the CUDA 11.8 toolkit (1.8 GB), builds the real module three times (about 15 minutes): scripts/test runs it"]
+fn debian_12_real_535_driver_with_dkms() {
     let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, cert) = generate_mok(keys.path());
+    let signing = secure_boot_section(&key, &cert);
+    let driver_only = format!(
+        "[driver]\nversion = \"{OLD}\"\nflavor = \"proprietary\"\nsource = \"distro\"\n{signing}"
+    );
     let shipped = fs_err::read_to_string(repo().join("plans/debian-12-distro-535.toml")).unwrap();
-    let signed = format!("{shipped}{}", secure_boot_section(&key, &cert));
+    let signed = format!("{shipped}{signing}");
+    // The shipped plan at the installed release: its toolkit, the driver kept.
     let plan = plan_file(
         dir.path(),
         "old.toml",
@@ -98,15 +165,23 @@ fn debian_12_real_535_driver_with_dkms() {
         "new.toml",
         &signed.replace("branch = \"535\"", &format!("version = \"{NEW}\"")),
     );
-    let kernel = rootfs.kernel();
-    let before_tree = rootfs.tree(&["etc", "boot"]);
-    let before_packages = rootfs.packages();
 
-    let report = apply_ok(&plan, rootfs.arg());
+    // The first install, bundled, online and offline (bundle.rs): node B
+    // took it online.
+    let online = crate::bundle::real_bundle_fits_its_hosts_and_applies_offline_like_online(
+        dir.path(),
+        &driver_only,
+        OLD,
+        |rootfs| signed_host(rootfs, keys.path()),
+    );
+    let rootfs = &online.host;
+    let report = &online.report;
+    let (before_tree, before_packages) = (&online.before_tree, &online.before_packages);
+    let kernel = rootfs.kernel();
     assert_eq!(report["changed"], true);
     // A fresh host: dkms, the compiler and the headers came first, then the
     // build, then the package step, which only loaded the module.
-    let (build, packages_seconds) = built_before_packages(&report, OLD);
+    let (build, packages_seconds) = built_before_packages(report, OLD);
     eprintln!("fresh install: build {build:.1} s, packages {packages_seconds:.1} s");
     nothing_left_of_the_build(rootfs.path());
     assert!(
@@ -122,7 +197,6 @@ fn debian_12_real_535_driver_with_dkms() {
     for name in ["firmware-nvidia-gsp", "nvidia-smi", "libcuda1"] {
         assert_eq!(&packages[name].0, driver, "{name} at the driver's release");
     }
-    assert!(packages["nvidia-cuda-toolkit"].0.starts_with("11.8."));
     // Installed ahead of the driver, dkms is still marked as its dependency,
     // as the one transaction marks it (autoremovable with the driver).
     assert_eq!(
@@ -131,45 +205,10 @@ fn debian_12_real_535_driver_with_dkms() {
         "dkms is marked as installed automatically"
     );
 
-    // DKMS built the real module for the rootfs's kernel: modinfo reads it.
+    // DKMS built the real module for node B's kernel, signed with the
+    // plan's key, not the one DKMS would make up; verify says so too.
     let module = format!("/lib/modules/{kernel}/updates/dkms/nvidia-current.ko");
-    assert!(
-        rootfs.path().join(module.trim_start_matches('/')).is_file(),
-        "{module}"
-    );
-    let version = rootfs.chroot(&["modinfo", "-F", "version", &module]);
-    assert_eq!(
-        version.trim(),
-        crate::support::upstream(driver),
-        "the built module is the installed release"
-    );
-    assert!(
-        rootfs
-            .chroot(&["modinfo", "-F", "license", &module])
-            .contains("NVIDIA")
-    );
-
-    // Signed with the plan's key, not the one DKMS would make up: the
-    // signer is the certificate's name, the key id its serial number.
-    let signer = rootfs.chroot(&["modinfo", "-F", "signer", &module]);
-    assert_eq!(signer.trim(), "provision test MOK");
-    let sig_key = rootfs.chroot(&["modinfo", "-F", "sig_key", &module]);
-    let serial = rootfs.chroot(&[
-        "openssl", "x509", "-inform", "DER", "-in", &cert, "-noout", "-serial",
-    ]);
-    let hex = |s: &str| {
-        s.chars()
-            .filter(|c| c.is_ascii_hexdigit())
-            .collect::<String>()
-            .to_ascii_uppercase()
-            .trim_start_matches('0')
-            .to_string()
-    };
-    assert_eq!(
-        hex(sig_key.trim()),
-        hex(serial.trim().trim_start_matches("serial=")),
-        "sig_key {sig_key} is the certificate's {serial}"
-    );
+    check_signed_module(rootfs, &module, crate::support::upstream(driver), &cert);
     let signature = report["verify"]["checks"]
         .as_array()
         .unwrap()
@@ -178,6 +217,22 @@ fn debian_12_real_535_driver_with_dkms() {
         .unwrap_or_else(|| panic!("no signature check: {report:#}"))
         .clone();
     assert_eq!(signature["passed"], true, "{signature:#}");
+
+    // The shipped plan at that release: the toolkit and its environment
+    // join, the driver stays (nothing is built).
+    let toolkit = apply_ok(&plan, rootfs.arg());
+    assert_eq!(toolkit["changed"], true, "{toolkit:#}");
+    assert!(
+        phases(&toolkit).iter().all(|(p, _, _)| p != "build"),
+        "the driver kept, nothing built: {:?}",
+        phases(&toolkit)
+    );
+    let packages = rootfs.packages();
+    assert!(packages["nvidia-cuda-toolkit"].0.starts_with("11.8."));
+    assert_eq!(
+        &packages["nvidia-kernel-dkms"].0, driver,
+        "the driver is kept"
+    );
 
     // nouveau is blacklisted in the initramfs too.
     let listing = rootfs.chroot(&["lsinitramfs", &format!("/boot/initrd.img-{kernel}")]);
@@ -251,7 +306,7 @@ fn debian_12_real_535_driver_with_dkms() {
         &rootfs.tree(&["etc", "boot"]),
         "a build that failed",
     );
-    assert_eq!(module_version(&rootfs, &module), OLD);
+    assert_eq!(module_version(rootfs, &module), OLD);
     nothing_left_of_the_build(rootfs.path());
 
     // The upgrade to bookworm-security's release: the module is built
@@ -264,7 +319,7 @@ fn debian_12_real_535_driver_with_dkms() {
         "the package step ({packages} s) takes at most a third of the build ({build} s)"
     );
     assert!(rootfs.packages()["nvidia-kernel-dkms"].0.starts_with(NEW));
-    assert_eq!(module_version(&rootfs, &module), NEW);
+    assert_eq!(module_version(rootfs, &module), NEW);
     let signer = rootfs.chroot(&["modinfo", "-F", "signer", &module]);
     assert_eq!(signer.trim(), "provision test MOK");
     nothing_left_of_the_build(rootfs.path());
@@ -274,7 +329,7 @@ fn debian_12_real_535_driver_with_dkms() {
     let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
     assert_eq!(rolled.code, 0, "{rolled:?}");
     assert_eq!(installed, rootfs.packages());
-    assert_eq!(module_version(&rootfs, &module), OLD);
+    assert_eq!(module_version(rootfs, &module), OLD);
     // The upgrade's log, the rollback's lines appended: DKMS loaded both
     // releases' modules and built neither.
     let log = fs_err::read_to_string(rolled.json()["log"].as_str().unwrap()).unwrap();
@@ -290,14 +345,28 @@ fn debian_12_real_535_driver_with_dkms() {
         "and removes it once loaded"
     );
 
+    // The next rollback takes the toolkit away, the driver stays.
+    let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    let packages = rootfs.packages();
+    assert!(
+        !packages.contains_key("nvidia-cuda-toolkit"),
+        "the toolkit is gone"
+    );
+    assert_eq!(
+        &packages["nvidia-kernel-dkms"].0, driver,
+        "the driver stays"
+    );
+    assert_eq!(module_version(rootfs, &module), OLD);
+
     // The next rollback removes it all: no module, the earlier packages,
     // etc/ and boot/ as before.
     let rolled = provision(&["rollback", "--root", rootfs.arg(), "--json"]);
     assert_eq!(rolled.code, 0, "{rolled:?}");
     assert!(!rootfs.path().join(module.trim_start_matches('/')).exists());
-    assert_eq!(before_packages, rootfs.packages());
+    assert_eq!(before_packages, &rootfs.packages());
     assert_same_tree(
-        &before_tree,
+        before_tree,
         &rootfs.tree(&["etc", "boot"]),
         "rollback of the real driver",
     );

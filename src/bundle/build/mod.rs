@@ -250,11 +250,13 @@ fn build_apt(
         if let Some(status) = status {
             fs_err::write(apt.path().join("status"), status).map_err(io)?;
         }
-        let specs = wanted(request.plan, facts)?.install;
+        let desired = wanted(request.plan, facts)?;
+        let specs = desired.install;
         let offered = distro::apt::parse_madison(
             &apt.run(apt.cmd("apt-cache").arg("madison").args(names_of(&specs)))?,
         );
         let exact = resolve(&specs, &offered)?;
+        write_pin(&apt, &desired.pin, driver_release(&specs, &offered))?;
         for uri in download(&apt, &exact)? {
             if !uris.contains(&uri) {
                 uris.push(uri);
@@ -626,6 +628,23 @@ fn driver_release(
             });
         everywhere.then(|| upstream.to_string())
     })
+}
+
+/// The pin `apply` writes (`Pin: version <release>-*` on the driver's
+/// packages), in the bundle's own apt: the dependencies the driver's
+/// packages name at their release (Debian's `nvidia-alternative`,
+/// `libnvidia-ml1`, ...) resolve to that release, not to the newest one the
+/// repositories offer, as on the host.
+fn write_pin(apt: &Apt, globs: &[String], release: Option<String>) -> Result<(), BundleError> {
+    let path = apt
+        .path()
+        .join("etc/apt/preferences.d/provision-nvidia-driver.pref");
+    match release {
+        Some(release) if !globs.is_empty() => {
+            fs_err::write(path, distro::apt::pin_file(globs, &release)).map_err(io)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Downloads the transaction a minimal host would run: (uri, file name).
