@@ -97,3 +97,25 @@ inside = [h for h in hits if start + offset <= h["time"] <= end + offset]
 print(len(inside), sum(h["bytes"] for h in inside))
 PY
 }
+
+# The guest's one-node Slurm cluster (slurm.sh, the reboot series).
+node_state() { scontrol show node provision-vm --oneliner | tr ' ' '\n' | sed -n 's/^State=//p'; }
+job_state() { scontrol show job "$1" --oneliner | tr ' ' '\n' | sed -n 's/^JobState=//p'; }
+wait_for() { # WHAT SECONDS COMMAND...: until COMMAND succeeds
+  local what=$1 seconds=$2; shift 2
+  for _ in $(seq 1 "$seconds"); do "$@" && return 0; sleep 1; done
+  fail "$what: not within $seconds s"
+}
+node_idle() { [ "$(node_state)" = IDLE ]; }
+draining() { node_state | grep -q DRAIN; }
+# Slurm says RUNNING once the step launches, before the batch script has
+# opened the device: a job is waited for until a process of it holds
+# /dev/nvidia0.
+holds_gpu() { # JOB
+  local fd pid
+  for fd in $(find /proc/[0-9]*/fd -lname /dev/nvidia0 2>/dev/null); do
+    pid=${fd#/proc/}; pid=${pid%%/*}
+    tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && return 0
+  done
+  return 1
+}

@@ -1,11 +1,14 @@
 # reload = "never", part 1 (vm/run reboots the guest after each part): the
 # upgrade to 580 waits for a reboot; nothing is unloaded, so the work on
-# the GPU runs on until the reboot, even under holders = "terminate".
+# the GPU runs on until the reboot, even under holders = "terminate". The
+# node is drained through Slurm and stays drained across the reboot: a job
+# submitted meanwhile waits for the new driver.
 . /vm/tests/lib.sh
 
 install_570
+wait_for "slurmctld and slurmd up, the node idle" 120 node_idle
 start_holder
-never=$(plan_with never 580 '[upgrade]' 'holders = "terminate"' 'reload = "never"')
+never=$(plan_with never 580 '[upgrade]' 'holders = "terminate"' 'reload = "never"' 'drain = "slurm"')
 run_json plan plan "$never"
 expect_eq "plan predicts the reboot" true "$(json $OUT/plan.json 'd["reboot_required"]')"
 expect_eq "plan: the swap is not live" false "$(json $OUT/plan.json 'd["window"]["live"]')"
@@ -18,6 +21,13 @@ expect_eq "module until the reboot" 570.124.06 "$(loaded_version)"
 expect_eq "nvidia-driver-cuda" 580.105.08-1 "$(installed_version nvidia-driver-cuda)"
 [ -d /proc/$HOLDER ] || fail "the deferred swap ended the holder $HOLDER"
 expect_eq "the resume unit" enabled "$(systemctl is-enabled provision-resume.service)"
+draining || fail "the node is not drained until the reboot: $(node_state)"
+scontrol show node provision-vm --oneliner | grep -q "Reason=provision: driver 570.124.06 -> 580" \
+  || fail "the drain reason does not name provision and the swap: $(scontrol show node provision-vm --oneliner)"
+waiting=$(sbatch --parsable --output=/root/after-reboot.out --wrap 'cat /sys/module/nvidia/version')
+echo "$waiting" > /root/after-reboot.job
+sleep 2
+expect_eq "a job submitted before the reboot waits" PENDING "$(job_state "$waiting")"
 provision history --json > $OUT/history-1.json
 expect_eq "generation 2 state" awaiting-reboot "$(json $OUT/history-1.json 'd["generations"][-1]["state"]')"
 # Before the reboot, apply again only says it waits.

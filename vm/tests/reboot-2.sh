@@ -1,6 +1,6 @@
 # reload = "never", part 2: after the reboot, provision-resume.service alone
-# finished the generation. Then the upgrade is rolled back, which waits for
-# the next reboot too.
+# finished the generation and resumed the Slurm node. Then the upgrade is
+# rolled back, which waits for the next reboot too.
 . /vm/tests/lib.sh
 
 # The unit is a oneshot after multi-user.target's services: wait for it.
@@ -10,6 +10,8 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 journalctl -u provision-resume.service --no-pager | tail -5
+journalctl -u provision-resume.service -o cat --no-pager | grep -m1 '"msg"' || true
+grep scontrol /var/log/provision/0002.log || true
 expect_eq "module after the reboot" 580.105.08 "$(loaded_version)"
 provision history --json > $OUT/history-2.json
 expect_eq "generation 2 after the reboot" applied "$(json $OUT/history-2.json 'd["generations"][-1]["state"]')"
@@ -17,6 +19,13 @@ expect_eq "generation 2 after the reboot" applied "$(json $OUT/history-2.json 'd
 expect_eq "nvidia-persistenced after the reboot" active "$(active nvidia-persistenced)"
 expect_eq "persistence mode after the reboot" Enabled "$(cat /run/nvidia-persistenced/persistence-mode)"
 nvidia-smi -L | grep -q "GPU 0" || fail "nvidia-smi -L after the reboot: $(nvidia-smi -L)"
+# The resume unit resumed the node after verify: the job that waited runs
+# on 580.
+waiting=$(cat /root/after-reboot.job)
+ran() { [ "$(job_state "$waiting")" = COMPLETED ]; }
+wait_for "the job submitted before the reboot ran" 120 ran
+expect_eq "that job saw the new driver" 580.105.08 "$(cat /root/after-reboot.out)"
+node_state | grep -qv DRAIN || fail "the node is still drained: $(node_state)"
 run_json after apply /root/plans/never.toml
 expect_eq "re-apply after the resume changed" false "$(json $OUT/after.json 'd["changed"]')"
 

@@ -424,13 +424,36 @@ impl Step for ResumeNode {
         if let Check::Satisfied(_) = self.check(ctx)? {
             return Ok(());
         }
-        run_checked(ctx.host.runner.as_ref(), &self.resume_cmd())?;
-        Ok(())
+        match &self.scheduler {
+            Scheduler::Slurm { node } => resume_slurm(ctx.host, node, &self.resume_cmd()),
+            Scheduler::Commands { .. } => {
+                run_checked(ctx.host.runner.as_ref(), &self.resume_cmd())?;
+                Ok(())
+            }
+        }
     }
 
     fn transient(&self) -> bool {
         true
     }
+}
+
+/// `state=resume`. After a reboot the resume unit runs before slurmd, so
+/// slurmctld has not heard from the node since it came back (its base
+/// state is UNKNOWN) and refuses a resume ("Invalid node state
+/// specified"); Slurm 22.05 clears the drain before it refuses, and then
+/// nothing is left to do. Where the drain is still there, `state=undrain`
+/// clears it alone: the node serves once slurmd registers.
+fn resume_slurm(host: &Host, node: &str, resume: &Cmd) -> Result<(), StepError> {
+    if host.runner.run(resume)?.success() {
+        return Ok(());
+    }
+    if !node_state(host, node)?.state.contains("DRAIN") {
+        return Ok(());
+    }
+    let undrain = scontrol(&["update", &format!("nodename={node}"), "state=undrain"]);
+    run_checked(host.runner.as_ref(), &undrain)?;
+    Ok(())
 }
 
 #[cfg(test)]
