@@ -171,6 +171,9 @@ fn add_window(
             .map(|spec| spec.to_string())
             .collect();
     }
+    if window.live && built.steps[index].prebuilder().is_none() {
+        window.build_inside = built.steps[index].builds_inside();
+    }
     let blockers = window.blockers();
     if !blockers.is_empty() {
         return Err(Box::new(Refusal {

@@ -53,6 +53,9 @@ pub fn window(window: &Window, style: Style) -> String {
             }
         }
     }
+    if let Some(build) = &window.build_inside {
+        let _ = writeln!(out, "  build   inside the window: {build}");
+    }
     for (label, items) in [
         ("stop", &window.stop),
         ("unload", &window.unload),

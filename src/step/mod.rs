@@ -72,6 +72,12 @@ pub trait Step {
         None
     }
 
+    /// Where no module is built ahead (no `prebuilder`): what builds it
+    /// inside the window, for `plan` to say.
+    fn builds_inside(&self) -> Option<String> {
+        None
+    }
+
     /// The window's steps change state for the length of the apply only
     /// (services stopped, then started again): they are not checked for
     /// convergence afterwards; verify checks what they leave.

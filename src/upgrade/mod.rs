@@ -82,6 +82,11 @@ pub struct Window {
     /// driver's files.
     #[serde(default)]
     pub cdi: Vec<String>,
+    /// What builds the new kernel module inside the window, where it is
+    /// not built ahead (`kmod-nvidia-open-dkms`'s `%post`, `nvidia-installer
+    /// --dkms`): the GPU stays out of service for the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_inside: Option<String>,
     /// `apply`: seconds spent in each phase.
     #[serde(default)]
     pub phases: Vec<Phase>,

@@ -84,6 +84,7 @@ pub fn window(facts: &Facts, spec: &UpgradeSpec, swap: &Swap, own: &[u32]) -> Wi
         start,
         restart,
         cdi: Vec::new(),
+        build_inside: None,
         phases: Vec::new(),
         unavailable_seconds: None,
         last: None,

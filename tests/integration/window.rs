@@ -109,6 +109,12 @@ fn the_default_policy_stops_nvidias_daemons_and_refuses_other_holders_naming_eac
         report["reboot_required"], false,
         "nothing but holders blocks a live swap"
     );
+    // NVIDIA's kmod builds in its %post: the plan says the GPU waits for it.
+    let inside = window["build_inside"].as_str().unwrap_or_default();
+    assert!(
+        inside.starts_with("kmod-nvidia-open-dkms's %post runs dkms build"),
+        "{window:#}"
+    );
 }
 
 #[test]
@@ -128,6 +134,9 @@ fn the_persistence_daemon_provision_enables_does_not_block_a_shipped_plan() {
         ["nvidia-persistenced.service"]
     );
     assert_eq!(report["window"]["live"], true);
+    // Its DKMS module is built before the window: none inside it.
+    assert!(step_ids(&report).contains(&"driver:build".to_string()));
+    assert_eq!(report["window"].get("build_inside"), None, "{report:#}");
     // Ubuntu's package scripts restart the daemon they ship: while the
     // packages go in, a policy-rc.d keeps it stopped until the new module
     // is loaded, and goes once they are in.

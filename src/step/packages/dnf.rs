@@ -302,6 +302,7 @@ pub(super) fn prefetch(packages: &Packages, ctx: &Context) -> Result<(), StepErr
         exact,
         release,
         transaction: Default::default(),
+        offered: Default::default(),
     });
     Ok(())
 }

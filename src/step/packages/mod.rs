@@ -43,6 +43,11 @@ pub(crate) struct Prepared {
     /// What `apt-get -s` said the transaction installs and removes (apt
     /// only; empty when nothing was to install).
     pub transaction: apt::Transaction,
+    /// The versions `apt-cache madison` offered for the set's names and
+    /// their alternatives, read once the lists were fresh: the lists do
+    /// not change after, so inside the window the choice between
+    /// alternatives is made again from this, without apt.
+    pub offered: BTreeMap<String, Vec<String>>,
 }
 
 /// Exact versions by name, the driver release, and the simulated
@@ -170,26 +175,51 @@ impl Packages {
         names
     }
 
-    /// The specs with every alternative settled: the one installed, else
-    /// the first the repositories offer (precompiled modules before DKMS),
-    /// else the first.
-    fn settle(&self, host: &Host, installed: &[Package]) -> Packages {
-        let mut desired = self.desired.clone();
-        if !desired.has_choices() {
-            return self.clone();
+    /// Every version the repositories offer for the set's names and their
+    /// alternatives (`apt-cache madison`); empty when apt cannot say.
+    fn offered(&self, host: &Host) -> BTreeMap<String, Vec<String>> {
+        if !self.desired.has_choices() {
+            return BTreeMap::new();
         }
-        let names: Vec<String> = desired
+        let names: Vec<String> = self
+            .desired
             .install
             .iter()
             .flat_map(|s| {
                 std::iter::once(s.name.clone()).chain(s.alternatives.iter().map(|(n, _)| n.clone()))
             })
             .collect();
-        let available = host
-            .runner
+        host.runner
             .run(&apt::madison(&names))
             .map(|output| apt::parse_madison(&output.stdout))
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// The specs with every alternative settled: the one installed, else
+    /// the first the repositories offer (precompiled modules before DKMS),
+    /// else the first.
+    /// Inside the window, what the download step read is used: the lists
+    /// have not changed since.
+    fn settle(&self, host: &Host, installed: &[Package]) -> Packages {
+        if !self.desired.has_choices() {
+            return self.clone();
+        }
+        match self.prepared() {
+            Some(prepared) => self.settle_from(&prepared.offered, installed),
+            None => self.settle_from(&self.offered(host), installed),
+        }
+    }
+
+    /// `settle` with the versions offered already read.
+    fn settle_from(
+        &self,
+        available: &BTreeMap<String, Vec<String>>,
+        installed: &[Package],
+    ) -> Packages {
+        let mut desired = self.desired.clone();
+        if !desired.has_choices() {
+            return self.clone();
+        }
         for spec in &mut desired.install {
             if spec.alternatives.is_empty() {
                 continue;
@@ -889,6 +919,24 @@ impl Step for Packages {
     fn prebuilder(&self) -> Option<Box<dyn Step>> {
         prebuild::builder(self)
     }
+
+    /// NVIDIA's DKMS kmod packages build in their `%post` (`dkms add`,
+    /// `dkms build`, `dkms install`, as dkms-open-nvidia.spec does):
+    /// on the RHEL family that build is not taken ahead of the window.
+    fn builds_inside(&self) -> Option<String> {
+        if self.desired.manager != Manager::Dnf {
+            return None;
+        }
+        let kmod = self
+            .desired
+            .install
+            .iter()
+            .find(|s| s.name.starts_with("kmod-nvidia") && s.name.ends_with("-dkms"))?;
+        Some(format!(
+            "{}'s %post runs dkms build while the GPU is out of service (provision builds the module ahead of the window for apt's DKMS packages only)",
+            kmod.name
+        ))
+    }
 }
 
 impl Packages {
@@ -921,7 +969,8 @@ impl Prefetch for Packages {
         let host = ctx.host;
         let installed = installed_now(host)?;
         run_checked(host.runner.as_ref(), &apt::update_for(&host.root))?;
-        let settled = self.settle(host, &installed);
+        let offered = self.offered(host);
+        let settled = self.settle_from(&offered, &installed);
         let (install, _, remove) = settled.pending(&installed);
         let (exact, release) = settled
             .resolve(host, &installed, &install)
@@ -946,6 +995,7 @@ impl Prefetch for Packages {
             exact,
             release,
             transaction,
+            offered,
         });
         Ok(())
     }
