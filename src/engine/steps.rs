@@ -162,27 +162,11 @@ fn add_window(
         built.push_verify(plan);
         return Ok(());
     }
-    let own = upgrade::ancestry_of_self(&host.root);
-    let mut window = upgrade::window(facts, &plan.upgrade, &swap, &own);
-    if window.live && window.module.before.is_some() {
-        window.cdi = cdi::SPECS
-            .iter()
-            .filter(|spec| host.root.exists(spec))
-            .map(|spec| spec.to_string())
-            .collect();
-    }
-    if window.live && built.steps[index].prebuilder().is_none() {
-        window.build_inside = built.steps[index].builds_inside();
-    }
-    let blockers = window.blockers();
-    if !blockers.is_empty() {
+    let step = built.steps[index].as_ref();
+    let window = window_around(host, plan, facts, step, &swap);
+    if let Some(message) = refused(&window, step, &swap) {
         return Err(Box::new(Refusal {
-            message: format!(
-                "the driver swap ({} -> {}) is blocked by processes holding the GPU:\n  - {}",
-                swap.before.as_deref().unwrap_or("none"),
-                swap.after,
-                blockers.join("\n  - ")
-            ),
+            message,
             window: Some(window),
             steps: std::mem::take(&mut built.steps),
         }));
@@ -219,6 +203,41 @@ fn add_window(
     Ok(())
 }
 
+/// The window of `swap` for the driver's `step`: its policy, the CDI
+/// specifications a live swap regenerates, and what builds inside it.
+fn window_around(host: &Host, plan: &Plan, facts: &Facts, step: &dyn Step, swap: &Swap) -> Window {
+    let own = upgrade::ancestry_of_self(&host.root);
+    let mut window = upgrade::window(facts, &plan.upgrade, swap, &own);
+    if window.live && window.module.before.is_some() {
+        window.cdi = cdi::SPECS
+            .iter()
+            .filter(|spec| host.root.exists(spec))
+            .map(|spec| spec.to_string())
+            .collect();
+    }
+    if window.live && step.prebuilder().is_none() {
+        window.build_inside = step.builds_inside();
+    }
+    window
+}
+
+/// Why the window cannot run: a runfile that would wait for a reboot, or
+/// the processes that block the swap.
+fn refused(window: &Window, step: &dyn Step, swap: &Swap) -> Option<String> {
+    if let Some(message) = runfile_cannot_wait(window, step) {
+        return Some(message);
+    }
+    let blockers = window.blockers();
+    (!blockers.is_empty()).then(|| {
+        format!(
+            "the driver swap ({} -> {}) is blocked by processes holding the GPU:\n  - {}",
+            swap.before.as_deref().unwrap_or("none"),
+            swap.after,
+            blockers.join("\n  - ")
+        )
+    })
+}
+
 /// The scheduler the node is drained through, if the plan names one:
 /// Slurm (the node named `slurm_node`, else the host's short name), or the
 /// plan's own commands.
@@ -251,6 +270,18 @@ fn scheduler(host: &Host, plan: &Plan) -> Result<Option<Scheduler>, String> {
             plan.at("upgrade")
         )),
     }
+}
+
+/// nvidia-installer does not install over a loaded module it cannot
+/// unload: a runfile's swap cannot wait for a reboot.
+fn runfile_cannot_wait(window: &Window, step: &dyn Step) -> Option<String> {
+    let waits = !window.live && window.module.before.is_some();
+    (waits && step.id() == "runfile:driver").then(|| {
+        format!(
+            "source = \"runfile\" cannot leave the swap to a reboot ({}): nvidia-installer does not install while the nvidia module is loaded; let the window unload it, or install the driver from packages",
+            window.reboot_reason.as_deref().unwrap_or("")
+        )
+    })
 }
 
 /// Work left running across a swap that waits for a reboot: what a new GPU

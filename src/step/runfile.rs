@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Change, Check, Context, Diff, Step, StepError, io_error};
-use crate::fetch::{Fetcher, cache_dir, hash_file};
+use super::window::download::{Download, Prefetch};
+use super::{Action, Change, Check, Context, Diff, DriverChange, Step, StepError, io_error};
+use crate::fetch::{Fetched, Fetcher, cache_dir, hash_file};
 use crate::host::{Cmd, Host, run_checked};
 use crate::journal::{Journal, Undo};
 use crate::progress::Silent;
@@ -71,13 +72,19 @@ pub fn toolkit_args(path: &str) -> Vec<String> {
     ]
 }
 
-/// Fetches, verifies and runs a runfile in the root.
-pub fn install(host: &Host, url: &str, sha256: &str, args: &[String]) -> Result<(), StepError> {
+/// Fetches a runfile into the shared cache and checks it (a cached copy
+/// that still has its hash is not fetched again).
+fn fetch(host: &Host, url: &str, sha256: &str) -> Result<Fetched, StepError> {
     let note = |line: &str| host.runner.note(line);
-    let fetched = crate::fetch::logged(&note, url, || {
+    crate::fetch::logged(&note, url, || {
         Fetcher::new(cache_dir(), Arc::new(Silent)).fetch(url, sha256)
     })
-    .map_err(|e| StepError::Failed(crate::error::chain(&e)))?;
+    .map_err(|e| StepError::Failed(crate::error::chain(&e)))
+}
+
+/// Fetches, verifies and runs a runfile in the root.
+pub fn install(host: &Host, url: &str, sha256: &str, args: &[String]) -> Result<(), StepError> {
+    let fetched = fetch(host, url, sha256)?;
     let inside = format!("/tmp/provision-{}.run", &fetched.sha256[..16]);
     let real = host.root.join(&inside);
     if let Some(parent) = real.parent() {
@@ -133,6 +140,26 @@ fn packaged_driver(ctx: &Context) -> Vec<String> {
         .collect()
 }
 
+/// The driver's runfile, fetched into the cache before the window opens:
+/// inside it the installer runs from the cache.
+struct Ahead {
+    url: String,
+    sha256: String,
+}
+
+impl Prefetch for Ahead {
+    fn describe(&self, _ctx: &Context) -> Result<Vec<String>, StepError> {
+        Ok(vec![format!(
+            "download {} and check sha256 {}",
+            self.url, self.sha256
+        )])
+    }
+
+    fn prefetch(&self, ctx: &Context) -> Result<(), StepError> {
+        fetch(ctx.host, &self.url, &self.sha256).map(|_| ())
+    }
+}
+
 impl Runfile {
     fn file_name(&self) -> &str {
         self.url.rsplit('/').next().unwrap_or(&self.url)
@@ -163,6 +190,52 @@ impl Step for Runfile {
             Component::Driver { .. } => "runfile:driver".into(),
             Component::Toolkit { .. } => "runfile:toolkit".into(),
         }
+    }
+
+    /// The installer replaces the driver: on a running host it goes inside
+    /// the window (holders stopped, the module unloaded; nvidia-installer
+    /// refuses a loaded module). Where its check refuses, that refusal is
+    /// what plan shows.
+    fn driver_change(&self, ctx: &Context) -> Result<Option<DriverChange>, StepError> {
+        let Component::Driver { version } = &self.component else {
+            return Ok(None);
+        };
+        if !matches!(self.check(ctx), Ok(Check::Pending(_))) {
+            return Ok(None);
+        }
+        let facts = ctx.facts;
+        Ok(Some(DriverChange {
+            before: (facts.user_driver.version.clone())
+                .or_else(|| facts.kernel_driver.version.clone()),
+            after: version.clone(),
+        }))
+    }
+
+    fn downloader(&self) -> Option<Box<dyn Step>> {
+        let Component::Driver { .. } = self.component else {
+            return None;
+        };
+        Some(Box::new(Download {
+            source: Arc::new(Ahead {
+                url: self.url.clone(),
+                sha256: self.sha256.clone(),
+            }),
+        }))
+    }
+
+    fn builds_inside(&self) -> Option<String> {
+        let Component::Driver { .. } = self.component else {
+            return None;
+        };
+        let how = if self.args.iter().any(|a| a == "--dkms") {
+            " through DKMS (--dkms)"
+        } else {
+            ""
+        };
+        Some(format!(
+            "{} builds the kernel module{how} while the GPU is out of service (a runfile's module is not built ahead)",
+            self.file_name()
+        ))
     }
 
     fn check(&self, ctx: &Context) -> Result<Check, StepError> {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{fixture, plan_file, provision, repo};
+use crate::support::{fixture, fixture_copy, plan_file, provision, repo};
 
 /// `plans/rhel-9-cuda-repo-580.toml` moved to branch 590, with `extra`.
 fn rhel_590(dir: &Path, extra: &str) -> PathBuf {
@@ -487,15 +487,7 @@ fn the_h200_snapshot_shows_its_container_holder_and_a_reboot() {
     // plan, see validation.rs). The 580.159.04 module is loaded, a
     // container's process holds the GPU, and the kernel's modules are not
     // in this root.
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(fixture("ubuntu-24.04-h200-580-open"))
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let (_dir, root) = fixture_copy("ubuntu-24.04-h200-580-open");
     fs_err::remove_dir_all(root.join("usr/local/nvidia")).unwrap();
     let plan = repo().join("plans/ubuntu-24.04-cuda-repo-580.toml");
     let (code, report) = plan_json(&plan, &root);
@@ -620,16 +612,8 @@ fn a_fresh_install_next_to_a_bound_nouveau_waits_for_a_reboot() {
 fn an_image_gets_no_window_and_apply_refuses_a_window_under_root() {
     // A snapshot with a loaded module is a running system seen from
     // outside: plan shows its window, apply will not run it there.
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, copy) = fixture_copy("rocky-9-a100-holders");
     let plan = rhel_590(dir.path(), "[upgrade]\nholders = \"terminate\"\n");
-    let copy = dir.path().join("root");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(fixture("rocky-9-a100-holders"))
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
     let run = provision(&[
         "apply",
         plan.to_str().unwrap(),
@@ -730,6 +714,111 @@ fn a_drain_command_takes_the_user_work_and_the_plan_shows_drain_and_resume() {
             .as_str()
             .unwrap()
             .contains("scontrol is not installed here"),
+        "{report:#}"
+    );
+}
+
+/// The L40S snapshot as a host whose 575 driver came from NVIDIA's runfile
+/// through provision: no driver packages, the installer's uninstaller and
+/// provision's record of it.
+fn runfile_host() -> (tempfile::TempDir, PathBuf) {
+    let (dir, root) = fixture_copy("ubuntu-24.04-l40s-two-toolkits");
+    let status_file = root.join("var/lib/dpkg/status");
+    let kept: Vec<String> = fs_err::read_to_string(&status_file)
+        .unwrap()
+        .split("\n\n")
+        .filter(|stanza| !stanza.contains("nvidia"))
+        .map(str::to_string)
+        .collect();
+    fs_err::write(&status_file, kept.join("\n\n")).unwrap();
+    fs_err::create_dir_all(root.join("usr/bin")).unwrap();
+    fs_err::write(root.join("usr/bin/nvidia-uninstall"), "#!/bin/sh\n").unwrap();
+    fs_err::create_dir_all(root.join("var/lib/provision")).unwrap();
+    fs_err::write(
+        root.join("var/lib/provision/runfile-driver.json"),
+        serde_json::json!({
+            "url": "https://example.invalid/NVIDIA-Linux-x86_64-575.57.08.run",
+            "sha256": "1".repeat(64),
+            "args": ["--silent", "--dkms", "--kernel-module-type=open"],
+            "version": "575.57.08",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    (dir, root)
+}
+
+/// A runfile plan of `version` (its hash made up: plan fetches nothing).
+fn runfile_plan(dir: &Path, version: &str, extra: &str) -> PathBuf {
+    plan_file(
+        dir,
+        &format!("runfile-{version}-{}.toml", extra.len()),
+        &format!(
+            "[driver]\nversion = \"{version}\"\nflavor = \"open\"\nsource = \"runfile\"\nrunfile = \"https://example.invalid/NVIDIA-Linux-x86_64-{version}.run\"\nsha256 = \"{}\"\n{extra}",
+            "2".repeat(64)
+        ),
+    )
+}
+
+#[test]
+fn a_runfile_upgrade_of_a_running_host_goes_through_the_window() {
+    let (dir, root) = runfile_host();
+    let plan = runfile_plan(dir.path(), "580.95.05", "");
+    let (code, report) = plan_json(&plan, &root);
+    assert_eq!(code, 0, "{report:#}");
+    let window = &report["window"];
+    assert_eq!(window["module"]["before"], "575.57.08", "{window:#}");
+    assert_eq!(window["module"]["after"], "580.95.05");
+    assert_eq!(window["live"], true);
+    // nvidia-installer refuses a loaded module: the daemon holding it is
+    // stopped and the modules unloaded first, then loaded again.
+    assert_eq!(holder_actions(&report), [(1210, "stop-unit".to_string())]);
+    assert_eq!(strings(&window["unload"]), ["nvidia_uvm", "nvidia"]);
+    assert_eq!(strings(&window["load"]), ["nvidia", "nvidia_uvm"]);
+    let inside = window["build_inside"].as_str().unwrap_or_default();
+    assert!(
+        inside
+            .starts_with("NVIDIA-Linux-x86_64-580.95.05.run builds the kernel module through DKMS"),
+        "{window:#}"
+    );
+    // The runfile is fetched before anything stops; verify comes last.
+    let ids = step_ids(&report);
+    let at = |id: &str| {
+        ids.iter()
+            .position(|s| s == id)
+            .unwrap_or_else(|| panic!("{id} not in {ids:?}"))
+    };
+    assert!(at("window:download") < at("window:stop"), "{ids:?}");
+    assert!(at("window:unload") < at("runfile:driver"), "{ids:?}");
+    assert!(at("runfile:driver") < at("window:load"), "{ids:?}");
+    assert!(at("window:start") < at("driver:verify"), "{ids:?}");
+    let download = &report["steps"][at("window:download")];
+    assert!(
+        download["commands"][0].as_str().unwrap().starts_with(
+            "download https://example.invalid/NVIDIA-Linux-x86_64-580.95.05.run and check sha256"
+        ),
+        "{download:#}"
+    );
+
+    // nvidia-installer will not install over a loaded module: a runfile
+    // swap cannot wait for a reboot, and plan says so before anything.
+    let never = runfile_plan(dir.path(), "580.95.05", "[upgrade]\nreload = \"never\"\n");
+    let (code, report) = plan_json(&never, &root);
+    assert_eq!(code, 1, "{report:#}");
+    let msg = report["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with(
+            "source = \"runfile\" cannot leave the swap to a reboot ([upgrade] reload = \"never\""
+        ),
+        "{msg}"
+    );
+
+    // The release it has: nothing to swap, no window.
+    let same = runfile_plan(dir.path(), "575.57.08", "");
+    let (code, report) = plan_json(&same, &root);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(
+        report.get("window").is_none_or(|w| w.is_null()),
         "{report:#}"
     );
 }
