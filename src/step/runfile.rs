@@ -147,12 +147,14 @@ struct Ahead {
     sha256: String,
 }
 
+/// The download as plan shows it.
+fn download_line(url: &str, sha256: &str) -> String {
+    format!("download {url} and check sha256 {sha256}")
+}
+
 impl Prefetch for Ahead {
     fn describe(&self, _ctx: &Context) -> Result<Vec<String>, StepError> {
-        Ok(vec![format!(
-            "download {} and check sha256 {}",
-            self.url, self.sha256
-        )])
+        Ok(vec![download_line(&self.url, &self.sha256)])
     }
 
     fn prefetch(&self, ctx: &Context) -> Result<(), StepError> {
@@ -167,7 +169,7 @@ impl Runfile {
 
     fn commands(&self) -> Vec<String> {
         vec![
-            format!("download {} and check sha256 {}", self.url, self.sha256),
+            download_line(&self.url, &self.sha256),
             Cmd::change("sh")
                 .arg(format!("/tmp/provision-{}.run", &self.sha256[..16]))
                 .args(self.args.iter().cloned())

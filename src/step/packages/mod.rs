@@ -197,13 +197,9 @@ impl Packages {
 
     /// The specs with every alternative settled: the one installed, else
     /// the first the repositories offer (precompiled modules before DKMS),
-    /// else the first.
-    /// Inside the window, what the download step read is used: the lists
-    /// have not changed since.
+    /// else the first. Once the download step has run (inside the window)
+    /// what it read is used: the lists have not changed since.
     fn settle(&self, host: &Host, installed: &[Package]) -> Packages {
-        if !self.desired.has_choices() {
-            return self.clone();
-        }
         match self.prepared() {
             Some(prepared) => self.settle_from(&prepared.offered, installed),
             None => self.settle_from(&self.offered(host), installed),
