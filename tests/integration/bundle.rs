@@ -408,9 +408,14 @@ pub(crate) fn real_bundle_fits_its_hosts_and_applies_offline_like_online(
     let online_report = applied.json();
     // dkms, the compiler and the headers first, then the module's build,
     // then the driver's packages, which only load it: online and offline.
-    crate::real_driver::built_before_packages(&online_report, release);
+    let (online_build, _) = crate::real_driver::built_before_packages(&online_report, release);
 
-    // Offline: the other B, the network cut, the bundle alone.
+    // Offline: the other B, the network cut, the bundle alone. Its build
+    // is node B's again (the same source, kernel and compiler): the
+    // compiler's cache of the online build goes with it (ccache before
+    // gcc-12 in the test rootfs, scripts/build-rootfs), and DKMS still
+    // builds, links and signs it.
+    copy_compiler_cache(&online, &offline_root);
     let with_bundle = |verb: &str| {
         let run = served(
             verb,
@@ -424,7 +429,8 @@ pub(crate) fn real_bundle_fits_its_hosts_and_applies_offline_like_online(
         run.json()
     };
     let applied = with_bundle("apply");
-    crate::real_driver::built_before_packages(&applied, release);
+    let (offline_build, _) = crate::real_driver::built_before_packages(&applied, release);
+    eprintln!("node B's build: online {online_build:.1} s, offline {offline_build:.1} s");
     // Only the bundle's list is refreshed: the rootfs's own sources cannot
     // be reached, and apt would spend its retries on each.
     // (The check that the bundle serves the host refreshed a throwaway
@@ -650,4 +656,20 @@ fn what_a_bundle_cannot_be_made_for_is_refused_before_anything_is_fetched() {
         );
         assert!(!out.exists(), "nothing written");
     }
+}
+
+/// The test rootfs's ccache (`/var/cache/ccache`, scripts/build-rootfs)
+/// of `from`, copied into `to`.
+fn copy_compiler_cache(from: &Rootfs, to: &Rootfs) {
+    let cache = from.path().join("var/cache/ccache");
+    if !cache.is_dir() {
+        return;
+    }
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&cache)
+        .arg(to.path().join("var/cache"))
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copying the compiler's cache");
 }

@@ -9,8 +9,10 @@ wait_for "slurmctld and slurmd up, the node idle" 120 node_idle
 # After the scripts before it in the series, 570 is installed already.
 have_570
 
-# A job on the GPU, 75 seconds long (the plan and the download take a while under TCG).
-first=$(sbatch --parsable --output=/root/first.out --wrap 'exec 3<>/dev/nvidia0; sleep 75')
+# A job on the GPU that runs until the script lets it end (once the node
+# is seen draining and a job submitted meanwhile waits).
+rm -f /root/first.release
+first=$(sbatch --parsable --output=/root/first.out --wrap 'exec 3<>/dev/nvidia0; while [ ! -e /root/first.release ]; do sleep 0.5; done')
 wait_for "job $first holding /dev/nvidia0" 120 holds_gpu "$first"
 drain=$(plan_with drain 580 '[upgrade]' 'drain = "slurm"')
 run_json plan plan "$drain"
@@ -35,6 +37,9 @@ scontrol show node provision-vm --oneliner | grep -q "Reason=provision: driver 5
 second=$(sbatch --parsable --output=/root/second.out --wrap 'cat /sys/module/nvidia/version')
 sleep 2
 expect_eq "a job submitted during the drain waits" PENDING "$(job_state "$second")"
+expect_eq "the apply waits for the job" RUNNING "$(job_state "$first")"
+[ -d /proc/$apply ] || fail "the apply ended while the job ran: $(cat $OUT/apply.json)"
+touch /root/first.release
 wait $apply || true
 expect_eq "apply exit" 0 "$(cat $OUT/apply.exit)"
 expect_eq "the first job completed" COMPLETED "$(job_state "$first")"
