@@ -62,8 +62,8 @@ plan_with() {
 # package database. Every file's inode, size and change time (dpkg replaces
 # a file by renaming a new one over it: a new inode; any write or chmod
 # moves the change time), and the contents of /etc and dpkg's status.
-# Reading the 250 MB of libraries and programs through sha256sum under TCG
-# took longer than the rest of a script.
+# Hashing the 250 MB of libraries and programs under TCG took 8-17 s a
+# call on an idle host (this: 1.3 s), seven calls in the VM's series.
 tree_hash() {
   { find /etc /boot /lib/modules /usr/lib/x86_64-linux-gnu /usr/bin -xdev \( -type f -o -type l \) -printf '%p %l %m %i %s %C@\n' | sort
     find /etc -xdev -type f -print0 | sort -z | xargs -0 sha256sum
