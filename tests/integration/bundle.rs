@@ -410,12 +410,8 @@ pub(crate) fn real_bundle_fits_its_hosts_and_applies_offline_like_online(
     // then the driver's packages, which only load it: online and offline.
     let (online_build, _) = crate::real_driver::built_before_packages(&online_report, release);
 
-    // Offline: the other B, the network cut, the bundle alone. Its build
-    // is node B's again (the same source, kernel and compiler): the
-    // compiler's cache of the online build goes with it (ccache before
-    // gcc-12 in the test rootfs, scripts/build-rootfs), and DKMS still
-    // builds, links and signs it.
-    copy_compiler_cache(&online, &offline_root);
+    // Offline: the other B, the network cut, the bundle alone. DKMS builds
+    // node B's module again from the bundle's source.
     let with_bundle = |verb: &str| {
         let run = served(
             verb,
@@ -656,20 +652,4 @@ fn what_a_bundle_cannot_be_made_for_is_refused_before_anything_is_fetched() {
         );
         assert!(!out.exists(), "nothing written");
     }
-}
-
-/// The test rootfs's ccache (`/var/cache/ccache`, scripts/build-rootfs)
-/// of `from`, copied into `to`.
-fn copy_compiler_cache(from: &Rootfs, to: &Rootfs) {
-    let cache = from.path().join("var/cache/ccache");
-    if !cache.is_dir() {
-        return;
-    }
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&cache)
-        .arg(to.path().join("var/cache"))
-        .status()
-        .expect("cp");
-    assert!(status.success(), "copying the compiler's cache");
 }
